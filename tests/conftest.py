@@ -1,0 +1,64 @@
+"""Shared fixtures. Runs before any test module imports transformers or colpali_engine."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from vdr_app.torchvision_compat import ensure_torchvision  # noqa: E402
+
+ensure_torchvision()
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _corpus_dir() -> Path:
+    env = os.environ.get("VDR_CORPUS_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The team's real-document corpus (pdfs/ and bad/), outside the repo."""
+    path = _corpus_dir()
+    if not (path / "pdfs").is_dir():
+        pytest.fail(f"corpus not found at {path}: set VDR_CORPUS_DIR to the folder holding pdfs/ and bad/")
+    return path
+
+
+def make_pdf(path: Path, pages: list[list[tuple[float, float, str]]], size=(595, 842), blocks=None) -> Path:
+    """Draw a PDF: for each page, (x, y, text) lines in points from the top-left; optional filled
+    rectangles per page as (x, y, w, h, (r, g, b)) in points from the top-left."""
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=size)
+    for index, lines in enumerate(pages):
+        for x, y, text in lines:
+            c.setFont("Helvetica", 14)
+            c.drawString(x, size[1] - y, text)
+        for x, y, w, h, rgb in (blocks or {}).get(index, []):
+            c.setFillColorRGB(*rgb)
+            c.rect(x, size[1] - y - h, w, h, stroke=0, fill=1)
+            c.setFillColorRGB(0, 0, 0)
+        c.showPage()
+    c.save()
+    return path
+
+
+@pytest.fixture
+def pdf_factory(tmp_path):
+    """make(name, pages, **kw) -> Path of a PDF drawn with reportlab in tmp_path."""
+    counter = iter(range(10_000))
+
+    def make(pages, name=None, **kw):
+        return make_pdf(tmp_path / (name or f"doc{next(counter)}.pdf"), pages, **kw)
+
+    return make

@@ -1,0 +1,335 @@
+"""The engine: the one place that composes pdf -> models -> reduce -> store -> search.
+
+Encode once, reduce many times: full page embeddings are stored once; every view (a reduction
+spec) is derived from them, stored, and kept in step when documents come and go. The CLI, the web
+app and the evaluation lab all go through `Engine`; it knows nothing about any of them.
+
+Long calls take `progress(fraction, message)`; encoding is serialised by a lock so two uploads do
+not fight over one model, while searches run concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from PIL import Image
+
+from . import reduce as reduce_lib
+from .config import Settings
+from .errors import InvalidQueryError, InvalidSpecError, NotFoundError
+from .memory import MemorySummary, summarize
+from .models.base import Encoder
+from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
+from .search import MaxSimIndex
+from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
+from .types import PageEmbedding, QueryEmbedding, Reduction, SearchHit
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+def _quiet(fraction: float, message: str) -> None:
+    """Default progress callback: log only."""
+    log.debug("%3.0f%% %s", fraction * 100, message)
+
+
+def _scaled(progress: Progress, start: float, end: float) -> Progress:
+    """A progress callback mapping 0..1 onto start..end of `progress`."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+@dataclass
+class Exploration:
+    """One page under one view, computed on the fly (nothing stored): what the Explore tab shows."""
+
+    page: PageRow
+    embedding: PageEmbedding
+    reduction: Reduction
+    spec: str
+    kind: str  # "pruning", "merging" or "identity"
+    full_vectors: int
+    view_vectors: int
+    dim: int
+
+    @property
+    def full_bytes(self) -> int:
+        return self.full_vectors * self.dim * 2
+
+    @property
+    def view_bytes(self) -> int:
+        return self.view_vectors * self.dim * 2
+
+
+@dataclass
+class RankingComparison:
+    """How a view's ranking for one query differs from the full index's."""
+
+    full: list[SearchHit]
+    view: list[SearchHit]
+    overlap: float  # |top-k(full) ∩ top-k(view)| / k
+    moved: list[dict] = field(default_factory=list)  # per view hit: full rank (None if new) and shift
+
+
+class Engine:
+    """Index PDFs, keep views, search.
+
+    Args:
+        settings: configuration (model, store path, limits).
+        encoder: an already loaded encoder; loaded lazily from `settings.model` when None.
+        store: an open store; opened from `settings.store_file` when None.
+    """
+
+    def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None, store: Store | None = None):
+        self.settings = settings or Settings()
+        self._encoder = encoder
+        self.store = store or Store(self.settings.store_file)
+        self.limits = PdfLimits(
+            dpi=self.settings.dpi,
+            max_pages=self.settings.max_pages,
+            max_bytes=int(self.settings.max_upload_mb * 1024 * 1024),
+            max_pixels=self.settings.max_image_pixels,
+        )
+        self._encode_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._indexes: dict[str, tuple[list[int], MaxSimIndex]] = {}
+
+    # -- model ------------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use (raises ModelLoadError with what to do)."""
+        if self._encoder is None:
+            from .models import load_encoder
+
+            with self._encode_lock:
+                if self._encoder is None:
+                    self._encoder = load_encoder(
+                        self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
+                    )
+        return self._encoder
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._encoder is not None
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def add_pdf(self, data: bytes, name: str, progress: Progress | None = None) -> AddResult:
+        """Render, encode, reduce for every stored view, and store one PDF in one transaction.
+
+        Adding bytes already stored is a no-op (returns `added=False`). Bad files raise a PdfError
+        before anything is encoded or written.
+        """
+        progress = progress or _quiet
+        name = Path(name).name
+        check_pdf_bytes(data, name, self.limits)
+        sha256 = hashlib.sha256(data).hexdigest()
+        existing = self.store.find_document(sha256)
+        if existing is not None:
+            progress(1.0, f"{name}: already indexed")
+            n_pages = next((d.n_pages for d in self.store.list_documents() if d.id == existing), 0)
+            return AddResult(doc_id=existing, added=False, n_pages=n_pages)
+        pages = render_pdf(data, name, self.limits, _scaled(progress, 0.0, 0.1))
+        encoder = self.encoder
+        self.store.check_model(encoder.model_id, encoder.dim)
+        with self._encode_lock:
+            embeddings = encoder.encode_pages(pages, _scaled(progress, 0.1, 0.9))
+        progress(0.9, f"{name}: computing {len(self.store.view_specs())} views")
+        views = {spec: [reduce_lib.reduce_page(e, spec) for e in embeddings] for spec in self.store.view_specs()}
+        result = self.store.add_document(
+            name, sha256, len(data), encoder.model_id, list(zip(pages, embeddings)), views
+        )
+        self._invalidate()
+        progress(1.0, f"{name}: {len(pages)} pages indexed")
+        return result
+
+    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
+        """Add several PDFs. Every file is checked before any is encoded, so one bad file changes nothing."""
+        progress = progress or _quiet
+        files = [Path(p) for p in paths]
+        for path in files:
+            if not path.is_file():
+                raise NotFoundError(f"{path}: no such file")
+        datas = [path.read_bytes() for path in files]
+        for path, data in zip(files, datas):
+            inspect_pdf(data, path.name, self.limits)
+        results = []
+        for i, (path, data) in enumerate(zip(files, datas)):
+            sub = _scaled(progress, i / len(files), (i + 1) / len(files))
+            results.append(self.add_pdf(data, path.name, sub))
+        return results
+
+    def delete_document(self, ref: str | int) -> int:
+        """Delete a document (id, name or sha256 prefix) and everything derived from it."""
+        doc_id = self.store.resolve_document(ref)
+        self.store.delete_document(doc_id)
+        self._invalidate()
+        return doc_id
+
+    def list_documents(self) -> list[DocumentRow]:
+        return self.store.list_documents()
+
+    def pages(self, doc_id: int | None = None) -> list[PageRow]:
+        rows = self.store.page_rows()
+        return [r for r in rows if doc_id is None or r.doc_id == doc_id]
+
+    def page_image(self, page_id: int) -> Image.Image:
+        return self.store.page_image(page_id)
+
+    # -- views ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def canonical_view(spec: str | None) -> str:
+        """The canonical text of a view spec; "full" (and identity) for the stored embeddings."""
+        if spec is None or str(spec).strip() in ("", FULL_VIEW):
+            return FULL_VIEW
+        parsed = reduce_lib.parse_spec(str(spec))
+        return FULL_VIEW if parsed.name == "identity" else str(parsed)
+
+    def add_view(self, spec: str, progress: Progress | None = None) -> str:
+        """Compute and store a view over every page (no re-encoding). Returns its canonical spec."""
+        progress = progress or _quiet
+        canonical = self.canonical_view(spec)
+        if canonical == FULL_VIEW:
+            raise InvalidSpecError("'full' is always available; it needs no view")
+        page_ids = self.store.page_ids()
+        reductions = {}
+        for i, (page_id, embedding) in enumerate(self.store.iter_page_embeddings(page_ids)):
+            reductions[page_id] = reduce_lib.reduce_page(embedding, canonical)
+            progress((i + 1) / max(len(page_ids), 1), f"{canonical}: page {i + 1}/{len(page_ids)}")
+        self.store.add_view(canonical, reductions)
+        self._invalidate(canonical)
+        return canonical
+
+    def ensure_view(self, spec: str | None, progress: Progress | None = None) -> str:
+        """The canonical spec, computing and storing the view on first use."""
+        canonical = self.canonical_view(spec)
+        if not self.store.has_view(canonical):
+            self.add_view(canonical, progress)
+        return canonical
+
+    def delete_view(self, spec: str) -> str:
+        canonical = self.canonical_view(spec)
+        if canonical == FULL_VIEW:
+            raise InvalidSpecError("the full index cannot be deleted; delete documents instead")
+        self.store.delete_view(canonical)
+        self._invalidate(canonical)
+        return canonical
+
+    def views(self) -> list[MemorySummary]:
+        """Memory of the full index and of every stored view."""
+        dim = self.store.dim or 0
+        full_counts = self.store.vector_counts(FULL_VIEW)
+        total = int(full_counts.sum())
+        out = [summarize(FULL_VIEW, full_counts, dim, total)]
+        for spec in self.store.view_specs():
+            out.append(summarize(spec, self.store.vector_counts(spec), dim, total))
+        return out
+
+    def explore(self, page_id: int, spec: str) -> Exploration:
+        """Reduce one page under a spec on the fly (nothing stored, no re-encoding)."""
+        canonical = self.canonical_view(spec)
+        embedding = self.store.page_embedding(page_id)
+        strategy = "identity" if canonical == FULL_VIEW else canonical
+        reduction = reduce_lib.reduce_page(embedding, strategy)
+        page = self.store.page_rows([page_id])[0]
+        return Exploration(
+            page=page,
+            embedding=embedding,
+            reduction=reduction,
+            spec=canonical,
+            kind=reduce_lib.strategy_kind(reduce_lib.parse_spec(strategy).name),
+            full_vectors=embedding.n_patches + len(embedding.extra),
+            view_vectors=reduction.n_vectors,
+            dim=embedding.dim,
+        )
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def encode_query(self, query: str) -> QueryEmbedding:
+        """Validate and encode one query (InvalidQueryError for empty or too long)."""
+        text = (query or "").strip()
+        if not text:
+            raise InvalidQueryError("the query is empty: type a few words to search for")
+        if len(text) > self.settings.max_query_chars:
+            raise InvalidQueryError(
+                f"the query has {len(text)} characters; the limit is {self.settings.max_query_chars}"
+            )
+        self.store.check_model(self.encoder.model_id, self.encoder.dim)
+        return self.encoder.encode_queries([text])[0]
+
+    def _index(self, spec: str) -> tuple[list[int], MaxSimIndex]:
+        with self._index_lock:
+            cached = self._indexes.get(spec)
+            if cached is None:
+                page_ids, vectors = self.store.load_vectors(spec)
+                cached = (page_ids, MaxSimIndex(vectors)) if page_ids else (page_ids, None)
+                self._indexes[spec] = cached
+            return cached
+
+    def _invalidate(self, spec: str | None = None) -> None:
+        with self._index_lock:
+            if spec is None:
+                self._indexes.clear()
+            else:
+                self._indexes.pop(spec, None)
+
+    def search_embedding(self, query: QueryEmbedding, k: int = 10, view: str | None = None) -> list[SearchHit]:
+        """Rank pages for an encoded query by MaxSim over one view (computed on first use)."""
+        if k < 1:
+            raise InvalidQueryError(f"k must be at least 1, got {k}")
+        spec = self.ensure_view(view)
+        page_ids, index = self._index(spec)
+        if index is None:
+            return []
+        indices, scores = index.top_k(query.vectors, k)
+        rows = {r.id: r for r in self.store.page_rows([page_ids[i] for i in indices])}
+        hits = []
+        for rank, (i, score) in enumerate(zip(indices.tolist(), scores.tolist()), start=1):
+            row = rows[page_ids[i]]
+            hits.append(SearchHit(row.id, row.doc_id, row.doc_name, row.page_number, float(score), rank))
+        return hits
+
+    def search(self, query: str, k: int = 10, view: str | None = None) -> list[SearchHit]:
+        """Encode a query and rank pages by MaxSim over one view ("full" by default)."""
+        return self.search_embedding(self.encode_query(query), k, view)
+
+    def compare(self, query: str, k: int = 10, view: str | None = None) -> RankingComparison:
+        """Search the full index and a view with the same query; report overlap and moves."""
+        embedding = self.encode_query(query)
+        full = self.search_embedding(embedding, k, FULL_VIEW)
+        reduced = self.search_embedding(embedding, k, view)
+        full_rank = {h.page_id: h.rank for h in full}
+        moved = [
+            dict(
+                page_id=h.page_id, doc_name=h.doc_name, page_number=h.page_number, view_rank=h.rank,
+                full_rank=full_rank.get(h.page_id),
+                shift=None if h.page_id not in full_rank else full_rank[h.page_id] - h.rank,
+            )
+            for h in reduced
+        ]
+        overlap = len(set(full_rank) & {h.page_id for h in reduced}) / max(min(k, len(full)), 1)
+        return RankingComparison(full=full, view=reduced, overlap=overlap, moved=moved)
+
+    # -- stats ------------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Store totals and the memory of every view, as plain data (CLI `stats --json`, UI)."""
+        documents = self.store.list_documents()
+        return dict(
+            store=self.store.path,
+            model=self.store.model_id,
+            dim=self.store.dim,
+            schema_version=self.store.schema_version,
+            documents=len(documents),
+            pages=sum(d.n_pages for d in documents),
+            file_bytes=self.store.file_bytes(),
+            views=[v.as_dict() for v in self.views()],
+        )
+

@@ -1,0 +1,490 @@
+"""The SQLite store (sqlite-utils): documents, pages, full embeddings and reduced views.
+
+Layout (schema version in `PRAGMA user_version`, upgraded by the ordered `MIGRATIONS`):
+
+    meta        key -> value: model_id, dim (a store holds one model's vectors)
+    documents   id, sha256 (unique: adding the same PDF twice is a no-op), name, n_pages, n_bytes, added_at
+    pages       id, doc_id, page_number, width, height, image (JPEG), info (JSON)
+    embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d),
+                boxes (uint16 n×4, 0-1 scaled by 65535), cells (int32 n×3), attention (float32 n, or NULL)
+    views       spec (canonical view spec), created_at
+    view_pages  spec, page_id, n_vectors, vectors (float16 k×d), groups (int32 n), info (JSON)
+
+Vectors are stored once, in float16, as raw little-endian BLOBs with their counts beside them.
+Every multi-row write runs in one transaction (`Database.atomic`): a crash or error halfway
+leaves the file as it was. The class is thread-safe (one connection behind a lock) because the web
+app calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import sqlite_utils
+from PIL import Image
+
+from .errors import ModelMismatchError, NotFoundError, StoreError
+from .types import PageEmbedding, PageImage, Reduction
+
+SCHEMA_VERSION = 1
+FULL_VIEW = "full"
+_BOX_SCALE = 65535.0
+_JPEG_QUALITY = 85
+
+
+def _blob(array: np.ndarray, dtype) -> bytes:
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def _array(blob: bytes | None, dtype, shape) -> np.ndarray | None:
+    if blob is None:
+        return None
+    return np.frombuffer(blob, dtype=dtype).reshape(shape)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["documents"].create(
+        {"id": int, "sha256": str, "name": str, "n_pages": int, "n_bytes": int, "added_at": str}, pk="id"
+    )
+    db["documents"].create_index(["sha256"], unique=True)
+    db["pages"].create(
+        {"id": int, "doc_id": int, "page_number": int, "width": int, "height": int, "image": bytes, "info": str},
+        pk="id",
+        foreign_keys=[("doc_id", "documents", "id")],
+    )
+    db["pages"].create_index(["doc_id", "page_number"], unique=True)
+    db["embeddings"].create(
+        {
+            "page_id": int, "n_patches": int, "n_extra": int, "dim": int, "patches": bytes,
+            "extra": bytes, "boxes": bytes, "cells": bytes, "attention": bytes,
+        },
+        pk="page_id",
+        foreign_keys=[("page_id", "pages", "id")],
+    )
+    db["views"].create({"spec": str, "created_at": str}, pk="spec")
+    db["view_pages"].create(
+        {"spec": str, "page_id": int, "n_vectors": int, "vectors": bytes, "groups": bytes, "info": str},
+        pk=("spec", "page_id"),
+        foreign_keys=[("spec", "views", "spec"), ("page_id", "pages", "id")],
+    )
+    db["view_pages"].create_index(["page_id"])
+
+
+# MIGRATIONS[i] upgrades a store from version i to i + 1.
+MIGRATIONS = [_create_v1]
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A stored document and what it costs."""
+
+    id: int
+    name: str
+    sha256: str
+    n_pages: int
+    n_bytes: int
+    added_at: str
+    n_vectors: int
+    vector_bytes: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """A stored page without its image or vectors."""
+
+    id: int
+    doc_id: int
+    doc_name: str
+    page_number: int
+    width: int
+    height: int
+    info: dict
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What `Store.add_document` did."""
+
+    doc_id: int
+    added: bool  # False when the same bytes were already stored
+    n_pages: int
+
+
+class Store:
+    """One SQLite file (or ":memory:") holding one model's page embeddings and views.
+
+    Args:
+        path: SQLite file, created with its folder if missing, or ":memory:".
+    """
+
+    def __init__(self, path: str | Path = ":memory:"):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self._lock = threading.RLock()
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path}: not a usable vdr_app store ({error})") from error
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this vdr_app understands "
+                f"({SCHEMA_VERSION}); upgrade vdr_app"
+            )
+        with self._lock, self.db.atomic():
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            # PRAGMA user_version is transactional in SQLite, so it commits with the steps.
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    # -- model binding ----------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    @property
+    def model_id(self) -> str | None:
+        """The model whose vectors this store holds, or None while empty of any."""
+        return self._meta("model_id")
+
+    @property
+    def dim(self) -> int | None:
+        value = self._meta("dim")
+        return int(value) if value else None
+
+    def check_model(self, model_id: str, dim: int | None = None) -> None:
+        """Raise ModelMismatchError if the store holds another model's vectors."""
+        stored = self.model_id
+        if stored is not None and stored != model_id:
+            raise ModelMismatchError(
+                f"this store holds vectors of '{stored}', not '{model_id}': use the same model "
+                f"(--model {stored}) or another store (--store PATH)"
+            )
+        if stored is not None and dim is not None and self.dim != dim:
+            raise ModelMismatchError(f"this store holds {self.dim}-d vectors, the model gives {dim}-d")
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def find_document(self, sha256: str) -> int | None:
+        row = self.db.execute("SELECT id FROM documents WHERE sha256 = ?", [sha256]).fetchone()
+        return row[0] if row else None
+
+    def add_document(
+        self,
+        name: str,
+        sha256: str,
+        n_bytes: int,
+        model_id: str,
+        pages: list[tuple[PageImage, PageEmbedding]],
+        views: dict[str, list[Reduction]] | None = None,
+    ) -> AddResult:
+        """Add a document, its pages, their full embeddings and their reductions for every view.
+
+        All of it is written in one transaction. If `sha256` is already stored nothing changes.
+
+        Args:
+            name: file name shown to users.
+            sha256: hex digest of the PDF bytes.
+            n_bytes: size of the PDF.
+            model_id: encoder that produced the embeddings (checked against the store).
+            pages: (image, embedding) per page, in page order.
+            views: for each existing view spec, one Reduction per page (same order). Every stored
+                view must be given, so that views never miss a page.
+        """
+        if not pages:
+            raise ValueError(f"{name}: no pages to add")
+        dim = pages[0][1].dim
+        views = views or {}
+        with self._lock:
+            self.check_model(model_id, dim)
+            existing = self.find_document(sha256)
+            if existing is not None:
+                return AddResult(doc_id=existing, added=False, n_pages=len(pages))
+            if set(views) != set(self.view_specs()):
+                raise ValueError(f"reductions given for views {sorted(views)}, stored views are {self.view_specs()}")
+            with self.db.atomic():
+                if self.model_id is None:
+                    self.db["meta"].insert_all(
+                        [{"key": "model_id", "value": model_id}, {"key": "dim", "value": str(dim)}]
+                    )
+                doc_id = self.db["documents"].insert(
+                    {"sha256": sha256, "name": name, "n_pages": len(pages), "n_bytes": n_bytes, "added_at": _now()}
+                ).last_pk
+                for index, (image, embedding) in enumerate(pages):
+                    page_id = self._insert_page(doc_id, image, embedding)
+                    for spec, reductions in views.items():
+                        self._insert_view_page(spec, page_id, reductions[index])
+        return AddResult(doc_id=doc_id, added=True, n_pages=len(pages))
+
+    def _insert_page(self, doc_id: int, page: PageImage, emb: PageEmbedding) -> int:
+        buffer = io.BytesIO()
+        page.image.convert("RGB").save(buffer, format="JPEG", quality=_JPEG_QUALITY)
+        width, height = page.image.size
+        page_id = self.db["pages"].insert(
+            {
+                "doc_id": doc_id, "page_number": page.page_number, "width": width, "height": height,
+                "image": buffer.getvalue(), "info": json.dumps(emb.info),
+            }
+        ).last_pk
+        boxes = np.clip(np.round(emb.boxes * _BOX_SCALE), 0, _BOX_SCALE)
+        self.db["embeddings"].insert(
+            {
+                "page_id": page_id, "n_patches": emb.n_patches, "n_extra": len(emb.extra), "dim": emb.dim,
+                "patches": _blob(emb.patches, "<f2"), "extra": _blob(emb.extra, "<f2"),
+                "boxes": _blob(boxes, "<u2"), "cells": _blob(emb.cells, "<i4"),
+                "attention": None if emb.attention is None else _blob(emb.attention, "<f4"),
+            }
+        )
+        return page_id
+
+    def delete_document(self, doc_id: int) -> None:
+        """Delete a document with its pages, embeddings and view rows (one transaction)."""
+        with self._lock:
+            if not self.db.execute("SELECT 1 FROM documents WHERE id = ?", [doc_id]).fetchone():
+                raise NotFoundError(f"no document with id {doc_id}")
+            with self.db.atomic():
+                pages = "SELECT id FROM pages WHERE doc_id = ?"
+                self.db.execute(f"DELETE FROM view_pages WHERE page_id IN ({pages})", [doc_id])
+                self.db.execute(f"DELETE FROM embeddings WHERE page_id IN ({pages})", [doc_id])
+                self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
+                self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
+
+    def resolve_document(self, ref: str | int) -> int:
+        """A document id from an id, a file name or a sha256 prefix (at least 8 characters)."""
+        text = str(ref).strip()
+        with self._lock:
+            if text.isdigit() and self.db.execute("SELECT 1 FROM documents WHERE id = ?", [int(text)]).fetchone():
+                return int(text)
+            rows = self.db.execute("SELECT id FROM documents WHERE name = ?", [text]).fetchall()
+            if not rows and len(text) >= 8:
+                rows = self.db.execute("SELECT id FROM documents WHERE sha256 LIKE ?", [text + "%"]).fetchall()
+        if len(rows) == 1:
+            return rows[0][0]
+        if len(rows) > 1:
+            raise NotFoundError(f"'{text}' matches {len(rows)} documents; use the document id")
+        raise NotFoundError(f"no document '{text}' (give an id, a file name or a sha256 prefix; see `list`)")
+
+    def list_documents(self) -> list[DocumentRow]:
+        sql = """
+            SELECT d.id, d.name, d.sha256, d.n_pages, d.n_bytes, d.added_at,
+                   COALESCE(SUM(e.n_patches + e.n_extra), 0), COALESCE(SUM((e.n_patches + e.n_extra) * e.dim * 2), 0)
+            FROM documents d LEFT JOIN pages p ON p.doc_id = d.id LEFT JOIN embeddings e ON e.page_id = p.id
+            GROUP BY d.id ORDER BY d.id
+        """
+        with self._lock:
+            return [DocumentRow(*row) for row in self.db.execute(sql).fetchall()]
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    def page_ids(self) -> list[int]:
+        """Every page id, in document then page order (the order of search indexes)."""
+        with self._lock:
+            return [r[0] for r in self.db.execute("SELECT id FROM pages ORDER BY doc_id, page_number").fetchall()]
+
+    def page_rows(self, page_ids: Iterable[int] | None = None) -> list[PageRow]:
+        sql = (
+            "SELECT p.id, p.doc_id, d.name, p.page_number, p.width, p.height, p.info "
+            "FROM pages p JOIN documents d ON d.id = p.doc_id"
+        )
+        with self._lock:
+            rows = self.db.execute(sql + " ORDER BY p.doc_id, p.page_number").fetchall()
+        by_id = {r[0]: PageRow(*r[:6], json.loads(r[6] or "{}")) for r in rows}
+        if page_ids is None:
+            return list(by_id.values())
+        return [by_id[i] for i in page_ids]
+
+    def page_image(self, page_id: int) -> Image.Image:
+        with self._lock:
+            row = self.db.execute("SELECT image FROM pages WHERE id = ?", [page_id]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no page with id {page_id}")
+        return Image.open(io.BytesIO(row[0])).convert("RGB")
+
+    def page_embedding(self, page_id: int) -> PageEmbedding:
+        """The full embedding of one page, as stored (float16 values, returned as float32)."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT n_patches, n_extra, dim, patches, extra, boxes, cells, attention FROM embeddings "
+                "WHERE page_id = ?",
+                [page_id],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no embedding for page {page_id}")
+        return self._embedding_from_row(row)
+
+    def _embedding_from_row(self, row) -> PageEmbedding:
+        n, m, d, patches, extra, boxes, cells, attention = row
+        return PageEmbedding(
+            patches=_array(patches, "<f2", (n, d)).astype(np.float32),
+            extra=_array(extra, "<f2", (m, d)).astype(np.float32),
+            boxes=_array(boxes, "<u2", (n, 4)).astype(np.float32) / _BOX_SCALE,
+            cells=_array(cells, "<i4", (n, 3)),
+            attention=None if attention is None else _array(attention, "<f4", (n,)).copy(),
+            model_id=self.model_id or "",
+        )
+
+    def iter_page_embeddings(self, page_ids: Iterable[int] | None = None) -> Iterator[tuple[int, PageEmbedding]]:
+        """(page_id, PageEmbedding) for the given pages, or all pages in index order."""
+        for page_id in self.page_ids() if page_ids is None else page_ids:
+            yield page_id, self.page_embedding(page_id)
+
+    # -- vectors for search -----------------------------------------------------------------------
+
+    def load_vectors(self, spec: str = FULL_VIEW) -> tuple[list[int], list[np.ndarray]]:
+        """Every page's searchable vectors for one view, in index order.
+
+        Returns:
+            (page_ids, vectors) where vectors[i] is float16 (n_i, d): the full view's patches
+            followed by extra tokens, or a reduced view's vectors followed by the extra tokens.
+        """
+        with self._lock:
+            if spec == FULL_VIEW:
+                rows = self.db.execute(
+                    "SELECT e.page_id, e.n_patches, e.n_extra, e.dim, e.patches, e.extra FROM embeddings e "
+                    "JOIN pages p ON p.id = e.page_id ORDER BY p.doc_id, p.page_number"
+                ).fetchall()
+                ids = [r[0] for r in rows]
+                vectors = [
+                    np.concatenate([_array(r[4], "<f2", (r[1], r[3])), _array(r[5], "<f2", (r[2], r[3]))])
+                    for r in rows
+                ]
+                return ids, vectors
+            self._require_view(spec)
+            rows = self.db.execute(
+                "SELECT v.page_id, v.n_vectors, e.n_extra, e.dim, v.vectors, e.extra FROM view_pages v "
+                "JOIN embeddings e ON e.page_id = v.page_id JOIN pages p ON p.id = v.page_id "
+                "WHERE v.spec = ? ORDER BY p.doc_id, p.page_number",
+                [spec],
+            ).fetchall()
+        ids = [r[0] for r in rows]
+        vectors = [
+            np.concatenate([_array(r[4], "<f2", (r[1] - r[2], r[3])), _array(r[5], "<f2", (r[2], r[3]))])
+            for r in rows
+        ]
+        return ids, vectors
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def view_specs(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self.db.execute("SELECT spec FROM views ORDER BY created_at, spec").fetchall()]
+
+    def has_view(self, spec: str) -> bool:
+        return spec == FULL_VIEW or spec in self.view_specs()
+
+    def _require_view(self, spec: str) -> None:
+        if not self.db.execute("SELECT 1 FROM views WHERE spec = ?", [spec]).fetchone():
+            raise NotFoundError(f"no view '{spec}' in this store (see `views`)")
+
+    def add_view(self, spec: str, reductions: dict[int, Reduction]) -> None:
+        """Store a view: one Reduction per stored page (all pages, one transaction)."""
+        if spec == FULL_VIEW:
+            raise ValueError("'full' is the stored embeddings themselves, not a view to add")
+        with self._lock:
+            missing = set(self.page_ids()) - set(reductions)
+            if missing:
+                raise ValueError(f"view {spec}: reductions missing for {len(missing)} pages")
+            with self.db.atomic():
+                self.db["views"].insert({"spec": spec, "created_at": _now()}, replace=True)
+                self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
+                for page_id, reduction in reductions.items():
+                    self._insert_view_page(spec, page_id, reduction)
+
+    def _insert_view_page(self, spec: str, page_id: int, reduction: Reduction) -> None:
+        self.db["view_pages"].insert(
+            {
+                "spec": spec, "page_id": page_id, "n_vectors": reduction.n_vectors,
+                "vectors": _blob(reduction.vectors, "<f2"), "groups": _blob(reduction.groups, "<i4"),
+                "info": json.dumps(reduction.info, default=float),
+            },
+            replace=True,
+        )
+
+    def view_reduction(self, spec: str, page_id: int) -> Reduction:
+        """A stored view of one page, with its groups (for heatmaps)."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT v.n_vectors, v.vectors, v.groups, v.info, e.n_patches, e.n_extra, e.dim, e.extra "
+                "FROM view_pages v JOIN embeddings e ON e.page_id = v.page_id WHERE v.spec = ? AND v.page_id = ?",
+                [spec, page_id],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no view '{spec}' for page {page_id}")
+        n_vectors, vectors, groups, info, n, m, d, extra = row
+        return Reduction(
+            vectors=_array(vectors, "<f2", (n_vectors - m, d)).astype(np.float32),
+            groups=_array(groups, "<i4", (n,)).astype(np.int64),
+            extra=_array(extra, "<f2", (m, d)).astype(np.float32),
+            info=json.loads(info or "{}"),
+        )
+
+    def delete_view(self, spec: str) -> None:
+        with self._lock:
+            self._require_view(spec)
+            with self.db.atomic():
+                self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
+                self.db.execute("DELETE FROM views WHERE spec = ?", [spec])
+
+    # -- accounting -------------------------------------------------------------------------------
+
+    def vector_counts(self, spec: str = FULL_VIEW) -> np.ndarray:
+        """int64 (N,): vectors stored per page for a view (extra tokens included), index order."""
+        with self._lock:
+            if spec == FULL_VIEW:
+                sql = (
+                    "SELECT e.n_patches + e.n_extra FROM embeddings e JOIN pages p ON p.id = e.page_id "
+                    "ORDER BY p.doc_id, p.page_number"
+                )
+                rows = self.db.execute(sql).fetchall()
+            else:
+                self._require_view(spec)
+                rows = self.db.execute(
+                    "SELECT v.n_vectors FROM view_pages v JOIN pages p ON p.id = v.page_id WHERE v.spec = ? "
+                    "ORDER BY p.doc_id, p.page_number",
+                    [spec],
+                ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def file_bytes(self) -> int:
+        """Bytes of the SQLite file and its WAL (0 for an in-memory store)."""
+        if self.path == ":memory:":
+            return 0
+        return sum(p.stat().st_size for p in (Path(self.path), Path(self.path + "-wal")) if p.exists())
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
