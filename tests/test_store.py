@@ -144,3 +144,15 @@ def test_resolve_document_by_id_name_and_hash():
     assert store.resolve_document("abcdef0123") == doc
     with pytest.raises(NotFoundError, match="no document"):
         store.resolve_document("missing.pdf")
+
+
+def test_explicit_cells_that_boxes_cannot_give_are_kept():
+    store = Store()
+    image, emb = _page(0, n=4)
+    # Two regions of identical box size (e.g. a one-tile colSmol page and its thumbnail) can only be
+    # told apart by explicit cells.
+    emb = PageEmbedding(patches=emb.patches, boxes=np.tile([[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5]], (2, 1)),
+                        cells=[[0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1]], model_id="m")
+    store.add_document("doc.pdf", "a" * 64, 10, "m", [(image, emb)])
+    back = store.page_embedding(store.page_ids()[0])
+    np.testing.assert_array_equal(back.cells, emb.cells)

@@ -5,8 +5,9 @@ Layout (schema version in `PRAGMA user_version`, upgraded by the ordered `MIGRAT
     meta        key -> value: model_id, dim (a store holds one model's vectors)
     documents   id, sha256 (unique: adding the same PDF twice is a no-op), name, n_pages, n_bytes, added_at
     pages       id, doc_id, page_number, width, height, image (JPEG), info (JSON)
-    embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d),
-                boxes (uint16 n×4, 0-1 scaled by 65535), cells (int32 n×3), attention (float32 n, or NULL)
+    embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d)
+    layouts     page_id, boxes (uint16 n×4, 0-1 scaled by 65535), cells (int16 n×3, NULL when
+                `derive_cells(boxes)` gives them), attention (float32 n, or NULL)
     views       spec (canonical view spec), created_at
     view_pages  spec, page_id, n_vectors, vectors (float16 k×d), groups (int32 n), info (JSON)
 
@@ -32,7 +33,7 @@ import sqlite_utils
 from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
-from .types import PageEmbedding, PageImage, Reduction
+from .types import PageEmbedding, PageImage, Reduction, derive_cells
 
 SCHEMA_VERSION = 1
 FULL_VIEW = "full"
@@ -66,11 +67,14 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("doc_id", "documents", "id")],
     )
     db["pages"].create_index(["doc_id", "page_number"], unique=True)
+    # Vectors and per-patch layout live in separate tables so vector storage stays dense.
     db["embeddings"].create(
-        {
-            "page_id": int, "n_patches": int, "n_extra": int, "dim": int, "patches": bytes,
-            "extra": bytes, "boxes": bytes, "cells": bytes, "attention": bytes,
-        },
+        {"page_id": int, "n_patches": int, "n_extra": int, "dim": int, "patches": bytes, "extra": bytes},
+        pk="page_id",
+        foreign_keys=[("page_id", "pages", "id")],
+    )
+    db["layouts"].create(
+        {"page_id": int, "boxes": bytes, "cells": bytes, "attention": bytes},
         pk="page_id",
         foreign_keys=[("page_id", "pages", "id")],
     )
@@ -260,12 +264,18 @@ class Store:
                 "image": buffer.getvalue(), "info": json.dumps(emb.info),
             }
         ).last_pk
-        boxes = np.clip(np.round(emb.boxes * _BOX_SCALE), 0, _BOX_SCALE)
         self.db["embeddings"].insert(
             {
                 "page_id": page_id, "n_patches": emb.n_patches, "n_extra": len(emb.extra), "dim": emb.dim,
                 "patches": _blob(emb.patches, "<f2"), "extra": _blob(emb.extra, "<f2"),
-                "boxes": _blob(boxes, "<u2"), "cells": _blob(emb.cells, "<i4"),
+            }
+        )
+        boxes = np.clip(np.round(emb.boxes * _BOX_SCALE), 0, _BOX_SCALE).astype("<u2")
+        derivable = np.array_equal(derive_cells(boxes / _BOX_SCALE), emb.cells)
+        self.db["layouts"].insert(
+            {
+                "page_id": page_id, "boxes": boxes.tobytes(),
+                "cells": None if derivable else _blob(emb.cells, "<i2"),
                 "attention": None if emb.attention is None else _blob(emb.attention, "<f4"),
             }
         )
@@ -280,6 +290,7 @@ class Store:
                 pages = "SELECT id FROM pages WHERE doc_id = ?"
                 self.db.execute(f"DELETE FROM view_pages WHERE page_id IN ({pages})", [doc_id])
                 self.db.execute(f"DELETE FROM embeddings WHERE page_id IN ({pages})", [doc_id])
+                self.db.execute(f"DELETE FROM layouts WHERE page_id IN ({pages})", [doc_id])
                 self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
                 self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
 
@@ -338,8 +349,8 @@ class Store:
         """The full embedding of one page, as stored (float16 values, returned as float32)."""
         with self._lock:
             row = self.db.execute(
-                "SELECT n_patches, n_extra, dim, patches, extra, boxes, cells, attention FROM embeddings "
-                "WHERE page_id = ?",
+                "SELECT e.n_patches, e.n_extra, e.dim, e.patches, e.extra, l.boxes, l.cells, l.attention "
+                "FROM embeddings e JOIN layouts l ON l.page_id = e.page_id WHERE e.page_id = ?",
                 [page_id],
             ).fetchone()
         if row is None:
@@ -352,7 +363,7 @@ class Store:
             patches=_array(patches, "<f2", (n, d)).astype(np.float32),
             extra=_array(extra, "<f2", (m, d)).astype(np.float32),
             boxes=_array(boxes, "<u2", (n, 4)).astype(np.float32) / _BOX_SCALE,
-            cells=_array(cells, "<i4", (n, 3)),
+            cells=None if cells is None else _array(cells, "<i2", (n, 3)),
             attention=None if attention is None else _array(attention, "<f4", (n,)).copy(),
             model_id=self.model_id or "",
         )
