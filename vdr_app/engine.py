@@ -52,10 +52,18 @@ class Exploration:
     embedding: PageEmbedding
     reduction: Reduction
     spec: str
-    kind: str  # "pruning", "merging" or "identity"
+    kinds: frozenset[str]  # {"pruning"}, {"merging"}, both (prune_then_merge), or empty (identity)
     full_vectors: int
     view_vectors: int
     dim: int
+
+    @property
+    def kind(self) -> str:
+        """How to draw `reduction.groups`: "merging" (colour by group; -1 still means pruned),
+        "pruning" (kept vs pruned) or "identity"."""
+        if reduce_lib.MERGING in self.kinds:
+            return "merging"
+        return "pruning" if reduce_lib.PRUNING in self.kinds else "identity"
 
     @property
     def full_bytes(self) -> int:
@@ -190,7 +198,7 @@ class Engine:
         if spec is None or str(spec).strip() in ("", FULL_VIEW):
             return FULL_VIEW
         parsed = reduce_lib.parse_spec(str(spec))
-        return FULL_VIEW if parsed.name == "identity" else str(parsed)
+        return FULL_VIEW if parsed.strategy == "identity" else str(parsed)
 
     def add_view(self, spec: str, progress: Progress | None = None) -> str:
         """Compute and store a view over every page (no re-encoding). Returns its canonical spec."""
@@ -244,7 +252,7 @@ class Engine:
             embedding=embedding,
             reduction=reduction,
             spec=canonical,
-            kind=reduce_lib.strategy_kind(reduce_lib.parse_spec(strategy).name),
+            kinds=reduce_lib.strategy_kinds(strategy),
             full_vectors=embedding.n_patches + len(embedding.extra),
             view_vectors=reduction.n_vectors,
             dim=embedding.dim,
