@@ -14,6 +14,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -r "${REQUIREMENTS:-requirements.txt}"
