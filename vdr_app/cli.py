@@ -8,6 +8,8 @@
     python -m vdr_app views [--json]              stored views with their memory
     python -m vdr_app view add SPEC | view delete SPEC
     python -m vdr_app make-tiny-model DIR [--family F]   a tiny offline checkpoint to try things
+    python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
+                           [--json PATH] [--html PATH]   retention and fidelity of views
 
 Every command accepts --store PATH, --model NAME_OR_PATH and --device (they override VDR_STORE,
 VDR_MODEL and VDR_DEVICE). Errors print one line on stderr and exit 1, having changed nothing.
@@ -72,6 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     view_sub.add_parser("add", parents=[common], help="compute and store a view").add_argument("spec")
     view_sub.add_parser("delete", parents=[common], help="delete a stored view").add_argument("spec")
 
+    ev = sub.add_parser(
+        "eval", parents=[common], help="measure what each view keeps: retention (with labels) and fidelity",
+        description="Index FOLDER's PDFs (reusing --store), then compare the full index with each view: "
+        "nDCG@5, recall@1/5, MRR@10 and their retention (view / full) for labelled queries; overlap@5/10 "
+        "and Kendall tau@10 against the full index's ranking for every query (no labels needed).",
+    )
+    ev.add_argument("folder", nargs="?", type=Path, metavar="FOLDER",
+                    help="folder of PDFs to index first (default: evaluate what the store holds)")
+    ev.add_argument("--labels", type=Path, metavar="FILE",
+                    help='JSON lines {"query": ..., "file": "x.pdf", "page": 1, "kind": ...} (kind optional)')
+    ev.add_argument("--queries", type=Path, metavar="FILE", help="queries without labels, one per line (fidelity only)")
+    ev.add_argument("--views", nargs="+", action="extend", default=[], metavar="SPEC",
+                    help="view specs, e.g. cluster:factor=9 docpruner:k=-0.25 (default: the stored views)")
+    ev.add_argument("--sweep", action="store_true",
+                    help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
+                    "docpruner k=-0.5..1, prune_then_merge")
+    ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
+    ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
+
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", default="colqwen2", help="colpali, colqwen2, colqwen2_5, colidefics3")
@@ -91,20 +112,28 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 class _Bar:
-    """A tqdm bar on stderr driven by progress(fraction, message) callbacks."""
+    """A tqdm bar on stderr driven by progress(fraction, message) callbacks.
+
+    Created on the first callback (so an early error prints alone) and only on a terminal
+    (tqdm's disable=None), so piped output stays clean.
+    """
 
     def __init__(self, description: str):
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=1000, desc=description, unit="‰", file=sys.stderr, leave=False,
-                         bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+        self._description = description
+        self._bar = None
 
     def __call__(self, fraction: float, message: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=1000, desc=self._description, file=sys.stderr, leave=False, disable=None,
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
         self._bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
         self._bar.set_postfix_str(message[-60:], refresh=True)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _print_json(data) -> None:
@@ -188,12 +217,62 @@ def run(args: argparse.Namespace) -> int:
             print(_memory_table([v for v in engine.views() if v.view in ("full", spec)]))
         else:
             print(f"deleted view {engine.delete_view(args.spec)}")
+    elif command == "eval":
+        _run_eval(engine, args)
     return 0
+
+
+def _run_eval(engine, args: argparse.Namespace) -> None:
+    from .errors import InvalidQueryError, InvalidSpecError
+    from .evaluate import (evaluate, folder_pdfs, load_labels, load_queries, stored_page_counts, sweep_specs,
+                           write_html, write_json)
+    from .pdf import inspect_pdf
+
+    if not args.labels and not args.queries:
+        raise InvalidQueryError("nothing to evaluate: give --labels FILE (JSON lines) and/or --queries FILE")
+    documents = None
+    if args.folder:
+        pdfs = folder_pdfs(args.folder)
+        # Check the labels against the folder before anything is encoded.
+        counts = {p.name: inspect_pdf(p.read_bytes(), p.name, engine.limits).n_pages for p in pdfs}
+        labels = load_labels(args.labels, counts) if args.labels else []
+        queries = load_queries(args.queries) if args.queries else []
+        bar = _Bar("indexing")
+        try:
+            results = engine.add_files(pdfs, progress=bar)
+        finally:
+            bar.close()
+        documents = {p.name: r.doc_id for p, r in zip(pdfs, results)}
+        added = sum(r.added for r in results)
+        print(f"{args.folder}: {len(pdfs)} PDFs ({added} newly indexed, {len(pdfs) - added} already in the store)")
+    else:
+        labels = load_labels(args.labels, stored_page_counts(engine)) if args.labels else []
+        queries = load_queries(args.queries) if args.queries else []
+    views = list(args.views) + (sweep_specs() if args.sweep else [])
+    if not views:
+        views = engine.store.view_specs()
+    if not views:
+        raise InvalidSpecError("no views to evaluate: give --views SPEC [SPEC ...] or --sweep")
+    bar = _Bar("evaluating")
+    try:
+        evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep)
+    finally:
+        bar.close()
+    print(f"model {evaluation.model}  {evaluation.documents} documents, {evaluation.pages} pages  "
+          f"{len(evaluation.queries)} queries ({evaluation.labelled} labelled)")
+    print(evaluation.table())
+    if evaluation.kinds:
+        print()
+        print(evaluation.kind_table())
+    if args.json:
+        print(f"wrote {write_json(evaluation, args.json)}")
+    if args.html:
+        print(f"wrote {write_html(evaluation, args.html)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
     except VdrError as error:

@@ -10,6 +10,7 @@ not fight over one model, while searches run concurrently.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from PIL import Image
 
+from . import heatmap
 from . import reduce as reduce_lib
 from .config import Settings
 from .errors import InvalidQueryError, InvalidSpecError, NotFoundError
@@ -84,6 +87,22 @@ class RankingComparison:
     moved: list[dict] = field(default_factory=list)  # per view hit: full rank (None if new) and shift
 
 
+@dataclass
+class Explanation:
+    """Why a page matched a query: each query token's similarity to every original patch.
+
+    For a reduced view each patch shows the similarity of the vector that stands for it in that
+    view (mapped back through `Reduction.groups`); patches the view pruned are NaN.
+    """
+
+    page: PageRow
+    embedding: PageEmbedding
+    query: QueryEmbedding
+    spec: str
+    maps: np.ndarray  # float32 (q, n): query token x original patch
+    tokens: list[int]  # indices of the query tokens worth a map (see heatmap.content_tokens)
+
+
 class Engine:
     """Index PDFs, keep views, search.
 
@@ -125,6 +144,15 @@ class Engine:
     @property
     def model_loaded(self) -> bool:
         return self._encoder is not None
+
+    def set_model(self, model: str) -> None:
+        """Use another checkpoint or encoder name from now on (loaded lazily like the first).
+
+        The web app offers this when the configured checkpoint cannot be loaded.
+        """
+        with self._encode_lock:
+            self.settings = dataclasses.replace(self.settings, model=model)
+            self._encoder = None
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -240,6 +268,11 @@ class Engine:
             out.append(summarize(spec, self.store.vector_counts(spec), dim, total))
         return out
 
+    @staticmethod
+    def strategies() -> list[dict]:
+        """Every registered reduction strategy with its parameters (for UI choices)."""
+        return reduce_lib.describe_strategies()
+
     def explore(self, page_id: int, spec: str) -> Exploration:
         """Reduce one page under a spec on the fly (nothing stored, no re-encoding)."""
         canonical = self.canonical_view(spec)
@@ -306,6 +339,7 @@ class Engine:
 
     def search(self, query: str, k: int = 10, view: str | None = None) -> list[SearchHit]:
         """Encode a query and rank pages by MaxSim over one view ("full" by default)."""
+        view = self.canonical_view(view)  # a bad spec fails before the model is loaded
         return self.search_embedding(self.encode_query(query), k, view)
 
     def compare(self, query: str, k: int = 10, view: str | None = None) -> RankingComparison:
@@ -324,6 +358,32 @@ class Engine:
         ]
         overlap = len(set(full_rank) & {h.page_id for h in reduced}) / max(min(k, len(full)), 1)
         return RankingComparison(full=full, view=reduced, overlap=overlap, moved=moved)
+
+    def explain(self, query: str | QueryEmbedding, page_id: int, view: str | None = None) -> Explanation:
+        """Per-token similarity maps of one page for a query, under a view ("full" by default).
+
+        A stored view is read as stored; any other spec is reduced on the fly (nothing stored).
+        """
+        embedding_q = query if isinstance(query, QueryEmbedding) else self.encode_query(query)
+        spec = self.canonical_view(view)
+        embedding = self.store.page_embedding(page_id)
+        if spec == FULL_VIEW:
+            maps = heatmap.similarity_maps(embedding_q.vectors, embedding.patches)
+        else:
+            reduction = (
+                self.store.view_reduction(spec, page_id)
+                if self.store.has_view(spec)
+                else reduce_lib.reduce_page(embedding, spec)
+            )
+            maps = heatmap.similarity_maps(embedding_q.vectors, embedding.patches, reduction.groups, reduction.vectors)
+        return Explanation(
+            page=self.store.page_rows([page_id])[0],
+            embedding=embedding,
+            query=embedding_q,
+            spec=spec,
+            maps=maps,
+            tokens=heatmap.content_tokens(embedding_q.tokens or [str(i) for i in range(len(embedding_q.vectors))]),
+        )
 
     # -- stats ------------------------------------------------------------------------------------
 

@@ -58,3 +58,7 @@ class NotFoundError(VdrError, LookupError):
 
 class StoreError(VdrError):
     """The store file cannot be used (newer schema, corrupt, ...)."""
+
+
+class InvalidLabelsError(VdrError, ValueError):
+    """An evaluation label or query file is malformed or names a file or page that does not exist."""

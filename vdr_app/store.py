@@ -145,7 +145,7 @@ class Store:
             conn = sqlite3.connect(self.path, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
             self._lock = threading.RLock()
-            if self.path != ":memory:":
+            if self.path != ":memory:" and self.db.journal_mode != "wal":
                 self.db.enable_wal()
             self._migrate()
         except sqlite3.DatabaseError as error:
@@ -164,6 +164,8 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this vdr_app understands "
                 f"({SCHEMA_VERSION}); upgrade vdr_app"
             )
+        if version == SCHEMA_VERSION:
+            return  # opening an up-to-date store writes nothing
         with self._lock, self.db.atomic():
             for step in MIGRATIONS[version:]:
                 step(self.db)

@@ -137,6 +137,10 @@ class ColVisionEncoder(Encoder):
 
         ensure_torchvision()
         import colpali_engine.models as cm
+        from transformers.utils import logging as hf_logging
+
+        # The engine reports its own progress; transformers' per-weight bar would interleave with it.
+        hf_logging.disable_progress_bar()
 
         device = resolve_device(device)
         model_cls = getattr(cm, cls.model_class)

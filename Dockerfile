@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# CPU image of the vdr_app web app, for a Hugging Face Docker Space or any container host.
+#
+#   docker build -t vdr-app .
+#   docker run --rm -p 7860:7860 -v vdr-data:/data vdr-app          # http://localhost:7860
+#   docker run ... -e VDR_MODEL=vidore/colqwen2.5-v0.2 vdr-app        # another checkpoint
+#
+# Data (SQLite store with page images) lives in $VDR_DATA_DIR and downloaded checkpoints in
+# $HF_HOME, both under /data: mount a volume there (or enable a Space's persistent storage,
+# which is mounted at /data) to keep them across restarts.
+FROM python:3.11-slim
+
+# poppler-utils: pdf2image renders pages with pdftoppm / pdfinfo.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends poppler-utils \
+    && rm -rf /var/lib/apt/lists/*
+
+# Spaces run the container as UID 1000; use the same user everywhere.
+RUN useradd -m -u 1000 user \
+    && mkdir -p /data \
+    && chown user:user /data
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    VDR_DATA_DIR=/data/vdr \
+    HF_HOME=/data/huggingface \
+    VDR_HOST=0.0.0.0 \
+    VDR_PORT=7860
+WORKDIR $HOME/app
+
+# torch first, from the PyTorch CPU index: PyPI's Linux torch 2.13.0 wheel is a CUDA build that
+# pulls ~3 GB of nvidia-* wheels a CPU container never uses. `torch==2.13.0+cpu` satisfies the
+# `torch==2.13.0` pin of requirements.txt (a local version label matches its plain version), so
+# the next step keeps it. torchvision 0.28.0 is the release paired with torch 2.13; taking the CPU
+# build here also avoids the CUDA torchvision whose ops cannot load next to a CPU torch (see
+# vdr_app/torchvision_compat.py, which shims that case when it happens elsewhere).
+# For a GPU image, drop this step: requirements.txt then installs PyPI's CUDA torch.
+RUN pip install --user --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 torchvision==0.28.0
+
+# Requirements before the code, so editing the code does not reinstall packages.
+COPY --chown=user requirements.txt .
+RUN pip install --user -r requirements.txt
+
+COPY --chown=user . .
+
+EXPOSE 7860
+CMD ["python", "app.py"]

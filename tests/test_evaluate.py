@@ -1,0 +1,333 @@
+"""Evaluation: metrics on hand-computed cases, label validation, fidelity, the CLI sweep, the Lab tab."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vdr_app import evaluate as ev
+from vdr_app.cli import main
+from vdr_app.config import Settings
+from vdr_app.engine import Engine
+from vdr_app.errors import InvalidLabelsError, VdrError
+
+from .fakes import GridEncoder
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ranked, expected",
+    [
+        (["a", "x", "y", "z", "w"], 1.0),  # relevant at rank 1
+        (["x", "y", "a", "z", "w"], 0.5),  # rank 3: 1 / log2(4)
+        (["x", "y", "z", "w", "v", "a"], 0.0),  # rank 6: outside the top 5
+        (["x", "y"], 0.0),  # absent
+    ],
+)
+def test_ndcg_at_5_with_one_relevant_page(ranked, expected):
+    assert ev.ndcg_at_k(ranked, {"a"}, 5) == pytest.approx(expected)
+
+
+def test_ndcg_with_two_relevant_pages_divides_by_the_ideal_ranking():
+    dcg = 1 + 1 / math.log2(4)  # relevant at ranks 1 and 3
+    ideal = 1 + 1 / math.log2(3)  # relevant at ranks 1 and 2
+    assert ev.ndcg_at_k(["a", "x", "b"], {"a", "b"}, 5) == pytest.approx(dcg / ideal)
+
+
+def test_recall_and_mrr_on_hand_computed_cases():
+    ranked = ["x", "y", "a", "z", "w", "b"]
+    assert ev.recall_at_k(ranked, {"a"}, 1) == 0.0
+    assert ev.recall_at_k(ranked, {"a"}, 5) == 1.0
+    assert ev.recall_at_k(ranked, {"a", "b"}, 5) == 0.5
+    assert ev.mrr_at_k(ranked, {"a"}, 10) == pytest.approx(1 / 3)
+    assert ev.mrr_at_k(ranked, {"b"}, 5) == 0.0  # rank 6 is past the cut-off
+    assert ev.mrr_at_k(ranked, {"q"}, 10) == 0.0
+    assert ev.first_relevant_rank(ranked, {"b", "a"}) == 3
+    assert ev.label_metrics(ranked, {"a"}) == {
+        "ndcg@5": pytest.approx(0.5), "recall@1": 0.0, "recall@5": 1.0, "mrr@10": pytest.approx(1 / 3)
+    }
+
+
+def test_fidelity_of_identical_rankings_is_one():
+    ranking = list(range(10))
+    assert ev.fidelity_metrics(ranking, ranking) == {
+        "overlap@5": 1.0, "overlap@10": 1.0, "kendall_tau@10": 1.0, "top1_agreement": 1.0
+    }
+
+
+def test_kendall_tau_on_hand_computed_cases():
+    ranking = list(range(10))
+    swapped = [1, 0] + ranking[2:]  # one discordant pair of 45
+    assert ev.kendall_tau_at_k(ranking, swapped) == pytest.approx(1 - 2 / 45)
+    assert ev.kendall_tau_at_k(ranking, ranking[::-1]) == pytest.approx(-1.0)
+    disjoint = list(range(10, 20))
+    assert ev.kendall_tau_at_k(ranking, disjoint) < 0
+    assert ev.overlap_at_k(ranking, disjoint, 10) == 0.0
+    replaced = ranking[:9] + [99]  # the last page replaced: overlap 9/10, order intact
+    assert ev.overlap_at_k(ranking, replaced, 10) == pytest.approx(0.9)
+    assert 0.9 < ev.kendall_tau_at_k(ranking, replaced) < 1.0
+
+
+# -- label files ------------------------------------------------------------------------------------
+
+COUNTS = {"report.pdf": 3, "slides.pdf": 12}
+
+
+def _labels(*rows) -> str:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows)
+
+
+def test_labels_parse_merge_repeated_queries_and_keep_kinds():
+    text = _labels(
+        {"query": "revenue", "file": "report.pdf", "page": 2, "kind": "table"},
+        "",
+        {"query": "revenue", "file": "slides.pdf", "page": 7, "kind": "table"},
+        {"query": "team photo", "file": "slides.pdf", "page": 1},
+    )
+    labels = ev.parse_labels(text, "l.jsonl")
+    ev.check_labels(labels, COUNTS, "l.jsonl")
+    assert [(q.query, q.relevant, q.kind, q.lines) for q in labels] == [
+        ("revenue", (("report.pdf", 2), ("slides.pdf", 7)), "table", (1, 3)),
+        ("team photo", (("slides.pdf", 1),), None, (4,)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"query": "x", "file": "report.pdf", "page": 1', "l.jsonl:2: not valid JSON"),
+        ('["x", "report.pdf", 1]', "l.jsonl:2: expected a JSON object"),
+        ('{"query": "x", "file": "report.pdf"}', "l.jsonl:2: missing 'page'"),
+        ('{"query": "x", "file": "report.pdf", "pgae": 1}', "l.jsonl:2: unknown key 'pgae'"),
+        ('{"query": "  ", "file": "report.pdf", "page": 1}', "l.jsonl:2: 'query' must be non-empty"),
+        ('{"query": "x", "file": "report.pdf", "page": 0}', "l.jsonl:2: 'page' must be a page number >= 1, got 0"),
+        ('{"query": "x", "file": "report.pdf", "page": true}', "l.jsonl:2: 'page' must be a page number"),
+        ('{"query": "x", "file": "report.pdf", "page": "2"}', "l.jsonl:2: 'page' must be a page number"),
+    ],
+)
+def test_malformed_label_lines_name_the_line(line, message):
+    text = _labels({"query": "ok", "file": "report.pdf", "page": 1}, line)
+    with pytest.raises(InvalidLabelsError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
+        ev.parse_labels(text, "l.jsonl")
+
+
+def test_unknown_file_and_page_out_of_range_name_the_line_and_the_facts():
+    text = _labels(
+        {"query": "a", "file": "report.pdf", "page": 1},
+        {"query": "b", "file": "reprot.pdf", "page": 1},
+        {"query": "c", "file": "slides.pdf", "page": 13},
+    )
+    labels = ev.parse_labels(text, "l.jsonl")
+    with pytest.raises(InvalidLabelsError) as info:
+        ev.check_labels(labels, COUNTS, "l.jsonl")
+    message = str(info.value)
+    assert "l.jsonl:2: unknown file 'reprot.pdf'" in message and "did you mean 'report.pdf'" in message
+    assert "l.jsonl:3: page 13 is out of range: 'slides.pdf' has 12 pages" in message
+    assert isinstance(info.value, VdrError)
+
+
+def test_conflicting_kinds_for_one_query_and_empty_files_are_refused(tmp_path):
+    text = _labels({"query": "a", "file": "report.pdf", "page": 1, "kind": "text"},
+                   {"query": "a", "file": "report.pdf", "page": 2, "kind": "table"})
+    with pytest.raises(InvalidLabelsError, match="l.jsonl:2: kind 'table' differs"):
+        ev.parse_labels(text, "l.jsonl")
+    with pytest.raises(InvalidLabelsError, match="no labelled queries"):
+        ev.parse_labels("\n\n", "l.jsonl")
+    (tmp_path / "q.txt").write_text("\n  \n")
+    with pytest.raises(InvalidLabelsError, match="no queries"):
+        ev.load_queries(tmp_path / "q.txt")
+
+
+def test_the_committed_corpus_labels_are_valid(corpus_dir):
+    """eval/corpus_labels.jsonl names real files and pages of the shared corpus."""
+    from vdr_app.pdf import inspect_pdf
+
+    path = Path(__file__).resolve().parents[1] / "eval" / "corpus_labels.jsonl"
+    labels = ev.parse_labels(path.read_text(encoding="utf-8"), path.name)
+    files = {f for q in labels for f, _ in q.relevant}
+    counts = {f: inspect_pdf((corpus_dir / "pdfs" / f).read_bytes(), f).n_pages
+              for f in files if (corpus_dir / "pdfs" / f).is_file()}
+    ev.check_labels(labels, counts, path.name)
+    assert len(labels) >= 60 and len(files) >= 30
+    assert {"text", "table", "figure", "non-english"} <= {q.kind for q in labels}
+
+
+# -- the sweep grid ---------------------------------------------------------------------------------
+
+
+def test_sweep_covers_every_family_at_the_documented_ratios():
+    from vdr_app.reduce import parse_spec
+
+    specs = ev.sweep_specs()
+    assert len(specs) == len(set(specs)) and all(str(parse_spec(s)) == s for s in specs)
+    by_family: dict[str, list] = {}
+    for spec in specs:
+        by_family.setdefault(ev.view_family(spec), []).append(parse_spec(spec))
+    for family in ("random", "attention", "pool1d", "pool2d", "cluster"):
+        keeps = sorted(round(1 / s.nominal_keep) for s in by_family[family])
+        assert keeps == [2, 4, 9, 25, 49], family
+    assert sorted(float(s.params["k"]) for s in by_family["docpruner"]) == [-0.5, -0.25, 0, 0.5, 1]
+    assert len(by_family["prune_then_merge"]) == 4
+
+
+# -- evaluate through the engine (fake encoder) -----------------------------------------------------
+
+
+@pytest.fixture
+def fake_engine(tmp_path, pdf_factory):
+    engine = Engine(Settings(data_dir=tmp_path, dpi=30), encoder=GridEncoder())
+    a = pdf_factory([[(72, 72, "alpha")], [(72, 300, "beta")]], name="a.pdf",
+                    blocks={0: [(100, 100, 200, 200, (1, 0, 0))]})
+    b = pdf_factory([[(72, 72, "gamma")], [(72, 72, "delta")]], name="b.pdf",
+                    blocks={1: [(300, 500, 150, 150, (0, 0, 1))]})
+    engine.add_files([a, b])
+    return engine
+
+
+def test_the_full_index_and_an_identity_view_have_fidelity_one(fake_engine):
+    labels = ev.parse_labels(_labels({"query": "alpha beta", "file": "a.pdf", "page": 2, "kind": "text"},
+                                     {"query": "gamma", "file": "b.pdf", "page": 1, "kind": "table"}))
+    result = ev.evaluate(fake_engine, ["random:keep=1", "pool1d:factor=4", "full"], labels,
+                         queries=["delta", "alpha beta"])
+    assert [v.view for v in result.views] == ["full", "random:keep=1,seed=0", "pool1d:factor=4"]
+    assert result.queries == ["alpha beta", "gamma", "delta"] and result.labelled == 2
+    for view in result.views[:2]:
+        assert view.fidelity == {f: 1.0 for f in ev.FIDELITY}
+        assert all(r == 1.0 for r in view.retention.values() if r is not None)
+        assert view.metrics == result.full.metrics
+    pooled = result.views[2]
+    assert pooled.memory_ratio < 0.5 and pooled.memory["bytes"] < result.full.memory["bytes"]
+    # Every figure equals what the per-query ranks give, recomputed by hand from the rankings.
+    for view in result.views:
+        ranks = [row["rank"] for row in view.per_query[:2]]
+        assert view.metrics["mrr@10"] == pytest.approx(sum(1 / r for r in ranks if r) / 2)
+        assert set(view.by_kind) == {"text", "table"} and view.by_kind["text"]["queries"] == 1
+    table = result.table()
+    assert "pool1d:factor=4" in table and "ret@nDCG5" in table
+    assert "text (1)" in result.kind_table()
+
+
+def test_labels_naming_unstored_documents_fail_before_anything_is_searched(fake_engine):
+    labels = ev.parse_labels(_labels({"query": "x", "file": "c.pdf", "page": 1}))
+    with pytest.raises(InvalidLabelsError, match="unknown file 'c.pdf'"):
+        ev.evaluate(fake_engine, ["pool1d:factor=4"], labels)
+    assert fake_engine.store.view_specs() == []
+
+
+# -- the CLI on real PDFs with a tiny checkpoint ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from vdr_app.models.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint("colqwen2", tmp_path_factory.mktemp("tiny") / "colqwen2")
+
+
+def test_eval_cli_end_to_end_on_real_pdfs_with_a_tiny_model(tmp_path, corpus_dir, tiny_model, capsys):
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    for name in ("chevron-eastern-mediterranean-page.pdf", "gao-national-cybersecurity-strategy.pdf"):
+        shutil.copy(corpus_dir / "pdfs" / name, folder / name)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(_labels(
+        {"query": "natural gas offshore Israel", "file": "chevron-eastern-mediterranean-page.pdf", "page": 1,
+         "kind": "text"},
+        {"query": "national cybersecurity strategy characteristics", "file": "gao-national-cybersecurity-strategy.pdf",
+         "page": 2, "kind": "figure"},
+    ))
+    queries = tmp_path / "queries.txt"
+    queries.write_text("who leads cybersecurity?\n")
+    store, out_json, out_html = tmp_path / "s.sqlite", tmp_path / "out" / "e.json", tmp_path / "out" / "e.html"
+    args = ["eval", str(folder), "--labels", str(labels), "--queries", str(queries), "--store", str(store),
+            "--model", str(tiny_model), "--views", "cluster:factor=4", "docpruner:k=0",
+            "--json", str(out_json), "--html", str(out_html)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 PDFs (2 newly indexed" in out and "cluster:factor=4" in out and "docpruner:k=0" in out
+    data = json.loads(out_json.read_text())
+    assert [v["view"] for v in data["views"]] == ["full", "cluster:factor=4,features=profile", "docpruner:k=0"]
+    assert data["pages"] == 3 and data["queries"] == 3 and data["labelled_queries"] == 2
+    full, cluster, pruned = data["views"]
+    assert full["memory_ratio"] == 1.0 and full["retention"]["ndcg@5"] == pytest.approx(1.0)
+    assert full["fidelity"]["overlap@10"] == 1.0
+    assert 0 < cluster["memory_ratio"] < 0.5 and 0 < pruned["memory_ratio"] < 1
+    for view in data["views"]:
+        assert all(0 <= view["metrics"][m] <= 1 for m in ev.METRICS)
+        assert len(view["per_query"]) == 3 and set(view["by_kind"]) == {"text", "figure"}
+    assert "plotly" in out_html.read_text()[:5000].lower()
+
+    # Again on the same store: nothing is re-encoded, the stored views are reused.
+    assert main(args[:-4]) == 0
+    assert "(0 newly indexed, 2 already in the store)" in capsys.readouterr().out
+
+
+def test_eval_cli_reports_a_bad_label_line_and_changes_nothing(tmp_path, corpus_dir, capsys):
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    shutil.copy(corpus_dir / "pdfs" / "chevron-eastern-mediterranean-page.pdf", folder)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(_labels({"query": "gas", "file": "chevron-eastern-mediterranean-page.pdf", "page": 2}))
+    store = tmp_path / "s.sqlite"
+    assert main(["eval", str(folder), "--labels", str(labels), "--store", str(store), "--sweep"]) == 1
+    err = capsys.readouterr().err
+    assert "labels.jsonl:1: page 2 is out of range" in err and "has 1 pages" in err
+    assert not store.exists() or Engine(Settings(store_path=store)).list_documents() == []
+
+
+# -- the Lab tab through gradio_client --------------------------------------------------------------
+
+
+def _lab_demo(engine):
+    import gradio as gr
+
+    try:
+        from vdr_app.ui import build_demo  # the app's own UI when it exists
+
+        return build_demo(engine)
+    except ImportError:
+        from vdr_app.ui.lab import build_lab_tab
+
+        with gr.Blocks() as demo:
+            with gr.Tab("Lab"):
+                build_lab_tab(engine)
+        return demo
+
+
+def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
+    from gradio_client import Client, handle_file
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(_labels({"query": "alpha beta", "file": "a.pdf", "page": 2, "kind": "text"},
+                              {"query": "gamma", "file": "b.pdf", "page": 1, "kind": "table"}))
+    demo = _lab_demo(fake_engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert {"/lab_run", "/lab_views"} <= set(endpoints)
+        choices = client.predict(api_name="/lab_views")
+        assert "cluster:factor=9,features=profile" in json.dumps(choices)
+        figure, table, export, summary = client.predict(
+            ["pool1d:factor=4", "random:keep=0.5"], False, "delta\nalpha beta", handle_file(str(labels)),
+            api_name="/lab_run",
+        )
+        data = json.loads(open(export, encoding="utf-8").read())
+        assert [v["view"] for v in data["views"]] == ["full", "pool1d:factor=4", "random:keep=0.5,seed=0"]
+        assert data["labelled_queries"] == 2 and data["queries"] == 3
+        assert [row[0] for row in table["data"]] == ["full", "pool1d:factor=4", "random:keep=0.5,seed=0"]
+        assert "2 views" in summary and "nDCG@5" in summary
+        assert figure is not None
+
+        # Without labels the tab still works (fidelity only); a bad spec is a readable error.
+        _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, api_name="/lab_run")
+        assert "No labels" in summary and table["data"][0][0] == "full"
+        with pytest.raises(Exception, match="unknown reduction strategy 'nope'"):
+            client.predict(["nope:keep=0.5"], False, "delta", None, api_name="/lab_run")
+    finally:
+        demo.close()

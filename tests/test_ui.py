@@ -1,0 +1,265 @@
+"""The web app in process, driven through gradio_client as an API user would: a tiny colSmol
+checkpoint (real from_pretrained path, colSmol's tiles + global thumbnail geometry), a temp data
+folder, real PDFs from the corpus."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+from vdr_app.ui import _banner
+from vdr_app.ui.common import spec_text, strategy_defaults
+
+from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, THIRD_PDF, app_settings, running_app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint, tmp_path_factory):
+    """(client, engine, demo) of an app on a tiny colSmol checkpoint, model loaded."""
+    settings = app_settings(tmp_path_factory.mktemp("ui-data"), str(tiny_checkpoint("colidefics3")))
+    with running_app(settings) as (url, engine, demo):
+        assert demo.model_status.state == "ready", demo.model_status.error
+        yield Client(url, verbose=False), engine, demo
+
+
+@pytest.fixture(scope="module")
+def indexed(app, corpus_dir):
+    """The app with SHORT_PDF uploaded through the API; returns the upload's status text."""
+    client = app[0]
+    return client.predict([handle_file(str(corpus_dir / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+
+
+def _array(value) -> np.ndarray:
+    """A plotly JSON array: a nested list, or a typed array {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        shape = [int(x) for x in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.array(value, dtype=float)
+
+
+def _store_state(engine):
+    return [d.as_dict() for d in engine.list_documents()], engine.store.page_ids(), engine.store.view_specs()
+
+
+def test_every_event_has_an_api_name(app):
+    """gradio_client can reach every event by name; the main ones are documented."""
+    client, _, demo = app
+    names = [dep.get("api_name") for dep in demo.config["dependencies"]]
+    assert all(isinstance(n, str) and n for n in names), names
+    documented = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for endpoint in ("/add_documents", "/delete_document", "/explore", "/search", "/explain"):
+        assert endpoint in documented
+
+
+def test_upload_indexes_every_page(app, indexed, corpus_dir):
+    _, engine, _ = app
+    docs = engine.list_documents()
+    assert [d.name for d in docs] == [SHORT_PDF]
+    assert docs[0].n_pages == 2
+    assert f"**{SHORT_PDF}**: 2 pages indexed" in indexed
+    assert len(engine.pages(docs[0].id)) == 2
+
+
+def test_explore_reports_what_each_strategy_keeps(app, indexed):
+    """Pruning and merging report different counts, each matching its own rule, without re-encoding."""
+    client, engine, _ = app
+    page_id = engine.pages()[0].id
+    encoded = engine.encoder.pages_encoded if hasattr(engine.encoder, "pages_encoded") else None
+    embedding = engine.store.page_embedding(page_id)
+    n, m, d = embedding.n_patches, len(embedding.extra), embedding.dim
+
+    _, _, pruned = client.predict(page_id, "docpruner:k=0.5", api_name="/explore")
+    _, text, merged = client.predict(page_id, "cluster:factor=9", api_name="/explore")
+
+    threshold = pruned["info"]["threshold"]
+    assert pruned["kind"] == "pruning" and merged["kind"] == "merging"
+    assert pruned["patches_before"] == merged["patches_before"] == n == 320  # 2x2 tiles + thumbnail
+    assert pruned["patches_after"] == int((embedding.attention > threshold).sum())
+    assert merged["patches_after"] == n // 9
+    assert pruned["patches_after"] != merged["patches_after"]
+    for report in (pruned, merged):
+        assert report["vectors_after"] == report["patches_after"] + m
+        assert report["bytes_before"] == (n + m) * d * 2
+        assert report["bytes_after"] == report["vectors_after"] * d * 2
+        assert report["ratio"] == pytest.approx(report["bytes_after"] / report["bytes_before"], rel=1e-5)
+    assert f"{n + m} → {merged['vectors_after']}" in text
+    assert "global-thumbnail" in text  # colSmol's thumbnail tokens are said to be drawn apart
+    if encoded is not None:
+        assert engine.encoder.pages_encoded == encoded
+
+
+def test_explore_figure_places_every_patch(app, indexed):
+    """The plot carries the page image and one heatmap grid per region and layer (tiles: 16x16,
+    thumbnail: 8x8), with pruned cells exactly where the reduction pruned."""
+    import json
+
+    client, engine, _ = app
+    page_id = engine.pages()[0].id
+    plot, _, report = client.predict(page_id, "docpruner:k=0.5", api_name="/explore")
+    figure = json.loads(plot["plot"])
+    images = [t for t in figure["data"] if t["type"] == "image"]
+    heatmaps = [t for t in figure["data"] if t["type"] == "heatmap"]
+    assert len(images) == 4  # two panels over the page, two small thumbnail panels
+    shapes = sorted({_array(t["z"]).shape for t in heatmaps})
+    assert shapes == [(8, 8), (16, 16)]
+    pruned_layers = [t for t in heatmaps if t.get("name") == "pruned"]
+    drawn = sum(int(np.isfinite(_array(t["z"])).sum()) for t in pruned_layers)
+    assert drawn == report["pruned"] == report["patches_before"] - report["patches_after"]
+
+
+def test_search_ranks_pages_like_the_engine(app, indexed):
+    client, engine, _ = app
+    gallery, comparison, hits, _ = client.predict("canvas drawing", "full", 5, api_name="/search")
+    expected = engine.search("canvas drawing", k=5)
+    assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
+    assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
+    assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:]))
+    assert len(gallery) == len(hits) == 2
+    assert "full index" in comparison
+
+
+def test_search_over_a_view_compares_with_the_full_index(app, indexed):
+    client, engine, _ = app
+    _, comparison, hits, _ = client.predict("canvas drawing", "cluster:factor=9", 5, api_name="/search")
+    reference = engine.compare("canvas drawing", k=5, view="cluster:factor=9")
+    assert [h["page_id"] for h in hits] == [h.page_id for h in reference.view]
+    assert f"overlap of the top {len(reference.full)} = **{reference.overlap:.0%}**" in comparison
+    assert "| view rank | page | score | full rank | moved |" in comparison
+
+
+def test_explain_maps_a_token_back_through_the_view(app, indexed):
+    """For a pruned view, the chosen token's map is NaN exactly on pruned patches and equals the
+    full page's map on patches the view kept as they were."""
+    import json
+
+    client, engine, _ = app
+    page_id = engine.pages()[0].id
+    spec = "docpruner:k=0.5"
+    plot, tokens, info = client.predict("canvas drawing", page_id, spec, None, api_name="/explain")
+    assert tokens["choices"] and tokens["value"] in [c[1] for c in tokens["choices"]]
+    token = tokens["choices"][-1][1]
+    _, chosen, _ = client.predict("canvas drawing", page_id, spec, token, api_name="/explain")
+    assert chosen["value"] == token
+
+    explanation = engine.explain("canvas drawing", page_id, spec)
+    groups = engine.explore(page_id, spec).reduction.groups
+    full = engine.explain("canvas drawing", page_id, "full").maps
+    assert np.isnan(explanation.maps[:, groups < 0]).all()
+    np.testing.assert_allclose(explanation.maps[:, groups >= 0], full[:, groups >= 0], rtol=1e-5, atol=1e-6)
+    assert "pruned in this view" in info
+    assert json.loads(plot["plot"])["data"]
+
+
+def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, corpus_dir):
+    from gradio_client.exceptions import AppError
+
+    client, engine, _ = app
+    before = _store_state(engine)
+    with pytest.raises(AppError, match=BAD_PDF):
+        client.predict([handle_file(str(corpus_dir / "bad" / BAD_PDF))], api_name="/add_documents")
+    with pytest.raises(AppError, match="query is empty"):
+        client.predict("   ", "full", 5, api_name="/search")
+    assert _store_state(engine) == before
+
+
+def test_searches_run_while_a_document_is_indexed(app, indexed, corpus_dir):
+    """Ten searches at once all succeed while an upload is inside the encoder (held there until
+    they are done, so the overlap is certain)."""
+    client, engine, _ = app
+    encoder = engine.encoder
+    original = encoder.encode_pages
+    inside, release = threading.Event(), threading.Event()
+
+    def held(pages, progress=None):
+        inside.set()
+        release.wait(120)
+        return original(pages, progress)
+
+    encoder.encode_pages = held
+    upload = None
+    try:
+        upload = client.submit([handle_file(str(corpus_dir / "pdfs" / THIRD_PDF))], api_name="/add_documents")
+        assert inside.wait(60), "the upload never reached the encoder"
+        jobs = [client.submit(f"canvas query {i}", "full", 3, api_name="/search") for i in range(10)]
+        results = [job.result(timeout=120) for job in jobs]
+        assert not release.is_set()
+        for _, _, hits, _ in results:
+            assert [h["rank"] for h in hits] == [1, 2]
+    finally:
+        release.set()
+        if upload is not None:
+            upload.result(timeout=120)
+        del encoder.encode_pages
+    assert THIRD_PDF in [d.name for d in engine.list_documents()]
+
+
+def test_delete_removes_only_that_document(app, indexed, corpus_dir):
+    client, engine, _ = app
+    client.predict([handle_file(str(corpus_dir / "pdfs" / OTHER_PDF))], api_name="/add_documents")
+    doc = next(d for d in engine.list_documents() if d.name == OTHER_PDF)
+    pages = {p.id for p in engine.pages(doc.id)}
+    status = client.predict(doc.id, api_name="/delete_document")
+    assert status == f"Deleted document {doc.id}."
+    assert OTHER_PDF not in [d.name for d in engine.list_documents()]
+    assert SHORT_PDF in [d.name for d in engine.list_documents()]
+    assert not pages & set(engine.store.page_ids())
+    _, _, hits, _ = client.predict("canvas drawing", "full", 50, api_name="/search")
+    assert not pages & {h["page_id"] for h in hits}
+
+
+def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, corpus_dir):
+    """A checkpoint that cannot load: the page says so with what to do, uploads fail with that
+    message, and the text-layout fallback can be switched on."""
+    from gradio_client.exceptions import AppError
+
+    settings = app_settings(tmp_path / "data", str(tmp_path / "no-such-checkpoint"), max_upload_mb=0.05)
+    with running_app(settings) as (url, engine, demo):
+        assert demo.model_status.state == "failed"
+        client = Client(url, verbose=False)
+        banner = client.predict(api_name="/model_status")[0]
+        assert "could not be loaded" in banner and "What to do" in banner
+        assert "text-layout-minilm" in banner and "not by how the page looks" in banner
+        assert _banner(demo.model_status)[1]["visible"] is True  # the "continue with" button
+        # 150 KB against a 50 KB limit: gradio_client refuses before sending (the page does the same).
+        with pytest.raises((AppError, ValueError), match="maximum file size"):
+            client.predict([handle_file(str(corpus_dir / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+        assert engine.list_documents() == []
+
+        client.predict(api_name="/use_fallback")
+        assert demo.model_status.wait(300) == "ready", demo.model_status.error
+        banner = client.predict(api_name="/model_status")[0]
+        assert "text-layout" in banner and "not the page image" in banner
+        assert engine.encoder.kind == "text-layout"
+
+
+def test_view_controls_build_specs():
+    strategies = [
+        dict(name="random", kinds=["pruning"], params=[dict(name="keep", type="ratio", default=0.5, default_factor=2.0),
+                                                      dict(name="seed", type="int", default=0)]),
+        dict(name="cluster", kinds=["merging"], params=[dict(name="keep", type="ratio", default=1 / 9,
+                                                             default_factor=9.0)]),
+        dict(name="docpruner", kinds=["pruning"], params=[dict(name="k", type="float", default=-0.25)]),
+    ]
+    assert spec_text(strategies, "random", 0.3, 9, 0.0) == "random:keep=0.3"
+    assert spec_text(strategies, "cluster", 0.3, 4, 0.0) == "cluster:factor=4"
+    assert spec_text(strategies, "docpruner", 0.3, 4, -0.5) == "docpruner:k=-0.5"
+    assert spec_text(strategies, "full", 0.3, 4, -0.5) == "full"
+    keep, factor, k, spec = strategy_defaults(strategies, "cluster")
+    assert (keep["visible"], factor["visible"], k["visible"]) == (False, True, False)
+    assert factor["value"] == 9 and spec == "cluster:factor=9"
+
+
+def test_importing_app_is_cheap():
+    """app.py imports neither gradio nor torch until main() runs (Spaces imports it to start)."""
+    code = "import sys, app; print(sorted(m for m in ('gradio', 'torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

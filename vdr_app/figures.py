@@ -1,0 +1,431 @@
+"""Plotly figures: a page image with per-patch maps drawn over it. The only module importing plotly.
+
+Every function takes plain data (a page background, patch boxes/cells, per-patch arrays from
+`vdr_app.heatmap`) and returns a `plotly.graph_objects.Figure`; functions are independent of
+each other so new ones can be added without touching the rest.
+
+Geometry. Patches are placed by `PageEmbedding.boxes`/`cells`, so every family works: ColPali's
+32x32 grid, ColQwen2's dynamic grid, colSmol's tiles (together one grid over the page, region 0).
+Regions other than 0 are other views of the same page (colSmol's 8x8 global thumbnail): drawing
+them over the page would hide the tiles, so they get their own small panel beside it, labelled.
+Regular grids are drawn as one heatmap per layer (fast); free-form boxes (e.g. a text-layout
+encoder's word boxes) as filled rectangles binned by colour.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+from . import heatmap
+
+# Low scores fade to transparent so the page stays readable under the map.
+HEAT_SCALE = [
+    [0.0, "rgba(255,237,160,0.0)"],
+    [0.35, "rgba(254,178,76,0.35)"],
+    [0.7, "rgba(240,59,32,0.6)"],
+    [1.0, "rgba(165,0,38,0.8)"],
+]
+PRUNED_COLOUR = "rgba(40,44,52,0.78)"
+KEPT_EDGE = "rgba(34,139,34,0.9)"
+GROUP_PALETTE = [
+    "rgba(31,119,180,0.55)", "rgba(255,127,14,0.55)", "rgba(44,160,44,0.55)", "rgba(214,39,40,0.55)",
+    "rgba(148,103,189,0.55)", "rgba(140,86,75,0.55)", "rgba(227,119,194,0.55)", "rgba(188,189,34,0.55)",
+    "rgba(23,190,207,0.55)", "rgba(127,127,127,0.55)",
+]  # fmt: skip
+_BINS = 10  # colour bins for free-form boxes
+
+
+@dataclass(frozen=True)
+class PageBackground:
+    """A page image ready to embed in figures.
+
+    Attributes:
+        source: the image as a JPEG data URI (encoded once, reused by every figure of the page).
+        width, height: its size in pixels; figure coordinates are these pixels.
+    """
+
+    source: str
+    width: int
+    height: int
+
+
+def page_background(image: Image.Image, max_side: int = 1000, quality: int = 80) -> PageBackground:
+    """Downscale and JPEG-encode a page for figures (cache the result per page: it takes ~10 ms).
+
+    Args:
+        image: the page.
+        max_side: longest side in pixels after downscaling.
+        quality: JPEG quality.
+    """
+    image = image.convert("RGB")
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return PageBackground(uri, image.width, image.height)
+
+
+@dataclass
+class _Layer:
+    """One per-patch layer of a panel. kind: "scale" (0-1 values on HEAT_SCALE), "mask" (one
+    colour where finite), "category" (palette index >= 0) or "hover" (transparent, carries text)."""
+
+    kind: str
+    values: np.ndarray  # (n,) over all patches of the page; NaN / -1 = not drawn
+    name: str = ""
+    colour: str = ""
+    text: list[str] | None = None
+    colorbar_title: str | None = None
+
+
+def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, with_bar: bool) -> dict:
+    """One layer over one regular region, as a heatmap trace (dict) placed on the page's pixels."""
+    width, height = bg.width, bg.height
+    dx = (grid.x1 - grid.x0) * width / grid.cols
+    dy = (grid.y1 - grid.y0) * height / grid.rows
+    values = layer.values.astype(np.float32)
+    if layer.kind == "category":
+        values = np.where(values >= 0, values, np.nan)
+    z = grid.to_grid(values)  # (rows, cols)
+    kw: dict = dict(
+        type="heatmap", z=z, x0=grid.x0 * width + dx / 2, dx=dx, y0=grid.y0 * height + dy / 2, dy=dy,
+        name=layer.name, showscale=False, hoverinfo="skip", xgap=0, ygap=0,
+    )  # fmt: skip
+    if layer.kind == "scale":
+        kw.update(colorscale=HEAT_SCALE, zmin=0.0, zmax=1.0, showscale=with_bar)
+        if with_bar:
+            kw["colorbar"] = dict(title=dict(text=layer.colorbar_title or "", side="right"), thickness=12, len=0.6,
+                                  x=1.01)
+    elif layer.kind == "mask":
+        kw.update(colorscale=[[0, layer.colour], [1, layer.colour]], zmin=0, zmax=1,
+                  z=np.where(np.isnan(z), np.nan, 1.0))
+    elif layer.kind == "category":
+        n = len(GROUP_PALETTE)
+        scale = []
+        for i, colour in enumerate(GROUP_PALETTE):
+            scale += [[i / n, colour], [(i + 1) / n, colour]]
+        kw.update(colorscale=scale, zmin=-0.5, zmax=n - 0.5)
+    else:  # hover carrier: invisible, but answers the mouse with the patch description
+        text = np.full((grid.rows, grid.cols), "", dtype=object)
+        texts = np.asarray(layer.text, dtype=object)[grid.members]
+        text[grid.cells_rc[:, 0], grid.cells_rc[:, 1]] = texts
+        kw.update(z=np.where(np.isnan(z), np.nan, 0.0), colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
+                  text=text, hoverinfo="text", hovertemplate="%{text}<extra></extra>")
+        kw.pop("hoverinfo")
+    return kw
+
+
+def _box_traces(layer: _Layer, members: np.ndarray, boxes: np.ndarray, bg: PageBackground) -> list[dict]:
+    """One layer over free-form boxes: filled rectangles, one scatter trace (dict) per colour bin."""
+    width, height = bg.width, bg.height
+    b = boxes[members] * np.array([width, height, width, height])  # (n_r, 4) pixels
+    values = layer.values[members]
+    if layer.kind == "hover":
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        text = [layer.text[i] for i in members.tolist()] if layer.text else None
+        return [dict(type="scatter", x=cx, y=cy, mode="markers", marker=dict(size=6, opacity=0), text=text,
+                     hovertemplate="%{text}<extra></extra>", showlegend=False)]
+    if layer.kind == "scale":
+        bins = np.where(np.isfinite(values), np.minimum((np.nan_to_num(values) * _BINS).astype(int), _BINS - 1), -1)
+        colours = [_scale_colour((i + 0.5) / _BINS) for i in range(_BINS)]
+    elif layer.kind == "mask":
+        bins = np.where(np.isfinite(values), 0, -1)
+        colours = [layer.colour]
+    else:
+        bins = np.where(values >= 0, values, -1).astype(int) % len(GROUP_PALETTE)
+        bins[values < 0] = -1
+        colours = GROUP_PALETTE
+    traces = []
+    for i, colour in enumerate(colours):
+        sel = b[bins == i]
+        if not len(sel):
+            continue
+        xs, ys = [], []
+        for x0, y0, x1, y1 in sel.tolist():
+            xs += [x0, x1, x1, x0, x0, None]
+            ys += [y0, y0, y1, y1, y0, None]
+        traces.append(dict(type="scatter", x=xs, y=ys, mode="lines", fill="toself", fillcolor=colour,
+                           line=dict(width=0), hoverinfo="skip", showlegend=False, name=layer.name))
+    return traces
+
+
+def _scale_colour(t: float) -> str:
+    """The HEAT_SCALE colour at t in [0, 1] (for binned drawing)."""
+    for (t0, c0), (t1, c1) in zip(HEAT_SCALE, HEAT_SCALE[1:]):
+        if t <= t1:
+            a = (t - t0) / (t1 - t0)
+            v0 = np.array([float(x) for x in c0[5:-1].split(",")])
+            v1 = np.array([float(x) for x in c1[5:-1].split(",")])
+            r, g, b, alpha = v0 + a * (v1 - v0)
+            return f"rgba({r:.0f},{g:.0f},{b:.0f},{alpha:.2f})"
+    return HEAT_SCALE[-1][1]
+
+
+def _legend_entry(name: str, colour: str) -> dict:
+    """A legend-only square marker (plotly heatmaps have no legend symbol of their own)."""
+    return dict(type="scatter", x=[None], y=[None], mode="markers", name=name, showlegend=True, hoverinfo="skip",
+                marker=dict(symbol="square", size=13, color=colour, line=dict(width=1, color="#555")))
+
+
+def _domains(weights: list[float], spacing: float) -> list[tuple[float, float]]:
+    """Split [0, 1] into consecutive intervals proportional to `weights`, `spacing` apart."""
+    usable = 1.0 - spacing * (len(weights) - 1)
+    out, start = [], 0.0
+    for w in weights:
+        end = start + usable * w / sum(weights)
+        out.append((start, min(end, 1.0)))
+        start = end + spacing
+    return out
+
+
+def _page_figure(
+    bg: PageBackground,
+    boxes: np.ndarray,
+    cells: np.ndarray,
+    panels: list[tuple[str, list[_Layer]]],
+    title: str,
+    legend: list[tuple[str, str]] = (),
+    height: int | None = None,
+    width_hint: int = 900,
+) -> go.Figure:
+    """Lay out panels side by side, each the page image with its layers over region 0; other
+    regions (colSmol's global thumbnail) go to a narrow column of small panels on the right.
+
+    The figure is assembled as plain dicts and wrapped without plotly's per-property validation:
+    validating ~20 traces and axes costs ~50-100 ms, most of an Explore redraw.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    grids = heatmap.region_grids(boxes, cells)
+    main = [g for g in grids if g.region == 0] or grids[:1]
+    side = [g for g in grids if g not in main]
+    n_main, n_side = len(panels), len(side) * len(panels)
+    widths = [1.0] * n_main + ([0.42 if n_main > 1 else 0.3] if side else [])
+    columns = _domains(widths, 0.03)
+    side_rows = list(reversed(_domains([1.0] * n_side, 0.08))) if side else []  # top to bottom
+
+    # (x domain, y domain, title, font size, grid, layers) per subplot
+    cells_ = [(columns[p], (0.0, 1.0), name, 15, g, layers) for p, (name, layers) in enumerate(panels) for g in main]
+    for s, grid in enumerate(side):
+        for p, (_, layers) in enumerate(panels):
+            cells_.append((columns[-1], side_rows[s * len(panels) + p],
+                           f"global thumbnail, {len(grid.members)} tokens", 11, grid, layers))
+    data: list[dict] = []
+    layout: dict = dict(annotations=[])
+    first_scale = True
+    for i, (xd, yd, name, size, grid, layers) in enumerate(cells_, start=1):
+        suffix = "" if i == 1 else str(i)
+        xref, yref = f"x{suffix}", f"y{suffix}"
+        layout[f"xaxis{suffix}"] = dict(domain=list(xd), anchor=yref, visible=False, range=[0, bg.width],
+                                        constrain="domain")
+        layout[f"yaxis{suffix}"] = dict(domain=list(yd), anchor=xref, visible=False, range=[bg.height, 0],
+                                        constrain="domain", scaleanchor=xref)
+        layout["annotations"].append(dict(text=name, x=(xd[0] + xd[1]) / 2, y=yd[1], xref="paper", yref="paper",
+                                          xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=size)))
+        traces = [dict(type="image", source=bg.source, x0=0.5, y0=0.5, hoverinfo="skip")]
+        for layer in layers:
+            if grid.regular:
+                traces.append(_heatmap_trace(layer, grid, bg, with_bar=first_scale and layer.kind == "scale"))
+                first_scale = first_scale and layer.kind != "scale"
+            else:
+                traces.extend(_box_traces(layer, grid.members, boxes, bg))
+        for trace in traces:
+            trace.update(xaxis=xref, yaxis=yref)
+        data.extend(traces)
+    data.extend(_legend_entry(name, colour) for name, colour in legend)
+
+    if height is None:
+        # Fit the page's aspect: panels are as wide as the plot allows, so pick the height that
+        # fills them instead of leaving bands above and below (width_hint: the usual plot width).
+        panel_width = width_hint * 0.94 / (n_main + (widths[-1] if side else 0.0))
+        height = int(min(max(panel_width * bg.height / max(bg.width, 1) + 110, 380), 900))
+    layout.update(
+        title=dict(text=title, x=0.01, font=dict(size=15)),
+        height=height,
+        margin=dict(l=10, r=10, t=60, b=10),
+        plot_bgcolor="white",
+        paper_bgcolor="white",
+        legend=dict(orientation="h", yanchor="bottom", y=-0.06, x=0.0),
+        hovermode="closest",
+        showlegend=bool(legend),
+    )
+    return go.Figure(dict(data=data, layout=layout), _validate=False)
+
+
+def _patch_labels(cells: np.ndarray, lines: list[list[str]]) -> list[str]:
+    """Hover text per patch: its grid cell, then the given lines."""
+    out = []
+    for i, (region, row, col) in enumerate(np.asarray(cells).tolist()):
+        where = f"patch {i} · row {row}, col {col}" + (f" · region {region}" if region else "")
+        out.append("<br>".join([where] + [line[i] for line in lines]))
+    return out
+
+
+def exploration_figure(
+    bg: PageBackground,
+    boxes: np.ndarray,
+    cells: np.ndarray,
+    groups: np.ndarray,
+    attention: np.ndarray | None = None,
+    title: str = "",
+    merging: bool = False,
+    height: int | None = None,
+) -> go.Figure:
+    """The Explore view: the model's attention, and what a reduction kept, pruned or merged.
+
+    Left panel: final-token attention per patch (robustly scaled to 0-1; transparent where low).
+    Right panel: pruned patches dimmed; for merging strategies every patch tinted with the colour
+    of the group it merged into (touching groups get different colours).
+
+    Args:
+        bg: the page (from `page_background`).
+        boxes: float (n, 4) patch boxes in 0-1 page coordinates.
+        cells: int (n, 3) (region, row, col).
+        groups: int (n,) `Reduction.groups` (-1 pruned).
+        attention: float (n,) or None when the encoder gives none.
+        title: figure title.
+        merging: colour patches by group (otherwise kept patches are left clear).
+        height: pixels; None fits the page's aspect to a ~900 px wide plot.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    n = groups.shape[0]
+    sizes = heatmap.group_sizes(groups)
+    if attention is not None:
+        att = np.asarray(attention, dtype=np.float32)
+        heat = heatmap.robust_normalise(att)
+        att_text = [f"attention {a:.3g}" for a in att.tolist()]
+    else:
+        heat, att_text = np.full(n, np.nan, np.float32), ["attention: not given by this encoder"] * n
+    fate = [("pruned" if g < 0 else f"merged into vector {g} with {s - 1} other patches" if s > 1
+             else f"kept as vector {g}") for g, s in zip(groups.tolist(), sizes.tolist())]
+    hover = _patch_labels(cells, [att_text, fate])
+    pruned = np.where(groups < 0, 1.0, np.nan)
+    att_name = "final-token attention" if attention is not None else "attention (not available)"
+    left = [_Layer("scale", heat, att_name, colorbar_title="attention"), _Layer("hover", heat, text=hover)]
+    right: list[_Layer] = []
+    legend = [("pruned (dimmed)", PRUNED_COLOUR)]
+    if merging:
+        right.append(_Layer("category", heatmap.colour_groups(groups, cells, len(GROUP_PALETTE)), "merged groups"))
+        legend.append(("merged: colour = group", GROUP_PALETTE[0]))
+    right.append(_Layer("mask", pruned, "pruned", colour=PRUNED_COLOUR))
+    right.append(_Layer("hover", heat, text=hover))
+    decision = "merged groups / pruned" if merging else "kept / pruned"
+    return _page_figure(bg, boxes, cells, [(att_name, left), (decision, right)], title, legend, height)
+
+
+def similarity_figure(
+    bg: PageBackground,
+    boxes: np.ndarray,
+    cells: np.ndarray,
+    similarity: np.ndarray,
+    token: str,
+    title: str = "",
+    height: int | None = None,
+) -> go.Figure:
+    """A query token's similarity to every patch of a page (colpali-engine's interpretability
+    map), for the full page or a view mapped back onto it (pruned patches NaN, drawn dimmed).
+
+    Args:
+        bg: the page.
+        boxes: float (n, 4).
+        cells: int (n, 3).
+        similarity: float (n,) raw similarities (NaN where the view pruned the patch).
+        token: the query token, for labels.
+        title: figure title.
+        height: pixels; None fits the page's aspect to a ~900 px wide plot.
+    """
+    sim = np.asarray(similarity, dtype=np.float32)
+    heat = heatmap.normalise(sim)
+    text = [("pruned in this view" if not np.isfinite(s) else f"similarity {s:.3f}") for s in sim.tolist()]
+    hover = _patch_labels(cells, [[f"token “{token}”"] * len(sim), text])
+    layers = [
+        _Layer("scale", heat, f"similarity to “{token}”", colorbar_title="similarity (scaled)"),
+        _Layer("mask", np.where(np.isfinite(sim), np.nan, 1.0), "pruned", colour=PRUNED_COLOUR),
+        _Layer("hover", heat, text=hover),
+    ]
+    legend = [("pruned in this view", PRUNED_COLOUR)] if not np.isfinite(sim).all() else []
+    return _page_figure(bg, boxes, cells, [(f"similarity to “{token}”", layers)], title, legend, height)
+
+
+def message_figure(text: str, height: int = 300) -> go.Figure:
+    """An empty figure carrying a message (nothing to show yet, or what went wrong)."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, plot_bgcolor="white", paper_bgcolor="white", margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
+# -- evaluation: retention against memory ------------------------------------------------------------
+
+FAMILY_COLOURS = {
+    "random": "#7f7f7f", "attention": "#d62728", "docpruner": "#ff7f0e", "pool1d": "#8c564b",
+    "pool2d": "#2ca02c", "cluster": "#1f77b4", "kmeans": "#17becf", "prune_then_merge": "#9467bd",
+}
+
+
+def _dotted(row: dict, path: str):
+    value = row
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def retention_figure(
+    views: list[dict],
+    y: str = "retention.ndcg@5",
+    y_title: str = "nDCG@5 retention (view / full)",
+    title: str | None = None,
+) -> go.Figure:
+    """The trade-off curve: a quality figure of each view against its memory ratio, one line per family.
+
+    Args:
+        views: rows as in `Evaluation.as_dict()["views"]`: "view", "family", "memory_ratio" and
+            the nested figure named by `y`; rows with "skipped" set or no value are left out. The
+            full index (family "full") is drawn as a single star.
+        y: dotted path of the plotted value, e.g. "retention.ndcg@5" or "fidelity.overlap@10".
+        y_title: the y-axis title.
+        title: the figure title (default: "<y_title> vs memory").
+
+    Returns:
+        A plotly figure with a log-scale x axis (share of the full index's vectors).
+    """
+    fig = go.Figure()
+    families: dict[str, list[tuple[float, float, str]]] = {}
+    for row in views:
+        ratio, value = row.get("memory_ratio"), _dotted(row, y)
+        if row.get("skipped") or ratio is None or value is None:
+            continue
+        families.setdefault(row.get("family", "?"), []).append((float(ratio), float(value), row["view"]))
+    palette = iter(GROUP_PALETTE)
+    for family, points in families.items():
+        points.sort()
+        xs, ys, names = zip(*points)
+        hover = [f"{n}<br>memory {x:.1%} of full<br>{y_title}: {v:.3f}" for x, v, n in points]
+        if family == "full":
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="full index", hovertext=hover,
+                                     hoverinfo="text", marker=dict(symbol="star", size=14, color="black")))
+            continue
+        colour = FAMILY_COLOURS.get(family) or next(palette, "rgba(0,0,0,0.6)")
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=family, hovertext=hover,
+                                 hoverinfo="text", line=dict(color=colour, width=2), marker=dict(size=8)))
+    fig.add_hline(y=1.0, line=dict(color="rgba(0,0,0,0.35)", dash="dash", width=1))
+    fig.update_layout(
+        title=title or f"{y_title} vs memory",
+        xaxis=dict(title="memory (share of the full index's vectors, log scale)", type="log", tickformat=".0%"),
+        yaxis=dict(title=y_title, tickformat=".0%" if y.startswith(("retention", "fidelity")) else None),
+        legend=dict(title="strategy"),
+        template="plotly_white",
+        margin=dict(l=60, r=20, t=50, b=50),
+        height=480,
+    )
+    return fig

@@ -1,0 +1,125 @@
+"""The web app: `build_demo(engine)` -> gr.Blocks. The only package that imports gradio.
+
+Tabs: Library (upload, list, delete), Explore (one page under one view), Search (rank, compare
+with the full index, per-token similarity maps), and Lab (evaluation) when `vdr_app.ui.lab` is
+installed. The engine is captured in the handlers' closures; nothing heavy lives in gr.State.
+
+    from vdr_app.engine import Engine
+    from vdr_app.ui import build_demo, launch_options
+    demo = build_demo(Engine(settings))
+    demo.launch(**launch_options(settings))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import gradio as gr
+
+from ..config import Settings
+from . import explore, library, search
+from .common import ASSETS, PageImages, bind
+from .model_status import FAILED, LOADING, ModelStatus
+
+log = logging.getLogger(__name__)
+
+TITLE = "vdr_app · visual document retrieval"
+
+
+def _header() -> str:
+    logo = ASSETS / "logo.svg"
+    svg = logo.read_text(encoding="utf-8") if logo.is_file() else ""
+    return (
+        f'<div id="vdr-header">{svg}<div><h1>Visual document retrieval</h1>'
+        "<p>Upload PDFs, see what pruning or merging a multi-vector index does to each page, and search "
+        "with the full or a reduced index. Memory saved and ranking kept, side by side.</p></div></div>"
+    )
+
+
+def _banner(status: ModelStatus):
+    """Banner text, fallback button visibility, and whether the timer keeps polling."""
+    return (
+        status.markdown(),
+        gr.update(visible=status.state == FAILED and bool(status.fallback),
+                  value=f"Continue with {status.fallback} (text-layout retriever, not visual)"),
+        gr.Timer(active=status.state == LOADING),
+    )
+
+
+def _use_fallback(status: ModelStatus):
+    status.use_fallback()
+    return _banner(status)
+
+
+def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
+    """Build the app around an engine.
+
+    Args:
+        engine: a `vdr_app.engine.Engine`.
+        load_model: start loading the encoder in a background thread now (the page is usable
+            meanwhile; a failure is shown on the page with what to do).
+
+    Returns:
+        the Blocks, with its queue configured; launch it with `launch_options(settings)`.
+    """
+    status = ModelStatus(engine)
+    if load_model:
+        status.start()
+    pages = PageImages(engine)
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+        gr.HTML(_header())
+        with gr.Row(elem_id="model-banner"):
+            banner = gr.Markdown(status.markdown(), elem_id="model-status")
+            fallback = gr.Button(visible=False, variant="secondary", scale=0, min_width=260, elem_id="use-fallback")
+        timer = gr.Timer(1.5, active=status.state == LOADING)
+        with gr.Tabs():
+            with gr.Tab("Library", id="library"):
+                lib = library.build(engine, pages, engine.settings.max_upload_mb)
+            with gr.Tab("Explore", id="explore"):
+                exp = explore.build(engine, pages)
+            with gr.Tab("Search", id="search"):
+                search.build(engine, pages)
+            if importlib.util.find_spec(f"{__name__}.lab") is not None:
+                from .lab import build_lab_tab
+
+                with gr.Tab("Lab", id="lab"):
+                    build_lab_tab(engine)
+
+        banner_outputs = [banner, fallback, timer]
+        timer.tick(lambda: _banner(status), None, banner_outputs, api_name="model_status",
+                   api_visibility="undocumented", queue=False)
+        fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
+
+        documents = bind(explore.document_choices, engine)
+        for name, event in (("upload", lib.upload_event), ("delete", lib.delete_event)):
+            event.then(documents, [exp.document], [exp.document], api_name=f"documents_after_{name}",
+                       api_visibility="undocumented")
+        demo.load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
+            documents, [exp.document], [exp.document], api_name="refresh_documents", api_visibility="undocumented"
+        ).then(lambda: _banner(status), None, banner_outputs, api_name="refresh_status", api_visibility="undocumented")
+    demo.queue(default_concurrency_limit=4)
+    demo.model_status = status  # for tests and app.py: wait for / inspect the background load
+    return demo
+
+
+def launch_options(settings: Settings) -> dict:
+    """Keyword arguments for `demo.launch`: address, upload limit, styling (Gradio 6 takes css
+    and theme at launch)."""
+    css = ASSETS / "style.css"
+    options = dict(
+        server_name=settings.host,
+        server_port=settings.port,
+        max_file_size=int(settings.max_upload_mb * 1024 * 1024),  # bytes; the engine checks the same limit
+        theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"),
+        footer_links=["api", "gradio", "settings"],
+    )
+    if css.is_file():
+        options["css_paths"] = [str(css)]
+    favicon = ASSETS / "logo.svg"
+    if favicon.is_file():
+        options["favicon_path"] = str(favicon)
+    return options
+
+
+__all__ = ["build_demo", "launch_options", "ModelStatus"]

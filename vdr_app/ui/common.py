@@ -1,0 +1,216 @@
+"""Helpers shared by the tabs: error translation, progress, page image caches, view controls.
+
+Handlers stay thin: convert UI values, make one engine call, convert the result back. User errors
+(`VdrError`) become `gr.Error` with the engine's message; anything else is a bug and is logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .. import figures
+from ..errors import VdrError
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+FULL = "full"
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Wrap a handler so a VdrError shows as a gr.Error (a toast with the message) in the page.
+
+    `functools.wraps` keeps the signature visible to Gradio (gr.Progress / gr.SelectData injection).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VdrError as error:
+            raise gr.Error(str(error), title=_error_title(error), print_exception=False) from error
+
+    return wrapper
+
+
+def _error_title(error: VdrError) -> str:
+    """'NotAPdfError' -> 'Not a PDF' style title for the toast."""
+    name = type(error).__name__.removesuffix("Error")
+    words = "".join(f" {c}" if c.isupper() else c for c in name).strip()
+    return words.replace("Pdf", "PDF") or "Error"
+
+
+def bind(fn: Callable, *args: Any) -> Callable:
+    """fn with its leading arguments (the engine, caches) bound, errors translated."""
+    return user_errors(functools.partial(fn, *args))
+
+
+def progress_adapter(progress: gr.Progress) -> Callable[[float, str], None]:
+    """The engine's progress(fraction, message) callback driving a gr.Progress bar."""
+    return lambda fraction, message: progress(max(0.0, min(1.0, float(fraction))), desc=message)
+
+
+class PageImages:
+    """Per-page figure backgrounds and thumbnails, cached (decoding + encoding a page costs
+    ~20-60 ms, and the Explore slider redraws the same page over and over).
+
+    Page ids can be reused by SQLite after a delete, so the library calls `clear()` whenever
+    documents change.
+    """
+
+    def __init__(self, engine, size: int = 64):
+        self._engine = engine
+        self._size = size
+        self._lock = threading.Lock()
+        self._backgrounds: OrderedDict[int, figures.PageBackground] = OrderedDict()
+        self._thumbnails: OrderedDict[int, str] = OrderedDict()
+        self._folder = tempfile.TemporaryDirectory(prefix="vdr-thumbnails-")
+        self._counter = itertools.count()
+
+    def _get(self, cache: OrderedDict, page_id: int, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if page_id in cache:
+                cache.move_to_end(page_id)
+                return cache[page_id]
+        value = make()
+        with self._lock:
+            cache[page_id] = value
+            while len(cache) > self._size:
+                cache.popitem(last=False)
+        return value
+
+    def background(self, page_id: int) -> figures.PageBackground:
+        return self._get(self._backgrounds, page_id,
+                         lambda: figures.page_background(self._engine.page_image(page_id)))
+
+    def thumbnail(self, page_id: int, width: int = 320) -> str:
+        """Path of a WebP thumbnail of the page (written once, atomically).
+
+        A file path rather than a PIL image: Gradio writes PIL images into its cache in place, so
+        two concurrent searches returning the same page could serve a half-written file; for
+        paths it copies under a temporary name and renames.
+        """
+
+        def make() -> str:
+            image = self._engine.page_image(page_id)
+            image.thumbnail((width, width * 2))
+            path = Path(self._folder.name) / f"page-{page_id}-{next(self._counter)}.webp"
+            staging = path.with_suffix(".tmp")
+            image.save(staging, format="WEBP", quality=80)
+            os.replace(staging, path)
+            return str(path)
+
+        return self._get(self._thumbnails, page_id, make)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._backgrounds.clear()
+            self._thumbnails.clear()
+
+
+# -- view controls: a strategy dropdown + the sliders of its main parameters -> one spec text ----
+
+
+@dataclass
+class ViewControls:
+    """The components that pick a view; `spec` holds the canonical text every handler takes."""
+
+    strategy: gr.Dropdown
+    keep: gr.Slider
+    factor: gr.Slider
+    k: gr.Slider
+    spec: gr.Textbox
+
+    @property
+    def sliders(self) -> list[gr.Slider]:
+        return [self.keep, self.factor, self.k]
+
+
+def _ratio_is_factor(strategy: dict) -> bool:
+    """Merging strategies are read as 'merge every F patches' (factor); pruning ones as 'keep a share'."""
+    return "merging" in strategy["kinds"]
+
+
+def _param(strategy: dict, name: str) -> dict | None:
+    return next((p for p in strategy["params"] if p["name"] == name), None)
+
+
+def _ratio(strategy: dict) -> dict | None:
+    return next((p for p in strategy["params"] if p["type"] == "ratio"), None)
+
+
+def strategy_choices(strategies: list[dict], include_full: bool) -> list[tuple[str, str]]:
+    """(label, value) dropdown choices: 'full' first, then every strategy with its kind."""
+    out = [("full (no reduction)", FULL)] if include_full else []
+    for s in strategies:
+        if s["name"] == "identity":
+            continue
+        kind = " + ".join(s["kinds"]) if s["kinds"] else "identity"
+        out.append((f"{s['name']} ({kind})", s["name"]))
+    return out
+
+
+def spec_text(strategies: list[dict], strategy: str | None, keep: float, factor: float, k: float) -> str:
+    """The view spec for the chosen strategy and slider values (other parameters at defaults)."""
+    if not strategy or strategy in (FULL, "identity"):
+        return FULL
+    by_name = {s["name"]: s for s in strategies}
+    if strategy not in by_name:
+        return str(strategy)  # let the engine name the known strategies in its error
+    s = by_name[strategy]
+    parts = []
+    if _ratio(s) is not None:
+        parts.append(f"factor={int(round(factor))}" if _ratio_is_factor(s) else f"keep={round(float(keep), 4)}")
+    if _param(s, "k") is not None:
+        parts.append(f"k={round(float(k), 4)}")
+    return f"{strategy}:{','.join(parts)}" if parts else strategy
+
+
+def strategy_defaults(strategies: list[dict], strategy: str | None) -> tuple[dict, dict, dict, str]:
+    """Slider updates (visibility + default value) for a strategy, and its default spec."""
+    s = next((x for x in strategies if x["name"] == strategy), None)
+    ratio = _ratio(s) if s else None
+    k = _param(s, "k") if s else None
+    is_factor = bool(s and ratio and _ratio_is_factor(s))
+    keep_value = float(ratio["default"]) if ratio else 0.5
+    factor_value = int(round(float(ratio["default_factor"]))) if ratio else 9
+    k_value = float(k["default"]) if k else 0.0
+    updates = (
+        gr.update(visible=bool(ratio) and not is_factor, value=keep_value),
+        gr.update(visible=is_factor, value=factor_value),
+        gr.update(visible=k is not None, value=k_value),
+    )
+    return (*updates, spec_text(strategies, strategy, keep_value, factor_value, k_value))
+
+
+def view_controls(strategies: list[dict], default: str, include_full: bool, prefix: str,
+                  label: str = "strategy") -> ViewControls:
+    """Lay out the view picker (call inside a layout block); elem_ids start with `prefix`."""
+    keep0, factor0, k0, spec0 = strategy_defaults(strategies, default)
+    strategy = gr.Dropdown(strategy_choices(strategies, include_full), value=default, label=label,
+                           allow_custom_value=True, elem_id=f"{prefix}-strategy")
+    keep = gr.Slider(0.05, 1.0, step=0.05, label="keep (share of patches kept)", elem_id=f"{prefix}-keep",
+                     **_slider(keep0))
+    factor = gr.Slider(1, 32, step=1, label="merge factor (patches per vector)", elem_id=f"{prefix}-factor",
+                       **_slider(factor0))
+    k = gr.Slider(-3.0, 3.0, step=0.25, label="k (DocPruner: keep attention > mean + k·std)", elem_id=f"{prefix}-k",
+                  **_slider(k0))
+    spec = gr.Textbox(spec0, label="view spec (edit and press Enter for other parameters)", max_lines=1,
+                      elem_id=f"{prefix}-spec")
+    return ViewControls(strategy, keep, factor, k, spec)
+
+
+def _slider(update: dict) -> dict:
+    return dict(value=update["value"], visible=update["visible"])

@@ -1,0 +1,140 @@
+"""Explore tab: one page under one view: the model's attention, and what the reduction kept,
+pruned or merged, with the memory it saves. Changing the view reduces on the fly (no encoding)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from .. import figures
+from ..memory import format_bytes
+from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
+
+# Facts every Reduction.info has; anything else is the strategy's own (e.g. DocPruner's threshold).
+_STANDARD_INFO = {"spec", "strategy", "n_patches", "n_vectors", "n_extra", "keep_ratio", "memory_ratio", "pruned"}
+
+
+@dataclass
+class ExploreTab:
+    document: gr.Dropdown
+    page: gr.Dropdown
+    controls: ViewControls
+
+
+def document_choices(engine, current=None):
+    """Dropdown update listing the documents; keeps the current one when it still exists."""
+    docs = engine.list_documents()
+    choices = [(f"{d.name} (id {d.id})", d.id) for d in docs]
+    ids = [d.id for d in docs]
+    value = current if current in ids else (ids[0] if ids else None)
+    return gr.update(choices=choices, value=value)
+
+
+def page_choices(engine, doc_id):
+    """Dropdown update listing a document's pages (value: page id), first page selected."""
+    if doc_id is None or doc_id == "":
+        return gr.update(choices=[], value=None)
+    rows = engine.pages(int(doc_id))
+    choices = [(f"page {r.page_number}", r.id) for r in rows]
+    return gr.update(choices=choices, value=rows[0].id if rows else None)
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary(ex) -> tuple[str, dict]:
+    """Markdown for people and a dict for API clients: vectors and bytes before -> after."""
+    emb, red = ex.embedding, ex.reduction
+    n, m = emb.n_patches, len(emb.extra)
+    kept = int(red.vectors.shape[0])
+    ratio = ex.view_bytes / ex.full_bytes if ex.full_bytes else 1.0
+    facts = {k: v for k, v in red.info.items() if k not in _STANDARD_INFO}
+    pruned = int((red.groups < 0).sum())
+    regions = sorted(set(emb.cells[:, 0].tolist())) if n else []
+    lines = [
+        f"**{ex.page.doc_name} · page {ex.page.page_number}**  ",
+        f"view `{ex.spec}` ({ex.kind})",
+        "",
+        f"- vectors: **{ex.full_vectors} → {ex.view_vectors}** ({n} → {kept} image patches, + {m} other tokens)",
+        f"- memory: **{format_bytes(ex.full_bytes)} → {format_bytes(ex.view_bytes)}** (float16)",
+        f"- ratio: **{ratio:.3f}**" + (f" ({1 / ratio:.1f}× smaller)" if ratio > 0 else ""),
+        f"- pruned: {pruned} of {n} patches",
+    ]
+    if facts:
+        lines += [f"- {k}: **{_number(v)}**" for k, v in facts.items()]
+    if len(regions) > 1:
+        extra_tokens = int((emb.cells[:, 0] > 0).sum())
+        lines.append("")
+        lines.append(f"_The {extra_tokens} global-thumbnail tokens of this model are drawn in the small panels on the "
+                     "right, not over the page._")
+    details = dict(
+        page_id=ex.page.id, doc_name=ex.page.doc_name, page_number=ex.page.page_number, spec=ex.spec, kind=ex.kind,
+        patches_before=n, patches_after=kept, extra_tokens=m, vectors_before=ex.full_vectors,
+        vectors_after=ex.view_vectors, bytes_before=ex.full_bytes, bytes_after=ex.view_bytes,
+        ratio=round(ratio, 6), pruned=pruned,
+        info={k: (float(v) if isinstance(v, float) else v) for k, v in red.info.items()},
+    )
+    return "\n".join(lines), details
+
+
+def explore(engine, pages: PageImages, page_id, spec):
+    """Figure, summary and details for one page under one view spec."""
+    if page_id is None or page_id == "":
+        return figures.message_figure("Add a PDF in the Library tab, then pick a document and a page."), "", {}
+    ex = engine.explore(int(page_id), spec or FULL)
+    title = f"{ex.page.doc_name} · page {ex.page.page_number} · {ex.spec}"
+    text, details = summary(ex)
+    if ex.embedding.n_patches == 0:
+        return figures.message_figure(f"{title}: this page has no patches to draw"), text, details
+    fig = figures.exploration_figure(
+        pages.background(ex.page.id), ex.embedding.boxes, ex.embedding.cells, ex.reduction.groups,
+        ex.embedding.attention, title=title, merging=ex.kind == "merging",
+    )
+    return fig, text, details
+
+
+def build(engine, pages: PageImages) -> ExploreTab:
+    """Lay out the Explore tab and wire its events (call inside `with gr.Tab(...)`)."""
+    strategies = engine.strategies()
+    names = [s["name"] for s in strategies]
+    default = "docpruner" if "docpruner" in names else next((n for n in names if n != "identity"), FULL)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=260):
+            document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc")
+            page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page")
+            controls = view_controls(strategies, default, include_full=True, prefix="explore")
+            numbers = gr.Markdown(elem_id="explore-numbers")
+            with gr.Accordion("details (JSON)", open=False):
+                details = gr.JSON(label="exploration")
+        with gr.Column(scale=4):
+            plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
+
+    outputs = [plot, numbers, details]
+    run = bind(explore, engine, pages)
+    document.change(bind(page_choices, engine), [document], [page], api_name="pages",
+                    api_visibility="undocumented")
+    page.change(run, [page, controls.spec], outputs, api_name="explore_page", api_visibility="undocumented",
+                trigger_mode="always_last")
+    controls.spec.submit(run, [page, controls.spec], outputs, api_name="explore")
+    controls.strategy.input(
+        lambda name: strategy_defaults(strategies, name), [controls.strategy],
+        [controls.keep, controls.factor, controls.k, controls.spec], api_name="explore_strategy",
+        api_visibility="undocumented", queue=False,
+    ).then(run, [page, controls.spec], outputs, api_name="explore_after_strategy", api_visibility="undocumented")
+    for slider in controls.sliders:
+        slider.release(
+            lambda s, keep, factor, k: spec_text(strategies, s, keep, factor, k),
+            [controls.strategy, *controls.sliders], [controls.spec], api_name=f"explore_{slider_name(slider)}",
+            api_visibility="undocumented", queue=False,
+        ).then(run, [page, controls.spec], outputs, api_name=f"explore_after_{slider_name(slider)}",
+               api_visibility="undocumented", trigger_mode="always_last")
+    return ExploreTab(document, page, controls)
+
+
+def slider_name(slider: gr.Slider) -> str:
+    """'keep', 'factor' or 'k' from the slider's label (for api names)."""
+    return str(slider.label).split(" ")[0]

@@ -1,0 +1,187 @@
+"""The Lab tab: evaluate views on your own queries, with or without labels, in the browser.
+
+Pick views (stored ones, any typed spec, or the default sweep), type queries one per line and
+optionally upload a label file (JSON lines, as `python -m vdr_app eval --labels`); Run draws the
+retention-vs-memory curve, fills the table and offers every figure as JSON. Without labels the
+curve and table show label-free fidelity (overlap with the full index's ranking) instead.
+
+The work is `run_lab` (plain Python, no gradio); `build_lab_tab(engine)` only lays out components
+and wires events, each with an api_name so gradio_client can drive it:
+
+    /lab_views   () -> the view choices (stored views + the sweep grid)
+    /lab_run     (views, sweep, queries, labels_file) -> (figure, table, json_file, summary)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import VdrError
+from ..evaluate import (
+    FIDELITY,
+    METRICS,
+    Evaluation,
+    curve_metric,
+    evaluate,
+    load_labels,
+    parse_queries,
+    stored_page_counts,
+    sweep_specs,
+)
+from ..figures import retention_figure
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ["view", "family", "memory", "vectors/page", *METRICS, "retention nDCG@5", *FIDELITY, "build s"]
+
+
+def view_choices(engine) -> list[str]:
+    """Stored views first, then the default sweep's specs not stored yet."""
+    stored = engine.store.view_specs()
+    return stored + [s for s in sweep_specs() if s not in stored]
+
+
+def results_table(evaluation: Evaluation) -> pd.DataFrame:
+    """One row per view: memory, label metrics (blank without labels), retention and fidelity."""
+    rows = []
+    for v in evaluation.views:
+        if v.skipped:
+            rows.append({"view": v.view, "family": v.family, "memory": None, "build s": None})
+            continue
+        row = {
+            "view": v.view,
+            "family": v.family,
+            "memory": _round(v.memory_ratio),
+            "vectors/page": v.memory.get("per_page_mean"),
+            **{m: _round(v.metrics.get(m)) for m in METRICS},
+            "retention nDCG@5": _round(v.retention.get("ndcg@5")),
+            **{f: _round(v.fidelity.get(f)) for f in FIDELITY},
+            "build s": round(v.build_seconds, 2),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _round(value, places: int = 4):
+    return None if value is None else round(float(value), places)
+
+
+def run_lab(
+    engine,
+    views: Sequence[str] | None,
+    sweep: bool,
+    queries_text: str | None,
+    labels_path: str | Path | None,
+    progress: Callable[[float, str], None] | None = None,
+    out_dir: str | Path | None = None,
+):
+    """Evaluate the chosen views and return what the tab shows.
+
+    Args:
+        engine: the app's engine (documents must be indexed).
+        views: view specs (stored or new; new ones are computed and stored).
+        sweep: add the default sweep grid.
+        queries_text: queries, one per line (fidelity only, unless also labelled).
+        labels_path: a JSON-lines label file naming stored documents, or None.
+        progress: progress(fraction, message).
+        out_dir: where the JSON export is written (a fresh temp folder by default).
+
+    Returns:
+        (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
+
+    Raises:
+        VdrError: no documents, no queries, no views, a bad spec, a bad label file.
+    """
+    from ..errors import InvalidQueryError, InvalidSpecError, NotFoundError
+
+    if not engine.list_documents():
+        raise NotFoundError("no documents indexed yet: add PDFs in the Library tab first")
+    labels = load_labels(labels_path, stored_page_counts(engine)) if labels_path else []
+    queries = parse_queries(queries_text or "")
+    if not labels and not queries:
+        raise InvalidQueryError("type at least one query (one per line) or upload a label file")
+    specs = list(views or []) + (sweep_specs() if sweep else [])
+    if not specs:
+        raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
+    evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True)
+    y, y_title = curve_metric(evaluation)
+    data = evaluation.as_dict()
+    figure = retention_figure(data["views"], y=y, y_title=y_title)
+    folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="vdr-lab-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "evaluation.json"
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    summary = _summary(evaluation)
+    return figure, results_table(evaluation), str(path), summary
+
+
+def _summary(evaluation: Evaluation) -> str:
+    evaluated = [v for v in evaluation.views[1:] if not v.skipped]
+    skipped = [v for v in evaluation.views if v.skipped]
+    text = (f"**{len(evaluated)} views** against the full index on {evaluation.pages} pages of "
+            f"{evaluation.documents} documents, {len(evaluation.queries)} queries "
+            f"({evaluation.labelled} labelled).")
+    if evaluation.labelled:
+        full = evaluation.full.metrics
+        text += f" Full index: nDCG@5 {full['ndcg@5']:.3f}, recall@1 {full['recall@1']:.3f}, MRR@10 {full['mrr@10']:.3f}."
+    else:
+        text += " No labels: the curve shows overlap@10 with the full index's ranking (label-free fidelity)."
+    if skipped:
+        text += " Skipped: " + "; ".join(f"`{v.view}` ({v.skipped})" for v in skipped)
+    return text
+
+
+def build_lab_tab(engine) -> dict:
+    """Lay out the Lab tab's components and wire its events (call inside `with gr.Tab("Lab"):`).
+
+    Returns:
+        The components by name, for the caller to wire further if it wants.
+    """
+    gr.Markdown(
+        "Measure what each view keeps before you commit to it. **Without labels** you get fidelity: how "
+        "far each view's top 10 moves from the full index's (overlap@5/10, Kendall τ@10). **With a label "
+        'file** (JSON lines `{"query": ..., "file": "doc.pdf", "page": 3, "kind": "table"}`) you also get '
+        "nDCG@5, recall@1/5, MRR@10 and their retention (view ÷ full)."
+    )
+    with gr.Row():
+        with gr.Column(scale=2):
+            views = gr.Dropdown(
+                choices=view_choices(engine), multiselect=True, allow_custom_value=True, label="Views",
+                info="stored views, sweep specs, or type one (e.g. cluster:factor=9)",
+            )
+            with gr.Row():
+                sweep = gr.Checkbox(label="default sweep (34 views)", value=False)
+                refresh = gr.Button("↻ views", size="sm")
+        with gr.Column(scale=2):
+            queries = gr.Textbox(label="Queries, one per line", lines=5,
+                                 placeholder="revenue by region in 2023\nwho signed the contract?")
+            labels = gr.File(label="Label file (optional, .jsonl)", file_types=[".jsonl", ".json", ".txt"],
+                             type="filepath")
+    run = gr.Button("Run evaluation", variant="primary")
+    summary = gr.Markdown()
+    plot = gr.Plot(label="Retention vs memory")
+    table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True)
+    export = gr.File(label="Export (JSON, every figure)", interactive=False)
+
+    def on_refresh():
+        return gr.Dropdown(choices=view_choices(engine))
+
+    def on_run(view_list, use_sweep, query_text, labels_file, progress=gr.Progress()):
+        try:
+            return run_lab(engine, view_list, use_sweep, query_text, labels_file,
+                           progress=lambda f, m: progress(f, desc=m))
+        except VdrError as error:
+            raise gr.Error(str(error)) from error
+
+    refresh.click(on_refresh, outputs=views, api_name="lab_views")
+    run.click(on_run, inputs=[views, sweep, queries, labels], outputs=[plot, table, export, summary],
+              api_name="lab_run")
+    return dict(views=views, sweep=sweep, refresh=refresh, queries=queries, labels=labels, run=run,
+                summary=summary, plot=plot, table=table, export=export)

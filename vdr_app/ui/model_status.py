@@ -1,0 +1,108 @@
+"""Load the model in the background at launch and say plainly what happened.
+
+The page is served at once; the checkpoint loads in a thread. If it cannot be loaded (no network
+for a hub id, a wrong folder, an unknown family), the app keeps running: the banner shows the
+error, what to do, and offers the configured fallback encoder, which is a text-layout retriever
+(it reads the PDF's text layer), not a visual model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ..errors import VdrError
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+class ModelStatus:
+    """The state of the engine's encoder: loading, ready or failed (with the message)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self.state = READY if engine.model_loaded else LOADING
+        self.error = ""
+        self.model = engine.settings.model
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load the configured encoder in a daemon thread (returns at once)."""
+        with self._lock:
+            if self.engine.model_loaded:
+                self.state = READY
+                return
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self.state, self.error, self.model = LOADING, "", self.engine.settings.model
+            self._thread = threading.Thread(target=self._load, name="vdr-model-load", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.engine.encoder
+        except VdrError as error:
+            log.warning("model %s could not be loaded: %s", self.model, error)
+            self._fail(str(error))
+        except Exception as error:  # a broken checkpoint can raise anything; the app must stay up
+            log.exception("model %s could not be loaded", self.model)
+            self._fail(f"{type(error).__name__}: {error}")
+        else:
+            with self._lock:
+                self.state = READY
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self.state, self.error = FAILED, message
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until loading ends (for tests and scripts); returns the state."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.state
+
+    @property
+    def fallback(self) -> str:
+        """The offered fallback encoder ('' when disabled or already in use)."""
+        fallback = self.engine.settings.fallback_model
+        return "" if not fallback or fallback == self.model else fallback
+
+    def use_fallback(self) -> None:
+        """Switch the engine to the fallback encoder and load it in the background."""
+        if not self.fallback:
+            raise VdrError("no fallback encoder is configured (set VDR_FALLBACK_MODEL)")
+        self.engine.set_model(self.fallback)
+        self.start()
+
+    def markdown(self) -> str:
+        """The banner text for the current state."""
+        if self.state == READY:
+            encoder = self.engine.encoder
+            kind = getattr(encoder, "kind", "visual")
+            if kind != "visual":
+                return (f"**Model:** `{encoder.model_id}` — a **{kind} retriever**: it reads the PDF's text and "
+                        "its position on the page, **not the page image**. Heatmaps show text boxes, not visual "
+                        "patches.")
+            return f"**Model:** `{encoder.model_id}` ({encoder.family}, {encoder.dim}-d vectors) · ready"
+        if self.state == LOADING:
+            return f"**Loading model** `{self.model}` … the Library and Explore tabs work meanwhile."
+        lines = [
+            f"### The model `{self.model}` could not be loaded",
+            f"> {self.error}",
+            "",
+            (
+                "**What to do:** set `VDR_MODEL` to a checkpoint that is in the local Hugging Face cache "
+                "(or a local folder), or allow network access to the Hub, then restart the app. "
+                "Already indexed documents can still be explored."
+            ),
+        ]
+        if self.fallback:
+            lines.append(
+                f"Or continue with **`{self.fallback}`**, an offline *text-layout* retriever: it ranks pages by "
+                "their text (PDF text layer / OCR) and its layout, **not by how the page looks**."
+            )
+        return "\n".join(lines)
