@@ -489,3 +489,20 @@ def test_describe_strategies_covers_registry():
 def test_reduce_package_does_not_import_torch():
     code = "import sys, vdr_app.reduce; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+def test_ward_tree_cache_gives_the_same_partitions_as_a_fresh_linkage():
+    """The memoised tree (slider moves re-cut it) must equal scipy's linkage on the same page."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from vdr_app.reduce import ops
+
+    rng = np.random.default_rng(7)
+    patches = rng.standard_normal((200, 16)).astype(np.float32)
+    patches /= np.linalg.norm(patches, axis=1, keepdims=True)
+    for clusters in (50, 20, 50, 7):  # repeated sizes hit the cache
+        cached = ops.ward_labels(patches, clusters, ops.profile_features)
+        fresh = fcluster(linkage(ops.profile_features(patches), method="ward"), clusters, "maxclust") - 1
+        assert {frozenset(np.flatnonzero(cached == g)) for g in np.unique(cached)} == {
+            frozenset(np.flatnonzero(fresh == g)) for g in np.unique(fresh)
+        }

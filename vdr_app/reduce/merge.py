@@ -87,7 +87,7 @@ def pool2d(page: PageEmbedding, keep: Fraction) -> tuple:
 
 
 def _cluster_groups(patches: np.ndarray, keep: Fraction, features: str) -> np.ndarray:
-    return ward_labels(_FEATURES[features](patches), target_count(patches.shape[0], keep))
+    return ward_labels(patches, target_count(patches.shape[0], keep), _FEATURES[features])
 
 
 @register(

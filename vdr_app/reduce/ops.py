@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from fractions import Fraction
+from typing import Callable
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -113,23 +117,55 @@ def pairwise_distances(points: np.ndarray) -> np.ndarray:
     return np.sqrt(condensed, out=condensed)
 
 
-def ward_labels(points: np.ndarray, clusters: int) -> np.ndarray:
-    """Ward agglomerative clustering cut into at most `clusters` groups.
+def ward_labels(patches: np.ndarray, clusters: int, features: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Ward agglomerative clustering of `features(patches)` cut into at most `clusters` groups.
 
-    Equal to `fcluster(linkage(points, method="ward"), clusters, "maxclust")`, with the pairwise
-    distances from `pairwise_distances` instead of scipy's pdist loop.
+    Equal to `fcluster(linkage(features(patches), method="ward"), clusters, "maxclust")`, with the
+    pairwise distances from `pairwise_distances` instead of scipy's pdist loop, and the tree
+    memoised (see `ward_tree`).
 
     Args:
-        points: float64 (n, f) observations.
+        patches: float32 (n, d) unit vectors.
         clusters: the number of clusters asked for, 1 <= clusters <= n.
+        features: maps patches to float64 (n, f) observations (`profile_features`, `vector_features`).
 
     Returns:
         int64 (n,) labels 0..g-1 in fcluster's label order (g <= clusters; fewer only on ties).
     """
-    n = points.shape[0]
+    n = patches.shape[0]
     if clusters >= n:
         return np.arange(n, dtype=np.int64)
     if clusters <= 1:
         return np.zeros(n, dtype=np.int64)
-    tree = linkage(pairwise_distances(points), method="ward")
-    return compact(fcluster(tree, t=clusters, criterion="maxclust") - 1)
+    return compact(fcluster(ward_tree(patches, features), t=clusters, criterion="maxclust") - 1)
+
+
+_TREES: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_TREES_LOCK = threading.Lock()
+_TREES_MAX = 64  # ~32 KB each for a 1024-patch page
+
+
+def ward_tree(patches: np.ndarray, features: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """scipy's Ward linkage matrix of `features(patches)`, memoised by content.
+
+    The tree does not depend on the number of clusters, so moving a factor slider on the same page
+    (Explore tab, sweeps) only re-cuts it: features, distances and linkage run once per page.
+
+    Returns:
+        float64 (n - 1, 4) linkage matrix (read-only, shared between callers).
+    """
+    data = np.ascontiguousarray(patches)
+    key = b"|".join([hashlib.blake2b(data.view(np.uint8), digest_size=16).digest(),
+                     str((data.shape, data.dtype.str, features.__name__)).encode()])
+    with _TREES_LOCK:
+        tree = _TREES.get(key)
+        if tree is not None:
+            _TREES.move_to_end(key)
+            return tree
+    tree = linkage(pairwise_distances(features(data)), method="ward")
+    tree.setflags(write=False)
+    with _TREES_LOCK:
+        _TREES[key] = tree
+        while len(_TREES) > _TREES_MAX:
+            _TREES.popitem(last=False)
+    return tree
