@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vdr_app import evaluate as ev
@@ -200,6 +201,7 @@ def test_the_full_index_and_an_identity_view_have_fidelity_one(fake_engine):
         assert view.fidelity == {f: 1.0 for f in ev.FIDELITY}
         assert all(r == 1.0 for r in view.retention.values() if r is not None)
         assert view.metrics == result.full.metrics
+        assert view.retention_ci["ndcg@5"] == [pytest.approx(1.0), pytest.approx(1.0)]
     pooled = result.views[2]
     assert pooled.memory_ratio < 0.5 and pooled.memory["bytes"] < result.full.memory["bytes"]
     # Every figure equals what the per-query ranks give, recomputed by hand from the rankings.
@@ -331,3 +333,33 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
             client.predict(["nope:keep=0.5"], False, "delta", None, api_name="/lab_run")
     finally:
         demo.close()
+
+
+def test_bootstrap_interval_brackets_the_retention_and_collapses_for_identical_scores():
+    rng = np.random.default_rng(1)
+    full = rng.random(50)
+    view = full * rng.uniform(0.6, 1.0, 50)
+    low, high = ev.bootstrap_retention(view, full)
+    assert low < view.mean() / full.mean() < high and high - low < 0.2
+    assert ev.bootstrap_retention(full, full) == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert ev.bootstrap_retention([], []) is None and ev.bootstrap_retention([0.0], [0.0]) is None
+
+
+def test_retention_figure_draws_one_line_per_family_with_intervals():
+    from vdr_app.figures import retention_figure
+
+    rows = [
+        dict(view="full", family="full", memory_ratio=1.0, retention={"ndcg@5": 1.0}),
+        dict(view="cluster:factor=9", family="cluster", memory_ratio=0.11, retention={"ndcg@5": 0.96},
+             retention_ci={"ndcg@5": [0.93, 0.99]}),
+        dict(view="cluster:factor=2", family="cluster", memory_ratio=0.5, retention={"ndcg@5": 0.99},
+             retention_ci={"ndcg@5": [0.98, 1.0]}),
+        dict(view="random:keep=0.5", family="random", memory_ratio=0.5, retention={"ndcg@5": 0.97}),
+        dict(view="attention:keep=0.5", family="attention", skipped="no attention"),
+    ]
+    figure = retention_figure(rows)
+    traces = {t.name: t for t in figure.data}
+    assert set(traces) == {"full index", "cluster", "random"}
+    assert list(traces["cluster"].x) == [0.11, 0.5]  # sorted by memory
+    assert list(traces["cluster"].error_y.arrayminus) == pytest.approx([0.03, 0.01])
+    assert traces["random"].error_y.array is None

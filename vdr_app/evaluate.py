@@ -52,6 +52,7 @@ FULL = "full"
 METRICS = ("ndcg@5", "recall@1", "recall@5", "mrr@10")
 # The label-free fidelity figures, in table order.
 FIDELITY = ("overlap@5", "overlap@10", "kendall_tau@10", "top1_agreement")
+BOOTSTRAP_RESAMPLES = 2000
 DEPTH = 10  # ranks retrieved per query: enough for MRR@10 and the fidelity figures
 LABEL_KEYS = ("query", "file", "page", "kind")
 MAX_ERRORS_SHOWN = 5
@@ -416,6 +417,8 @@ class ViewEvaluation:
         memory: `MemorySummary.as_dict()` (vectors, bytes, ratio_to_full, per-page counts).
         metrics: mean of each of METRICS over the labelled queries ({} without labels).
         retention: metric(view) / metric(full) for each of METRICS (None where full scores 0).
+        retention_ci: for each of METRICS, the 95 % paired-bootstrap interval [low, high] of the
+            retention over queries (see `bootstrap_retention`), or None.
         by_kind: kind -> {"queries": n, "metrics": {...}, "retention": {...}}.
         fidelity: mean of each of FIDELITY over all queries, against the full index.
         build_seconds: time to compute and store the view (0 when it was stored already).
@@ -430,6 +433,7 @@ class ViewEvaluation:
     memory: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     retention: dict = field(default_factory=dict)
+    retention_ci: dict = field(default_factory=dict)
     by_kind: dict = field(default_factory=dict)
     fidelity: dict = field(default_factory=dict)
     build_seconds: float = 0.0
@@ -445,7 +449,8 @@ class ViewEvaluation:
         out = dict(
             view=self.view, family=self.family, nominal_keep=nominal_keep(self.view), memory=self.memory,
             memory_ratio=self.memory_ratio, metrics=self.metrics, retention=self.retention,
-            by_kind=self.by_kind, fidelity=self.fidelity, build_seconds=round(self.build_seconds, 3),
+            retention_ci=self.retention_ci, by_kind=self.by_kind, fidelity=self.fidelity,
+            build_seconds=round(self.build_seconds, 3),
             search_ms=round(self.search_ms, 3), skipped=self.skipped,
         )
         if per_query:
@@ -489,6 +494,7 @@ class Evaluation:
             definitions=dict(
                 metrics="binary relevance; nDCG@5, recall@1, recall@5, MRR@10 averaged over labelled queries",
                 retention="mean metric of the view / mean metric of the full index",
+                retention_ci="95% percentile bootstrap over queries (paired, 2000 resamples, seed 0)",
                 memory_ratio="vectors stored by the view / vectors of the full index (non-image tokens counted)",
                 overlap="|top-k(full) ∩ top-k(view)| / k, averaged over all queries",
                 kendall_tau="Kendall tau-b over the union of both top-10 lists, a missing page ranked 11",
@@ -500,21 +506,24 @@ class Evaluation:
     def table(self) -> str:
         """A readable table: memory, metrics, retention and fidelity of every view."""
         labelled = self.labelled > 0
-        head = f"{'view':40} {'vec/page':>8} {'bytes':>9} {'memory':>7}"
+        w = max([4] + [len(v.view) for v in self.views])
+        head = f"{'view':{w}} {'vec/page':>8} {'bytes':>9} {'memory':>7}"
         if labelled:
-            head += "".join(f" {m:>8}" for m in METRICS) + f" {'ret@nDCG5':>9}"
+            head += "".join(f" {m:>8}" for m in METRICS) + f" {'ret@nDCG5':>9} {'95% CI':>16}"
         head += f" {'ov@5':>5} {'ov@10':>5} {'tau@10':>6}"
         lines = [head, "-" * len(head)]
         for v in self.views:
             if v.skipped:
-                lines.append(f"{v.view:40} skipped: {v.skipped}")
+                lines.append(f"{v.view:{w}} skipped: {v.skipped}")
                 continue
             mem = v.memory
-            line = (f"{v.view:40} {mem.get('per_page_mean', 0):8.1f} {format_bytes(mem.get('bytes', 0)):>9} "
+            line = (f"{v.view:{w}} {mem.get('per_page_mean', 0):8.1f} {format_bytes(mem.get('bytes', 0)):>9} "
                     f"{_fmt(v.memory_ratio, '7.3f')}")
             if labelled:
                 line += "".join(f" {_fmt(v.metrics.get(m), '8.3f')}" for m in METRICS)
                 line += f" {_fmt(v.retention.get('ndcg@5'), '9.1%')}"
+                ci = v.retention_ci.get("ndcg@5")
+                line += f" {f'[{ci[0]:.1%}, {ci[1]:.1%}]' if ci else '-':>16}"
             fid = v.fidelity
             line += f" {_fmt(fid.get('overlap@5'), '5.2f')} {_fmt(fid.get('overlap@10'), '5.2f')}"
             line += f" {_fmt(fid.get('kendall_tau@10'), '6.2f')}"
@@ -526,7 +535,8 @@ class Evaluation:
         if not self.kinds:
             return ""
         counts = {k: self.full.by_kind.get(k, {}).get("queries", 0) for k in self.kinds}
-        head = f"{metric + ' by kind':40}" + "".join(f" {f'{k} ({counts[k]})':>16}" for k in self.kinds)
+        w = max([len(metric) + 8] + [len(v.view) for v in self.views])
+        head = f"{metric + ' by kind':{w}}" + "".join(f" {f'{k} ({counts[k]})':>16}" for k in self.kinds)
         lines = [head, "-" * len(head)]
         for v in self.views:
             if v.skipped:
@@ -538,7 +548,7 @@ class Evaluation:
                 ret = entry["retention"].get(metric) if entry else None
                 text = _fmt(value, ".3f") + ("" if v.view == FULL or ret is None else f" ({ret:.0%})")
                 cells.append(f" {text:>16}")
-            lines.append(f"{v.view:40}" + "".join(cells))
+            lines.append(f"{v.view:{w}}" + "".join(cells))
         return "\n".join(lines)
 
 
@@ -634,6 +644,7 @@ def evaluate(
     kinds = sorted({label.kind for label in labels if label.kind})
     results: list[ViewEvaluation] = []
     full_top: list[list[int]] = []
+    per_label: dict[str, list[dict[str, float]]] = {}
     all_specs = [FULL] + specs
     for index, spec in enumerate(all_specs):
         start, end = 0.1 + 0.9 * index / len(all_specs), 0.1 + 0.9 * (index + 1) / len(all_specs)
@@ -657,7 +668,7 @@ def evaluate(
         result.search_ms = 1000 * (time.perf_counter() - searched) / len(texts)
         if spec == FULL:
             full_top = tops
-        _score(result, tops, full_top, texts, labels, relevant)
+        per_label[spec] = _score(result, tops, full_top, texts, labels, relevant)
         progress(end, f"{spec}: done")
 
     memory = {m.view: m.as_dict() for m in engine.views()}
@@ -668,6 +679,10 @@ def evaluate(
         if result.skipped:
             continue
         result.retention = {m: _ratio(result.metrics[m], full.metrics[m]) for m in result.metrics}
+        result.retention_ci = {
+            m: bootstrap_retention([r[m] for r in per_label[result.view]], [r[m] for r in per_label[FULL]])
+            for m in result.metrics
+        }
         for kind, entry in result.by_kind.items():
             base = full.by_kind[kind]["metrics"]
             entry["retention"] = {m: _ratio(entry["metrics"][m], base[m]) for m in entry["metrics"]}
@@ -690,8 +705,12 @@ def _score(
     texts: list[str],
     labels: list[LabeledQuery],
     relevant: list[set[int]],
-) -> None:
-    """Fill a ViewEvaluation's metrics, per-kind metrics, fidelity and per-query rows."""
+) -> list[dict[str, float]]:
+    """Fill a ViewEvaluation's metrics, per-kind metrics, fidelity and per-query rows.
+
+    Returns:
+        The unrounded label metrics of each labelled query (for the bootstrap).
+    """
     per_label = [label_metrics(top, rel) for top, rel in zip(tops, relevant)]
     fidelity = [fidelity_metrics(ref, top) for ref, top in zip(full_top, tops)]
     if labels:
@@ -706,6 +725,32 @@ def _score(
             row.update(kind=labels[i].kind, rank=first_relevant_rank(top, relevant[i]),
                        **{k: round(v, 4) for k, v in per_label[i].items()})
         result.per_query.append(row)
+    return per_label
+
+
+def bootstrap_retention(
+    view: Sequence[float], full: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> list[float] | None:
+    """95 % percentile-bootstrap interval of mean(view) / mean(full), resampling queries in pairs.
+
+    Each resample draws n queries with replacement and takes the ratio of the two means over the
+    same draw, so the interval reflects how much the retention depends on which queries were
+    asked. Resamples whose full-index mean is 0 are dropped.
+
+    Args:
+        view, full: one metric per query, (n,) each, same query order.
+
+    Returns:
+        [low, high], or None without queries or when the full index scores 0 everywhere.
+    """
+    v, f = np.asarray(view, dtype=np.float64), np.asarray(full, dtype=np.float64)
+    if v.size == 0 or not f.any():
+        return None
+    draws = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))  # (B, n)
+    den = f[draws].mean(axis=1)
+    ratios = v[draws].mean(axis=1)[den > 0] / den[den > 0]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def write_json(evaluation: Evaluation, path: str | Path) -> Path:
@@ -742,6 +787,7 @@ __all__ = [
     "LabeledQuery",
     "METRICS",
     "ViewEvaluation",
+    "bootstrap_retention",
     "check_labels",
     "curve_metric",
     "evaluate",

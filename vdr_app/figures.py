@@ -385,6 +385,7 @@ def retention_figure(
     y: str = "retention.ndcg@5",
     y_title: str = "nDCG@5 retention (view / full)",
     title: str | None = None,
+    show_ci: bool = True,
 ) -> go.Figure:
     """The trade-off curve: a quality figure of each view against its memory ratio, one line per family.
 
@@ -395,33 +396,49 @@ def retention_figure(
         y: dotted path of the plotted value, e.g. "retention.ndcg@5" or "fidelity.overlap@10".
         y_title: the y-axis title.
         title: the figure title (default: "<y_title> vs memory").
+        show_ci: for a "retention.<metric>" y, draw each row's "retention_ci.<metric>" interval
+            ([low, high], e.g. a bootstrap over queries) as an error bar when present.
 
     Returns:
         A plotly figure with a log-scale x axis (share of the full index's vectors).
     """
     fig = go.Figure()
-    families: dict[str, list[tuple[float, float, str]]] = {}
+    ci_path = "retention_ci." + y.split(".", 1)[1] if show_ci and y.startswith("retention.") else None
+    families: dict[str, list[tuple[float, float, str, tuple[float, float] | None]]] = {}
     for row in views:
         ratio, value = row.get("memory_ratio"), _dotted(row, y)
         if row.get("skipped") or ratio is None or value is None:
             continue
-        families.setdefault(row.get("family", "?"), []).append((float(ratio), float(value), row["view"]))
+        ci = _dotted(row, ci_path) if ci_path else None
+        interval = (float(ci[0]), float(ci[1])) if ci else None
+        families.setdefault(row.get("family", "?"), []).append((float(ratio), float(value), row["view"], interval))
     palette = iter(GROUP_PALETTE)
     for family, points in families.items():
-        points.sort()
-        xs, ys, names = zip(*points)
-        hover = [f"{n}<br>memory {x:.1%} of full<br>{y_title}: {v:.3f}" for x, v, n in points]
+        points.sort(key=lambda p: (p[0], p[1]))
+        xs, ys, _names, cis = zip(*points)
+        hover = [
+            f"{n}<br>memory {x:.1%} of full<br>{y_title}: {v:.3f}"
+            + (f"<br>95% CI [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
+            for x, v, n, c in points
+        ]
+        error_y = None
+        if family != "full" and any(cis):
+            error_y = dict(type="data", symmetric=False, thickness=1, width=3,
+                           array=[(c[1] - v) if c else 0 for v, c in zip(ys, cis)],
+                           arrayminus=[(v - c[0]) if c else 0 for v, c in zip(ys, cis)])
         if family == "full":
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="full index", hovertext=hover,
                                      hoverinfo="text", marker=dict(symbol="star", size=14, color="black")))
             continue
         colour = FAMILY_COLOURS.get(family) or next(palette, "rgba(0,0,0,0.6)")
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=family, hovertext=hover,
-                                 hoverinfo="text", line=dict(color=colour, width=2), marker=dict(size=8)))
+                                 hoverinfo="text", line=dict(color=colour, width=2), marker=dict(size=8),
+                                 error_y=error_y))
     fig.add_hline(y=1.0, line=dict(color="rgba(0,0,0,0.35)", dash="dash", width=1))
     fig.update_layout(
         title=title or f"{y_title} vs memory",
-        xaxis=dict(title="memory (share of the full index's vectors, log scale)", type="log", tickformat=".0%"),
+        xaxis=dict(title="memory (share of the full index's vectors, log scale)", type="log", tickformat=".0%",
+                   tickvals=[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
         yaxis=dict(title=y_title, tickformat=".0%" if y.startswith(("retention", "fidelity")) else None),
         legend=dict(title="strategy"),
         template="plotly_white",

@@ -15,7 +15,6 @@ and wires events, each with an api_name so gradio_client can drive it:
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,8 +35,6 @@ from ..evaluate import (
     sweep_specs,
 )
 from ..figures import retention_figure
-
-log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["view", "family", "memory", "vectors/page", *METRICS, "retention nDCG@5", *FIDELITY, "build s"]
 
@@ -130,7 +127,8 @@ def _summary(evaluation: Evaluation) -> str:
             f"({evaluation.labelled} labelled).")
     if evaluation.labelled:
         full = evaluation.full.metrics
-        text += f" Full index: nDCG@5 {full['ndcg@5']:.3f}, recall@1 {full['recall@1']:.3f}, MRR@10 {full['mrr@10']:.3f}."
+        text += (f" Full index: nDCG@5 {full['ndcg@5']:.3f}, recall@1 {full['recall@1']:.3f}, "
+                 f"MRR@10 {full['mrr@10']:.3f}.")
     else:
         text += " No labels: the curve shows overlap@10 with the full index's ranking (label-free fidelity)."
     if skipped:
@@ -157,7 +155,7 @@ def build_lab_tab(engine) -> dict:
                 info="stored views, sweep specs, or type one (e.g. cluster:factor=9)",
             )
             with gr.Row():
-                sweep = gr.Checkbox(label="default sweep (34 views)", value=False)
+                sweep = gr.Checkbox(label=f"default sweep ({len(sweep_specs())} views)", value=False)
                 refresh = gr.Button("↻ views", size="sm")
         with gr.Column(scale=2):
             queries = gr.Textbox(label="Queries, one per line", lines=5,
