@@ -107,7 +107,10 @@ def main() -> None:
         rows = engine.pages()
         sources = Counter(r.info.get("text_source") for r in rows)
         ocr_docs = {r.doc_name for r in rows if r.info.get("text_source") == "ocr"}
-        scans = {name for name in ocr_docs if all(r.info.get("text_source") != "text-layer" for r in rows if r.doc_name == name)}
+        scans = {
+            name for name in ocr_docs
+            if all(r.info.get("text_source") != "text-layer" for r in rows if r.doc_name == name)
+        }
         ocr_s = sum(r.info.get("ocr_seconds") or 0.0 for r in rows)
         patches = [r.info.get("n_tokens", 0) for r in rows]
         engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -124,7 +127,8 @@ def main() -> None:
         if not args.no_eval:
             t = time.perf_counter()
             hits, total, misses = self_retrieval(engine, pdfs)
-            eval_line = f"{hits}/{total} = {hits / max(total, 1):.1%} rank-1 ({time.perf_counter() - t:.1f} s for {total} searches)"
+            seconds = time.perf_counter() - t
+            eval_line = f"{hits}/{total} = {hits / max(total, 1):.1%} rank-1 ({seconds:.1f} s for {total} searches)"
             for miss in misses[:20]:
                 print("  miss:", miss)
         engine.store.close()

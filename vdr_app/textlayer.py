@@ -167,8 +167,13 @@ class PdfDocuments:
         document = pdfium.PdfDocument(data)
         self._open.append((data, document))
         if len(self._open) > self._capacity:
-            self._open.pop(0)
+            self._open.pop(0)[1].close()
         return document
+
+    def close(self) -> None:
+        """Close every open document (pdfium frees its memory now, not at garbage collection)."""
+        while self._open:
+            self._open.pop()[1].close()
 
 
 def _display_transform(page, image_size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[float, float]]:
@@ -219,7 +224,8 @@ def _to_display(transform: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     corners_a = np.stack([boxes[:, 0], boxes[:, 1], np.ones(len(boxes))])  # (3, k)
     corners_b = np.stack([boxes[:, 2], boxes[:, 3], np.ones(len(boxes))])
     a, b = transform @ corners_a, transform @ corners_b  # (2, k) each
-    out = np.stack([np.minimum(a[0], b[0]), np.minimum(a[1], b[1]), np.maximum(a[0], b[0]), np.maximum(a[1], b[1])], axis=1)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)  # (2, k) each
+    out = np.stack([lo[0], lo[1], hi[0], hi[1]], axis=1)
     return out.astype(np.float32)
 
 
@@ -307,12 +313,16 @@ def read_page_text(
     layer = PageText()
     info: dict = {}
     if page.pdf_bytes is not None:
+        own = documents is None
+        documents = documents or PdfDocuments()
         try:
-            document = (documents or PdfDocuments()).get(page.pdf_bytes)
-            layer = read_text_layer(document, page.page_number, page.image.size)
+            layer = read_text_layer(documents.get(page.pdf_bytes), page.page_number, page.image.size)
         except Exception as error:  # a PDF poppler rendered but pdfium cannot read: fall back to OCR
             log.warning("page %d: text layer unreadable (%s); trying OCR", page.page_number, error)
             info["text_layer_error"] = str(error)
+        finally:
+            if own:
+                documents.close()
         if layer.n_alnum >= min_text_layer_chars:
             return layer
     if not ocr:

