@@ -22,24 +22,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from vdr_app.evaluate import distinctive_phrase
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def default_corpus() -> Path:
     env = os.environ.get("VDR_CORPUS_DIR")
     return Path(env) if env else REPO.parent / "shared" / "corpus"
-
-
-def pick_phrase(words: list[str], others: list[str], length: int = 6) -> str | None:
-    """A run of `length` words from the middle of a page that no other page contains."""
-    words = [w for w in words if any(ch.isalnum() for ch in w)]
-    if len(words) < 2 * length:
-        return None
-    for at in (len(words) // 2, len(words) // 3, 2 * len(words) // 3):
-        phrase = " ".join(words[at:at + length])
-        if not any(phrase.lower() in other for other in others):
-            return phrase
-    return None
 
 
 def self_retrieval(engine, pdfs: list[Path]) -> tuple[int, int, list[str]]:
@@ -58,7 +48,7 @@ def self_retrieval(engine, pdfs: list[Path]) -> tuple[int, int, list[str]]:
     for key, words in texts.items():
         if rows[key].info.get("text_source") != "text-layer":
             continue
-        phrase = pick_phrase(words, [text for other, text in flat.items() if other != key])
+        phrase = distinctive_phrase(words, [text for other, text in flat.items() if other != key])
         if phrase is None:
             continue
         total += 1

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vdr_app.evaluate import distinctive_phrase
 from vdr_app.models.text_layout import (
     MODEL_ID,
     grid_shape,
@@ -374,18 +375,6 @@ def maxsim(query: np.ndarray, page: np.ndarray) -> float:
     return float((query @ page.T).max(axis=1).sum())
 
 
-def pick_phrase(words: list[str], others: list[str], length: int = 6) -> str | None:
-    """A run of `length` words from the middle of a page that no other page contains."""
-    words = [w for w in words if any(ch.isalnum() for ch in w)]
-    if len(words) < 2 * length:
-        return None
-    for at in (len(words) // 2, len(words) // 3, 2 * len(words) // 3):
-        phrase = " ".join(words[at:at + length])
-        if not any(phrase.lower() in other for other in others):
-            return phrase
-    return None
-
-
 @pytest.fixture(scope="module")
 def corpus_pages(corpus_dir, encoder):
     """(names, embeddings, texts) for the self-retrieval PDFs; images at 36 dpi are enough
@@ -405,7 +394,7 @@ def test_a_phrase_from_a_page_finds_that_page_first(corpus_pages, encoder):
     flat = [" ".join(t.text.lower().split()) for t in texts]
     queries = {}
     for i, text in enumerate(texts):
-        phrase = pick_phrase([w.text for w in text.words()], flat[:i] + flat[i + 1:])
+        phrase = distinctive_phrase([w.text for w in text.words()], flat[:i] + flat[i + 1:])
         if phrase:
             queries[i] = phrase
     assert len(queries) >= 0.8 * len(texts)

@@ -173,6 +173,29 @@ def fidelity_metrics(reference: Sequence, other: Sequence) -> dict[str, float]:
     }
 
 
+def distinctive_phrase(words: Sequence[str], other_pages: Sequence[str], length: int = 6) -> str | None:
+    """A run of `length` words from the middle of a page that no other page contains (lower-cased).
+
+    Self-retrieval queries without labels: such a phrase should find its own page first.
+
+    Args:
+        words: the page's words in reading order.
+        other_pages: every other page's text, lower-cased.
+        length: words in the phrase.
+
+    Returns:
+        the phrase, or None when the page is too short or every candidate occurs elsewhere.
+    """
+    words = [w for w in words if any(ch.isalnum() for ch in w)]
+    if len(words) < 2 * length:
+        return None
+    for at in (len(words) // 2, len(words) // 3, 2 * len(words) // 3):
+        phrase = " ".join(words[at : at + length])
+        if not any(phrase.lower() in other for other in other_pages):
+            return phrase
+    return None
+
+
 def _same_first(reference: Sequence, other: Sequence) -> float:
     """1.0 when both rankings lead with the same page (or are both empty), else 0.0."""
     if not reference or not other:

@@ -109,13 +109,8 @@ def patch_decisions(groups: np.ndarray) -> np.ndarray:
     Returns:
         int8 (n,).
     """
-    groups = np.asarray(groups, dtype=np.int64)
-    out = np.full(groups.shape, PRUNED, dtype=np.int8)
-    kept = groups >= 0
-    if kept.any():
-        sizes = np.bincount(groups[kept])
-        out[kept] = np.where(sizes[groups[kept]] > 1, MERGED, KEPT)
-    return out
+    sizes = group_sizes(groups)
+    return np.where(sizes == 0, PRUNED, np.where(sizes > 1, MERGED, KEPT)).astype(np.int8)
 
 
 def group_sizes(groups: np.ndarray) -> np.ndarray:
