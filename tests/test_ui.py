@@ -216,6 +216,16 @@ def test_delete_removes_only_that_document(app, indexed, corpus_dir):
     assert not pages & {h["page_id"] for h in hits}
 
 
+def test_a_stored_view_can_be_deleted_from_the_library(app, indexed):
+    client, engine, _ = app
+    client.predict("canvas drawing", "pool2d:factor=4", 3, api_name="/search")  # stores the view
+    assert "pool2d:factor=4" in engine.store.view_specs()
+    status = client.predict("pool2d:factor=4", api_name="/delete_view")
+    assert status == "Deleted view `pool2d:factor=4`."
+    assert "pool2d:factor=4" not in engine.store.view_specs()
+    assert engine.store.db["view_pages"].count == sum(len(engine.store.vector_counts(v)) for v in engine.store.view_specs())
+
+
 def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, corpus_dir):
     """A checkpoint that cannot load: the page says so with what to do, uploads fail with that
     message, and the text-layout fallback can be switched on."""

@@ -56,6 +56,13 @@ def delete_document(engine, pages: PageImages, doc) -> str:
     return f"Deleted document {doc_id}."
 
 
+def delete_view(engine, spec) -> str:
+    """Delete a stored view (the full index stays); searching it again recomputes it."""
+    if spec is None or str(spec).strip() == "":
+        raise gr.Error("pick a stored view to delete", title="Nothing selected")
+    return f"Deleted view `{engine.delete_view(spec)}`."
+
+
 def documents_table(engine) -> list[list]:
     """One row per document: id, name, pages, added, full-index memory, PDF size."""
     return [
@@ -91,11 +98,13 @@ def refresh(engine):
     stats = engine.stats()
     docs = documents_table(engine)
     choices = [(f"{row[1]} (id {row[0]})", row[0]) for row in docs]
+    stored_views = [v["view"] for v in stats["views"] if v["view"] != "full"]
     return (
         docs,
         totals_markdown(stats),
         views_table(stats),
         gr.update(choices=choices, value=choices[0][1] if choices else None),
+        gr.update(choices=stored_views, value=stored_views[0] if stored_views else None),
     )
 
 
@@ -115,8 +124,11 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
                              wrap=True)
     with gr.Accordion("Memory by view", open=True):
         views = gr.Dataframe(headers=VIEW_HEADERS, label="stored views", interactive=False)
+        with gr.Row():
+            view_choice = gr.Dropdown([], label="stored view", allow_custom_value=True, elem_id="delete-view")
+            delete_view_btn = gr.Button("Delete view", elem_id="delete-view-btn")
 
-    outputs = [documents, totals, views, doc_choice]
+    outputs = [documents, totals, views, doc_choice, view_choice]
     upload_event = index_btn.click(
         bind(add_documents, engine, pages), [files], [status], api_name="add_documents",
         concurrency_limit=1, concurrency_id="encode",
@@ -124,5 +136,8 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
     delete_event = delete_btn.click(
         bind(delete_document, engine, pages), [doc_choice], [status], api_name="delete_document",
     ).success(bind(refresh, engine), None, outputs, api_name="library_after_delete", api_visibility="undocumented")
+    delete_view_btn.click(bind(delete_view, engine), [view_choice], [status], api_name="delete_view").success(
+        bind(refresh, engine), None, outputs, api_name="library_after_view_delete", api_visibility="undocumented"
+    )
     return LibraryTab(upload_event, delete_event, bind(refresh, engine), outputs)
 
