@@ -1,8 +1,7 @@
 """The web app: `build_demo(engine)` -> gr.Blocks. The only package that imports gradio.
 
 Tabs: Library (upload, list, delete), Explore (one page under one view), Search (rank, compare
-with the full index, per-token similarity maps), and Lab (evaluation) when `vdr_app.ui.lab` is
-installed. The engine is captured in the handlers' closures; nothing heavy lives in gr.State.
+with the full index, per-token similarity maps), and Lab (evaluation of views). The engine is captured in the handlers' closures; nothing heavy lives in gr.State.
 
     from vdr_app.engine import Engine
     from vdr_app.ui import build_demo, launch_options
@@ -12,13 +11,13 @@ installed. The engine is captured in the handlers' closures; nothing heavy lives
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import gradio as gr
 
 from ..config import Settings
 from . import explore, library, search
+from .lab import build_lab_tab
 from .common import ASSETS, PageImages, bind
 from .model_status import FAILED, LOADING, ModelStatus
 
@@ -80,11 +79,8 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
                 exp = explore.build(engine, pages)
             with gr.Tab("Search", id="search"):
                 search.build(engine, pages)
-            if importlib.util.find_spec(f"{__name__}.lab") is not None:
-                from .lab import build_lab_tab
-
-                with gr.Tab("Lab", id="lab"):
-                    build_lab_tab(engine)
+            with gr.Tab("Lab", id="lab"):
+                build_lab_tab(engine)
 
         banner_outputs = [banner, fallback, timer]
         timer.tick(lambda: _banner(status), None, banner_outputs, api_name="model_status",
