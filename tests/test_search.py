@@ -294,3 +294,14 @@ def test_concurrent_queries_and_updates_are_consistent(small_blocks):
     for i, scores in enumerate(got):
         np.testing.assert_array_equal(scores[:40], want[i % 6])  # before or after the add: same first 40
     assert len(index) == 50
+
+
+def test_worker_count_respects_a_cgroup_cpu_quota(tmp_path):
+    """In a container capped by a CPU quota (docker --cpus, Spaces) the kernel must not start one
+    thread per visible host CPU."""
+    visible = len(search._usable_cpus(str(tmp_path / "absent"))[0])
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert search._usable_cpus(str(quota))[1] == min(visible, 2)
+    quota.write_text("max 100000\n")
+    assert search._usable_cpus(str(quota))[1] == visible

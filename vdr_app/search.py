@@ -27,10 +27,10 @@ Design (figures: benchmarks/bench_search.py; ../shared/notes/search-performance.
   page offsets (N + 1,): half the bytes of float32, no padding. **bfloat16 by default**: widening
   it to float32 is exact and is a 16-bit integer shift, which numpy runs at memory speed (~16 ns
   per 128-d vector per core), whereas numpy's own float16 -> float32 cast costs ~2 ns per value
-  (~260 ns per vector, 2.5x the whole kernel). bfloat16 keeps 8 significant bits (relative
-  rounding <= 2**-9); the ColPali-family encoders compute in bfloat16 anyway. `dtype="float16"`
-  keeps 11 bits (8x finer, bit-identical to the float16 store) and is widened exactly by integer
-  ops too (~31 ns per vector), about 15 % slower overall. Vectors are rounded to nearest-even
+  (~260 ns per vector, over twice the whole kernel). bfloat16 keeps 8 significant bits (relative
+  rounding <= 2**-8); the ColPali-family encoders compute in bfloat16 anyway. `dtype="float16"`
+  keeps 11 bits (<= 2**-11, 8x finer; bit-identical to the float16 store) and is widened exactly
+  by integer ops too (~31 ns per vector), about 10-15 % slower overall. Vectors are rounded to nearest-even
   once, when added; `page_vectors` returns what is stored.
 * Arithmetic: the query stays float32 and every product and sum is float32. Pages are widened in
   page-aligned blocks of about BLOCK_VECTORS vectors into per-thread float32 buffers, multiplied
@@ -40,12 +40,17 @@ Design (figures: benchmarks/bench_search.py; ../shared/notes/search-performance.
   stored vectors up to float32 summation order.
 * Padding-safe: each page's max runs over exactly its own rows, so a page whose dot products are
   all negative keeps its negative score (colpali-engine's zero padding raises such maxima to 0).
-* Threads: blocks are handed out dynamically to one worker thread per usable core (numpy releases
-  the GIL in every call of the loop), with BLAS held to one thread per worker while the query runs
-  (via `threadpoolctl`, which the dependency tree installs; without it the kernel runs on the
-  calling thread with multi-threaded BLAS). Queries are serialised process-wide, since one already
-  uses every core; calls on one index are serialised with its updates.
+* Threads: blocks are handed out dynamically to one worker thread per usable CPU, pinned to it
+  (numpy releases the GIL in every call of the loop), with BLAS held to one thread per worker
+  while the query runs (via `threadpoolctl`, which the dependency tree installs; without it the
+  kernel runs on the calling thread and BLAS keeps its own threads, which busy-wait during the
+  numpy reductions). Queries are serialised process-wide, since one
+  already uses every core; calls on one index are serialised with its updates.
 * A page with no vectors scores -inf (the max over an empty set) and ranks last.
+* Cost (2-vCPU Zen 4 project machine, 20-token query): ~115-120 ns of CPU per stored vector (sgemm
+  ~70, widening ~25, reduceat ~15), near-linear on 2 cores: 10,000 pages x 115 vectors in ~72 ms,
+  x 1030 in ~0.7 s; 1.4-2x faster than maxsim-cpu / fast-maxsim and 2.3-8x faster than
+  colpali-engine's score_multi_vector on the same values.
 * Updates: `add` writes pages straight into the packed array, growing it geometrically in place
   (ndarray.resize -> realloc/mremap, no second copy); `remove` compacts in place and releases
   the freed tail. The constructor leaves no spare capacity.
@@ -55,6 +60,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable
@@ -76,9 +82,9 @@ _MOVE_ROWS = 1 << 16
 
 _KERNEL_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
+_POOL_THREADS = 1
 _BLAS = None  # threadpoolctl.ThreadpoolController, False when threadpoolctl is unavailable
-_LOCAL = threading.local()
+_SLOT_BUFFERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per participant of a query
 
 
 # --------------------------------------------------------------------------------------------------
@@ -455,11 +461,25 @@ def _make_plan(offsets: np.ndarray, block_vectors: int) -> list[_Block]:
     return blocks
 
 
-def _n_threads() -> int:
+def _usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> tuple[list[int], int]:
+    """(CPUs this process may run on, how many of them it may use at once).
+
+    The second number is lower than the first's length when a cgroup CPU quota (a container
+    limit such as Docker's --cpus) caps the process below the CPUs it can see.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    usable = len(cpus)
+    try:
+        with open(cpu_max) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            usable = min(usable, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus, max(1, usable)
 
 
 def _blas_controller():
@@ -471,30 +491,57 @@ def _blas_controller():
 
             _BLAS = ThreadpoolController()
         except ImportError:
-            logger.info("threadpoolctl not installed: MaxSim runs on one Python thread")
+            # Without it BLAS keeps its own threads, which busy-wait while numpy reduces: slower,
+            # and much slower on a loaded host. threadpoolctl comes with scikit-learn.
+            logger.warning(
+                "threadpoolctl is not installed: MaxSim search runs on one thread (pip install threadpoolctl)"
+            )
             _BLAS = False
     return _BLAS or None
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The process-wide worker threads, one per usable core (created on first use)."""
-    global _POOL, _POOL_SIZE
+def _pool() -> tuple[ThreadPoolExecutor, int]:
+    """The process-wide worker threads and their number (created on first use).
+
+    One worker per usable CPU. When the process may use every CPU it sees, worker i is pinned to
+    the i-th of them: right after an idle spell Linux tends to wake a worker on the CPU of the
+    thread that woke it, and on the project's 2-vCPU VM the two then shared one CPU for most of
+    a 10-20 ms query (measured: 15 ms unpinned vs 10 ms pinned for 1,000 x 115 vectors).
+    """
+    global _POOL, _POOL_THREADS
     if _POOL is None:
-        _POOL_SIZE = _n_threads()
-        _POOL = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="maxsim")
-    return _POOL
+        cpus, usable = _usable_cpus()
+        pin = usable == len(cpus) and usable > 1
+        slots = itertools.count()
+
+        def pin_worker() -> None:
+            if pin:
+                try:
+                    os.sched_setaffinity(0, {cpus[next(slots) % usable]})  # 0 = this thread
+                except OSError:  # affinity changed meanwhile: run unpinned
+                    pass
+
+        _POOL = ThreadPoolExecutor(max_workers=usable, thread_name_prefix="maxsim", initializer=pin_worker)
+        _POOL_THREADS = usable
+    return _POOL, _POOL_THREADS
 
 
-def _buffers(rows: int, dim: int, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's float32 block buffer (rows, dim) and flat similarity buffer (rows * q,)."""
-    bufs = getattr(_LOCAL, "bufs", None)
+def _buffers(slot: int, rows: int, dim: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Participant `slot`'s float32 block buffer (rows, dim) and flat similarity buffer (rows * q,).
+
+    Kept between queries (no page faults per query); safe to share because `_KERNEL_LOCK` lets one
+    query run at a time and each participant of a query has its own slot.
+    """
+    bufs = _SLOT_BUFFERS.get(slot)
     if bufs is None or bufs[0].shape[0] < rows or bufs[0].shape[1] != dim or bufs[1].shape[0] < rows * q:
         bufs = (np.empty((rows, dim), dtype=np.float32), np.empty(rows * q, dtype=np.float32))
-        _LOCAL.bufs = bufs
+        _SLOT_BUFFERS[slot] = bufs
     return bufs
 
 
-def _score_blocks(bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Block], out: np.ndarray, ticket) -> None:
+def _score_blocks(
+    bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Block], out: np.ndarray, ticket, slot: int
+) -> None:
     """Score the blocks whose numbers this worker draws from `ticket` (a shared counter).
 
     Args:
@@ -503,11 +550,12 @@ def _score_blocks(bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Bloc
         qT: float32 (d, q) C-contiguous transposed query.
         plan: the blocks.
         out: float32 (N,) scores, written at each block's pages.
-        ticket: iterator of block numbers shared by all workers of this query.
+        ticket: iterator of block numbers shared by all participants of this query.
+        slot: this participant's number (0 = the calling thread), selects its buffers.
     """
     dim, q = qT.shape
     rows = max(b.v1 - b.v0 for b in plan)
-    xbuf, sbuf = _buffers(rows, dim, q)
+    xbuf, sbuf = _buffers(slot, rows, dim, q)
     n_blocks = len(plan)
     while True:
         i = next(ticket)  # atomic under the GIL, so blocks are handed out dynamically
@@ -529,17 +577,22 @@ def _score_blocks(bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Bloc
 
 
 def _run(bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Block], out: np.ndarray) -> None:
-    """Score every block of `plan` into `out`, on all cores."""
+    """Score every block of `plan` into `out`, on all usable cores."""
     with _KERNEL_LOCK:
-        threads = min(_POOL_SIZE or _n_threads(), len(plan))
-        blas = _blas_controller() if threads > 1 else None
-        if blas is None:
-            _score_blocks(bits, dtype, qT, plan, out, itertools.count())
-            return
         ticket = itertools.count()
-        # One BLAS thread per worker: BLAS's own threads would oversubscribe the cores.
+        blas = _blas_controller()
+        if blas is None:
+            _score_blocks(bits, dtype, qT, plan, out, ticket, 0)
+            return
+        pool, threads = _pool()
+        # One BLAS thread per worker: BLAS's own threads would oversubscribe the cores (and they
+        # busy-wait while numpy reduces).
         with blas.limit(limits=1, user_api="blas"):
-            futures = [_pool().submit(_score_blocks, bits, dtype, qT, plan, out, ticket) for _ in range(threads)]
+            if threads == 1 or len(plan) == 1:
+                _score_blocks(bits, dtype, qT, plan, out, ticket, 0)
+                return
+            # The calling thread only waits, so that exactly one (pinned) worker runs per CPU.
+            futures = [pool.submit(_score_blocks, bits, dtype, qT, plan, out, ticket, i) for i in range(threads)]
             for f in futures:
                 f.result()
 
