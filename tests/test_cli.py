@@ -96,3 +96,11 @@ def test_unloadable_model_says_what_to_do(tmp_path, corpus_dir):
     assert not (tmp_path / "s.sqlite").exists() or json.loads(
         cli("stats", "--json", "--store", tmp_path / "s.sqlite").stdout
     )["documents"] == 0
+
+
+def test_shared_options_work_before_and_after_the_command(tmp_path, tiny_model, corpus_dir):
+    store = tmp_path / "store.sqlite"
+    cli("--model", tiny_model, "--store", store, "add", corpus_dir / "pdfs" / REAL_PDFS[0])
+    before = json.loads(cli("--store", store, "stats", "--json").stdout)
+    after = json.loads(cli("stats", "--json", "--store", store).stdout)
+    assert before == after and before["pages"] == 1

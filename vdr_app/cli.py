@@ -31,13 +31,18 @@ from .memory import format_bytes
 EXIT_ERROR = 1
 
 
+def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.ArgumentParser:
+    parser.add_argument("--store", type=Path, default=default, help="SQLite store file (default: $VDR_DATA_DIR/vdr.sqlite)")
+    parser.add_argument("--model", default=default, help="checkpoint (hub id or folder) or encoder name (default: $VDR_MODEL)")
+    parser.add_argument("--device", default=default, help="auto, cpu, cuda, mps (default: $VDR_DEVICE or auto)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log progress details")
+    return parser
+
+
 def _common() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--store", type=Path, help="SQLite store file (default: $VDR_DATA_DIR/vdr.sqlite)")
-    parent.add_argument("--model", help="checkpoint (hub id or folder) or encoder name (default: $VDR_MODEL)")
-    parent.add_argument("--device", help="auto, cpu, cuda, mps (default: $VDR_DEVICE or auto)")
-    parent.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    return parent
+    """The shared options, accepted after the command too. SUPPRESS keeps a subcommand from
+    overwriting a value given before it (`python -m vdr_app --model M add ...`)."""
+    return _add_common(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m vdr_app",
         description="Visual document retrieval with multi-vector models, and what shrinking them does.",
     )
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add = sub.add_parser("add", parents=[common], help="index PDF files")
@@ -283,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except VdrError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. `... | head`: the reader left; nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted; the store is unchanged by the unfinished step", file=sys.stderr)
         return 130
