@@ -147,11 +147,11 @@ def _print_json(data) -> None:
 
 
 def _memory_table(views) -> str:
-    lines = [f"{'view':32} {'vectors':>10} {'per page min/mean/max':>24} {'bytes':>11} {'ratio':>7}"]
+    lines = [f"{'view':36} {'vectors':>10} {'per page min/mean/max':>24} {'bytes':>11} {'ratio':>7}"]
     for v in views:
         per_page = f"{v.per_page_min}/{v.per_page_mean:.1f}/{v.per_page_max}"
         ratio = f"{v.ratio_to_full:.3f}" if v.ratio_to_full == v.ratio_to_full else "-"
-        lines.append(f"{v.view:32} {v.vectors:>10} {per_page:>24} {format_bytes(v.bytes):>11} {ratio:>7}")
+        lines.append(f"{v.view:36} {v.vectors:>10} {per_page:>24} {format_bytes(v.bytes):>11} {ratio:>7}")
     return "\n".join(lines)
 
 
