@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,21 +30,9 @@ from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
 from .search import MaxSimIndex
 from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
-from .types import PageEmbedding, QueryEmbedding, Reduction, SearchHit
+from .types import PageEmbedding, Progress, QueryEmbedding, Reduction, SearchHit, log_progress, scaled_progress
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, str], None]
-
-
-def _quiet(fraction: float, message: str) -> None:
-    """Default progress callback: log only."""
-    log.debug("%3.0f%% %s", fraction * 100, message)
-
-
-def _scaled(progress: Progress, start: float, end: float) -> Progress:
-    """A progress callback mapping 0..1 onto start..end of `progress`."""
-    return lambda fraction, message: progress(start + (end - start) * fraction, message)
 
 
 @dataclass
@@ -162,7 +150,7 @@ class Engine:
         Adding bytes already stored is a no-op (returns `added=False`). Bad files raise a PdfError
         before anything is encoded or written.
         """
-        progress = progress or _quiet
+        progress = progress or log_progress
         name = Path(name).name
         check_pdf_bytes(data, name, self.limits)
         sha256 = hashlib.sha256(data).hexdigest()
@@ -171,11 +159,11 @@ class Engine:
             progress(1.0, f"{name}: already indexed")
             n_pages = next((d.n_pages for d in self.store.list_documents() if d.id == existing), 0)
             return AddResult(doc_id=existing, added=False, n_pages=n_pages)
-        pages = render_pdf(data, name, self.limits, _scaled(progress, 0.0, 0.1))
+        pages = render_pdf(data, name, self.limits, scaled_progress(progress, 0.0, 0.1))
         encoder = self.encoder
         self.store.check_model(encoder.model_id, encoder.dim)
         with self._encode_lock:
-            embeddings = encoder.encode_pages(pages, _scaled(progress, 0.1, 0.9))
+            embeddings = encoder.encode_pages(pages, scaled_progress(progress, 0.1, 0.9))
         progress(0.9, f"{name}: computing {len(self.store.view_specs())} views")
         views = {spec: [reduce_lib.reduce_page(e, spec) for e in embeddings] for spec in self.store.view_specs()}
         result = self.store.add_document(
@@ -187,7 +175,7 @@ class Engine:
 
     def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
         """Add several PDFs. Every file is checked before any is encoded, so one bad file changes nothing."""
-        progress = progress or _quiet
+        progress = progress or log_progress
         files = [Path(p) for p in paths]
         for path in files:
             if not path.is_file():
@@ -197,7 +185,7 @@ class Engine:
             inspect_pdf(data, path.name, self.limits)
         results = []
         for i, (path, data) in enumerate(zip(files, datas)):
-            sub = _scaled(progress, i / len(files), (i + 1) / len(files))
+            sub = scaled_progress(progress, i / len(files), (i + 1) / len(files))
             results.append(self.add_pdf(data, path.name, sub))
         return results
 
@@ -230,7 +218,7 @@ class Engine:
 
     def add_view(self, spec: str, progress: Progress | None = None) -> str:
         """Compute and store a view over every page (no re-encoding). Returns its canonical spec."""
-        progress = progress or _quiet
+        progress = progress or log_progress
         canonical = self.canonical_view(spec)
         if canonical == FULL_VIEW:
             raise InvalidSpecError("'full' is always available; it needs no view")

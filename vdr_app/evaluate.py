@@ -33,19 +33,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .errors import InvalidLabelsError, InvalidSpecError, NotFoundError
 from .memory import format_bytes
+from .types import Progress, log_progress, scaled_progress
 
 if TYPE_CHECKING:  # the engine pulls in the whole pipeline; evaluate's pure parts do not need it
     from .engine import Engine
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, str], None]
 
 FULL = "full"
 # The metrics computed against labels, in table order.
@@ -63,10 +62,6 @@ SWEEP_FACTORS = (2, 4, 9, 25, 49)
 SWEEP_RATIO_STRATEGIES = ("random", "attention", "pool1d", "pool2d", "cluster")
 SWEEP_DOCPRUNER_K = ("-0.5", "-0.25", "0", "0.5", "1")
 SWEEP_PTM = (("-0.75", 2), ("-0.75", 4), ("-0.5", 2), ("-0.5", 4))  # (DocPruner k, merge factor)
-
-
-def _quiet(fraction: float, message: str) -> None:
-    log.debug("%3.0f%% %s", fraction * 100, message)
 
 
 # -- metrics (pure) -------------------------------------------------------------------------------
@@ -635,7 +630,7 @@ def evaluate(
     """
     from .errors import InvalidQueryError
 
-    progress = progress or _quiet
+    progress = progress or log_progress
     labels = list(labels)
     if documents is None:
         documents = documents_by_name(engine)
@@ -676,7 +671,7 @@ def evaluate(
         built = time.perf_counter()
         try:
             if spec != FULL and not engine.store.has_view(spec):
-                engine.ensure_view(spec, lambda f, m: progress(start + (end - start) * 0.8 * f, m))
+                engine.ensure_view(spec, scaled_progress(progress, start, start + (end - start) * 0.8))
                 result.build_seconds = time.perf_counter() - built
         except InvalidSpecError as error:
             if not skip_unavailable:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from pdf2image import convert_from_path
 from pdf2image.exceptions import PDFInfoNotInstalledError
@@ -29,7 +29,7 @@ from .errors import (
     PdfError,
     PdfTooLargeError,
 )
-from .types import PageImage
+from .types import PageImage, Progress
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def iter_pages(
     data: bytes,
     name: str = "document.pdf",
     limits: PdfLimits = PdfLimits(),
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[PageImage]:
     """Render a PDF's pages one at a time.
 
@@ -177,7 +177,7 @@ def render_pdf(
     data: bytes,
     name: str = "document.pdf",
     limits: PdfLimits = PdfLimits(),
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[PageImage]:
     """Render every page of a PDF (see `iter_pages`)."""
     return list(iter_pages(data, name, limits, progress))

@@ -7,11 +7,29 @@ Shapes are part of the contract:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
+
+
+# progress(fraction done in 0..1, message): how every long call (render, encode, index, evaluate)
+# reports progress; the CLI draws a bar from it, the web app a gr.Progress.
+Progress = Callable[[float, str], None]
+
+_progress_log = logging.getLogger("vdr_app.progress")
+
+
+def log_progress(fraction: float, message: str) -> None:
+    """The default Progress: a debug log line."""
+    _progress_log.debug("%3.0f%% %s", fraction * 100, message)
+
+
+def scaled_progress(progress: Progress, start: float, end: float) -> Progress:
+    """A Progress mapping 0..1 onto start..end of `progress` (one step of a longer job)."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
 
 
 @dataclass

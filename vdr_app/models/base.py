@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from typing import Sequence
 
-from ..types import PageEmbedding, PageImage, QueryEmbedding
-
-# progress(fraction_done in 0..1, message)
-Progress = Callable[[float, str], None]
+from ..types import PageEmbedding, PageImage, Progress, QueryEmbedding
 
 
 class Encoder(ABC):
