@@ -156,3 +156,12 @@ def test_explicit_cells_that_boxes_cannot_give_are_kept():
     store.add_document("doc.pdf", "a" * 64, 10, "m", [(image, emb)])
     back = store.page_embedding(store.page_ids()[0])
     np.testing.assert_array_equal(back.cells, emb.cells)
+
+
+def test_page_rows_by_id_follow_the_order_asked_for():
+    store = Store()
+    _add(store, n_pages=3)
+    ids = store.page_ids()
+    everything = {r.id: r for r in store.page_rows()}
+    asked = [ids[2], ids[0], ids[2]]
+    assert store.page_rows(asked) == [everything[i] for i in asked]

@@ -334,7 +334,17 @@ class Store:
             "FROM pages p JOIN documents d ON d.id = p.doc_id"
         )
         with self._lock:
-            rows = self.db.execute(sql + " ORDER BY p.doc_id, p.page_number").fetchall()
+            if page_ids is None:
+                rows = self.db.execute(sql + " ORDER BY p.doc_id, p.page_number").fetchall()
+            else:
+                # Only the pages asked for: search calls this with its top k on every query.
+                page_ids = [int(i) for i in page_ids]
+                wanted = sorted(set(page_ids))
+                rows = []
+                for start in range(0, len(wanted), 500):  # under SQLite's bound-parameter limit
+                    chunk = wanted[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self.db.execute(f"{sql} WHERE p.id IN ({marks})", chunk).fetchall()
         by_id = {r[0]: PageRow(*r[:6], json.loads(r[6] or "{}")) for r in rows}
         if page_ids is None:
             return list(by_id.values())
