@@ -137,7 +137,10 @@ class _Bar:
         self._bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
         self._bar.set_postfix_str(message[-60:], refresh=True)
 
-    def close(self) -> None:
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
 
@@ -169,11 +172,8 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(_settings(args))
     command = args.command
     if command == "add":
-        bar = _Bar("indexing")
-        try:
+        with _Bar("indexing") as bar:
             results = engine.add_files(args.files, progress=bar)
-        finally:
-            bar.close()
         for path, result in zip(args.files, results):
             state = "added" if result.added else "already indexed"
             print(f"{path.name}: {state} (document {result.doc_id}, {result.n_pages} pages)")
@@ -219,11 +219,8 @@ def run(args: argparse.Namespace) -> int:
             print(_memory_table(views))
     elif command == "view":
         if args.view_command == "add":
-            bar = _Bar("view")
-            try:
+            with _Bar("view") as bar:
                 spec = engine.add_view(args.spec, progress=bar)
-            finally:
-                bar.close()
             print(f"added view {spec}")
             print(_memory_table([v for v in engine.views() if v.view in ("full", spec)]))
         else:
@@ -248,11 +245,8 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
         counts = {p.name: inspect_pdf(p.read_bytes(), p.name, engine.limits).n_pages for p in pdfs}
         labels = load_labels(args.labels, counts) if args.labels else []
         queries = load_queries(args.queries) if args.queries else []
-        bar = _Bar("indexing")
-        try:
+        with _Bar("indexing") as bar:
             results = engine.add_files(pdfs, progress=bar)
-        finally:
-            bar.close()
         documents = {p.name: r.doc_id for p, r in zip(pdfs, results)}
         added = sum(r.added for r in results)
         print(f"{args.folder}: {len(pdfs)} PDFs ({added} newly indexed, {len(pdfs) - added} already in the store)")
@@ -264,11 +258,8 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
         views = engine.store.view_specs()
     if not views:
         raise InvalidSpecError("no views to evaluate: give --views SPEC [SPEC ...] or --sweep")
-    bar = _Bar("evaluating")
-    try:
+    with _Bar("evaluating") as bar:
         evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep)
-    finally:
-        bar.close()
     print(f"model {evaluation.model}  {evaluation.documents} documents, {evaluation.pages} pages  "
           f"{len(evaluation.queries)} queries ({evaluation.labelled} labelled)")
     print(evaluation.table())
