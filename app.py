@@ -11,6 +11,7 @@ is up at once and says plainly if the checkpoint cannot be loaded.
 from __future__ import annotations
 
 import logging
+import sys
 
 
 def create_app(settings=None):
@@ -27,9 +28,16 @@ def create_app(settings=None):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from vdr_app.config import Settings
+    from vdr_app.errors import ConfigError
+
+    try:
+        settings = Settings.from_env()  # checked before anything heavy is imported
+    except ConfigError as error:
+        sys.exit(f"vdr_app: {error}")
     from vdr_app.ui import launch_options
 
-    demo, settings = create_app()
+    demo, settings = create_app(settings)
     logging.getLogger("app").info("data folder %s, store %s, model %s", settings.data_dir, settings.store_file,
                                   settings.model)
     demo.launch(**launch_options(settings))

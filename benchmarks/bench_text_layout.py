@@ -34,7 +34,7 @@ def default_corpus() -> Path:
 
 def self_retrieval(engine, pdfs: list[Path]) -> tuple[int, int, list[str]]:
     """(hits, queries, misses) of phrase queries from text-layer pages, through Engine.search."""
-    from vdr_app.textlayer import PdfDocuments, read_text_layer
+    from vdr_app.models.text_layout.text_layer import PdfDocuments, read_text_layer
 
     documents = PdfDocuments()
     texts: dict[tuple[str, int], list[str]] = {}

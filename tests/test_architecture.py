@@ -21,8 +21,8 @@ CONFINED = {
     "sqlite3": ["store.py"],
     "sqlite_utils": ["store.py"],
     "pdf2image": ["pdf.py"],
-    "pypdfium2": ["textlayer.py"],
-    "rapidocr_onnxruntime": ["ocr.py"],
+    "pypdfium2": ["models/text_layout/text_layer.py"],
+    "rapidocr": ["models/text_layout/ocr.py"],
 }
 
 

@@ -18,15 +18,16 @@ import pytest
 from PIL import Image
 
 from vdr_app.evaluate import distinctive_phrase
-from vdr_app.models.text_layout import (
+from vdr_app.models.text_layout.encoder import (
     MODEL_ID,
     grid_shape,
     token_cells,
     window_owner,
     window_starts,
 )
-from vdr_app.ocr import restore_spaces
-from vdr_app.textlayer import PdfDocuments, read_page_text, read_text_layer
+from vdr_app.models.text_layout.ocr import page_text_from_lines
+from vdr_app.models.text_layout.reader import read_page_text
+from vdr_app.models.text_layout.text_layer import PdfDocuments, read_text_layer
 from vdr_app.types import PageImage
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -145,18 +146,35 @@ def test_windows_cover_every_token_and_owners_are_the_most_central():
             assert owner[t] in inside and margins[owner[t]] == max(margins.values())
 
 
-def test_restore_spaces_splits_only_long_runs_at_wide_gaps():
-    text = "THESLEREXECOMPANY"
-    gaps = {3, 10}  # a wide gap before these characters
-    x, boxes = 0.0, []
-    for i in range(len(text)):
-        x += 30 if i in gaps else 20
-        boxes.append([x, 0, x + 14, 20])
-    fixed, fixed_boxes = restore_spaces(text, np.array(boxes, float))
-    assert fixed == "THE SLEREXE COMPANY"
-    assert np.isnan(fixed_boxes[3]).all() and len(fixed_boxes) == len(fixed)
-    short = np.array(boxes[:6], float)
-    assert restore_spaces("THESLE", short)[0] == "THESLE"
+def test_ocr_words_become_spaced_text_with_boxes_inside_each_word():
+    quad = lambda x0, y0, x1, y1: [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]  # noqa: E731
+    texts = ["THE SLEREXE", "Berks."]
+    lines = [quad(10, 10, 190, 30), quad(10, 50, 70, 70)]
+    words = [
+        (("THE", 0.9, quad(10, 10, 40, 30)), ("SLEREXE", 0.9, quad(60, 10, 190, 30))),
+        (("Ber", 0.9, quad(10, 50, 30, 70)),),  # does not spell the line: the line box is used
+    ]
+    page = page_text_from_lines(texts, lines, words, size=(200, 100))
+    assert page.text == "THE SLEREXE\nBerks." and page.source == "ocr"
+    by_word = {w.text: w.box for w in page.words()}
+    np.testing.assert_allclose(by_word["THE"], [0.05, 0.1, 0.2, 0.3], atol=1e-6)
+    np.testing.assert_allclose(by_word["SLEREXE"], [0.3, 0.1, 0.95, 0.3], atol=1e-6)
+    np.testing.assert_allclose(by_word["Berks."], [0.05, 0.5, 0.35, 0.7], atol=1e-6)
+    first_s = page.text.index("S")  # characters cut the word box into equal slices, left to right
+    np.testing.assert_allclose(page.char_boxes[first_s][[0, 2]], [0.3, 0.3 + 0.65 / 7], atol=1e-6)
+    assert np.isnan(page.char_boxes[page.text.index(" ")]).all()
+
+
+def test_ocr_that_cannot_load_is_a_reason_on_the_page_not_silence(monkeypatch):
+    from vdr_app.models.text_layout import ocr
+
+    monkeypatch.setattr(ocr, "_ENGINE", None)
+    monkeypatch.setattr(ocr, "_FAILURE", "ImportError: libGL.so.1: cannot open shared object file")
+    page = PageImage(image=Image.new("RGB", (200, 200), "white"), page_number=1, pdf_bytes=None)
+    text = read_page_text(page)
+    assert text.source == "none"
+    assert text.info["ocr_unavailable"].startswith("ImportError: libGL.so.1")
+    assert ocr.unavailable_reason().startswith("ImportError")
 
 
 # -- text layer ---------------------------------------------------------------------------------------

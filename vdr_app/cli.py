@@ -177,9 +177,11 @@ def run(args: argparse.Namespace) -> int:
         for path, result in zip(args.files, results):
             state = "added" if result.added else "already indexed"
             print(f"{path.name}: {state} (document {result.doc_id}, {result.n_pages} pages)")
-            blank = [p.page_number for p in engine.pages(result.doc_id) if p.info.get("no_text")]
+            blank, reason = engine.pages_without_text(result.doc_id)
             if blank:
                 print(f"  no text found on page(s) {', '.join(map(str, blank))}: they are kept but cannot match a query")
+                if reason:
+                    print(f"  {reason}")
         if engine.model_loaded and engine.encoder.kind != "visual":
             print(f"note: {engine.encoder.describe()} ranks pages by their text and its position, not by how they look")
     elif command == "search":

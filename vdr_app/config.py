@@ -1,14 +1,20 @@
 """Settings, read once from the environment. The only module that reads `os.environ`.
 
 Every other function takes explicit arguments; the CLI and app build a `Settings` and override
-fields from flags with `dataclasses.replace`.
+fields from flags with `dataclasses.replace`. Every `VDR_*` value is checked when it is read: a
+bad one is a `ConfigError` naming the variable, the value and what is allowed, before anything
+starts.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ConfigError
 
 DEFAULT_MODEL = "vidore/colSmol-256M"
 
@@ -60,23 +66,100 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> "Settings":
-        """Build settings from `VDR_*` environment variables (unset ones keep their default)."""
+        """Build settings from `VDR_*` environment variables (unset ones keep their default).
+
+        Raises:
+            ConfigError: a value is not of its type or outside its range (one line naming it).
+        """
         env = os.environ if environ is None else environ
         in_container = bool(env.get("SPACE_ID")) or Path("/.dockerenv").exists()
         defaults = cls()
-        store = env.get("VDR_STORE")
+        read = _Reader(env)
+        store = read.path("VDR_STORE", None, must_be="file")
+        port_name = "VDR_PORT" if env.get("VDR_PORT", "").strip() else "PORT"
         return cls(
-            model=env.get("VDR_MODEL", defaults.model),
-            data_dir=Path(env.get("VDR_DATA_DIR", defaults.data_dir)),
-            device=env.get("VDR_DEVICE", defaults.device),
-            store_path=Path(store) if store else None,
-            dpi=int(env.get("VDR_DPI", defaults.dpi)),
-            max_pages=int(env.get("VDR_MAX_PAGES", defaults.max_pages)),
-            max_upload_mb=float(env.get("VDR_MAX_UPLOAD_MB", defaults.max_upload_mb)),
-            max_image_pixels=int(env.get("VDR_MAX_IMAGE_PIXELS", defaults.max_image_pixels)),
-            batch_size=int(env.get("VDR_BATCH_SIZE", defaults.batch_size)),
-            max_query_chars=int(env.get("VDR_MAX_QUERY_CHARS", defaults.max_query_chars)),
-            host=env.get("VDR_HOST", "0.0.0.0" if in_container else defaults.host),
-            port=int(env.get("VDR_PORT", env.get("PORT", defaults.port))),
-            fallback_model=env.get("VDR_FALLBACK_MODEL", defaults.fallback_model),
+            model=read.text("VDR_MODEL", defaults.model),
+            data_dir=read.path("VDR_DATA_DIR", defaults.data_dir, must_be="dir"),
+            device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
+            store_path=store,
+            dpi=read.integer("VDR_DPI", defaults.dpi, 30, 600),
+            max_pages=read.integer("VDR_MAX_PAGES", defaults.max_pages, 1, 100_000),
+            max_upload_mb=read.number("VDR_MAX_UPLOAD_MB", defaults.max_upload_mb, 0.01, 100_000),
+            max_image_pixels=read.integer("VDR_MAX_IMAGE_PIXELS", defaults.max_image_pixels, 100_000, 1_000_000_000),
+            batch_size=read.integer("VDR_BATCH_SIZE", defaults.batch_size, 1, 1024),
+            max_query_chars=read.integer("VDR_MAX_QUERY_CHARS", defaults.max_query_chars, 1, 1_000_000),
+            host=read.text("VDR_HOST", "0.0.0.0" if in_container else defaults.host),
+            port=read.integer(port_name, defaults.port, 1, 65535),
+            fallback_model=read.text("VDR_FALLBACK_MODEL", defaults.fallback_model, allow_empty=True),
         )
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
+
+
+class _Reader:
+    """Reads one variable at a time, each unset or blank one giving its default."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or not value.strip() else value.strip()
+
+    @staticmethod
+    def _fail(name: str, value: str, allowed: str) -> ConfigError:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return ConfigError(f"{name}={shown!r} is not valid: {allowed}")
+
+    def text(self, name: str, default: str, allow_empty: bool = False) -> str:
+        value = self.env.get(name)
+        if value is None:
+            return default
+        if not value.strip() and not allow_empty:
+            raise self._fail(name, value, "must not be empty (unset it for the default)")
+        return value.strip()
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        allowed = f"must be a whole number from {low:,} to {high:,}"
+        if not re.fullmatch(r"[+-]?\d{1,12}", value):
+            raise self._fail(name, value, allowed)
+        number = int(value)
+        if not low <= number <= high:
+            raise self._fail(name, value, allowed)
+        return number
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        allowed = f"must be a number from {low:g} to {high:g}"
+        try:
+            number = float(value) if len(value) <= 32 else math.nan
+        except ValueError:
+            raise self._fail(name, value, allowed) from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise self._fail(name, value, allowed)
+        return number
+
+    def choice(self, name: str, default: str, pattern: re.Pattern, allowed: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if not pattern.fullmatch(value):
+            raise self._fail(name, value, f"must be one of {allowed}")
+        return value
+
+    def path(self, name: str, default, must_be: str):
+        value = self._raw(name)
+        if value is None:
+            return default
+        path = Path(value).expanduser()
+        if must_be == "dir" and path.exists() and not path.is_dir():
+            raise self._fail(name, value, "must be a folder (it is a file)")
+        if must_be == "file" and path.is_dir():
+            raise self._fail(name, value, "must be a file path (it is a folder)")
+        return path

@@ -206,6 +206,14 @@ class Engine:
     def page_image(self, page_id: int) -> Image.Image:
         return self.store.page_image(page_id)
 
+    def pages_without_text(self, doc_id: int) -> tuple[list[int], str | None]:
+        """Page numbers of a document where the encoder found no text, and the known cause when
+        there is one (e.g. "OCR unavailable: ..."), so that nobody mistakes it for a blank page."""
+        rows = [p for p in self.pages(doc_id) if p.info.get("no_text")]
+        reasons = {p.info["ocr_unavailable"] for p in rows if p.info.get("ocr_unavailable")}
+        reason = f"OCR unavailable: {sorted(reasons)[0]}" if reasons else None
+        return [p.page_number for p in rows], reason
+
     # -- views ------------------------------------------------------------------------------------
 
     @staticmethod

@@ -8,6 +8,10 @@ class VdrError(Exception):
     """Base class: a problem the user can act on (bad input, missing model, ...)."""
 
 
+class ConfigError(VdrError, ValueError):
+    """A setting (a `VDR_*` variable) has a value outside what it allows."""
+
+
 class PdfError(VdrError):
     """A file could not be turned into page images (base for the PDF errors below)."""
 

@@ -44,6 +44,9 @@ def add_documents(engine, pages: PageImages, files, progress=gr.Progress()) -> s
     for path, result in zip(paths, results):
         state = "indexed" if result.added else "already in the library"
         lines.append(f"- **{Path(path).name}**: {result.n_pages} pages {state} (document {result.doc_id})")
+        blank, reason = engine.pages_without_text(result.doc_id)
+        if blank:
+            lines.append(f"  - no text found on page(s) {', '.join(map(str, blank))}" + (f": {reason}" if reason else ""))
     return "\n".join(lines)
 
 

