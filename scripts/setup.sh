@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Install what the app needs: poppler (system) and a .venv with requirements.txt.
-# torch is pinned to 2.13.0 exactly: pip takes the CPU wheel where one is on disk; a range would
-# pull a multi-GB CUDA build.
+# Install what the app needs: poppler (system) and a .venv with requirements.txt, every package at
+# the version constraints.txt pins.
+#
+# torch: where there is no CUDA GPU (no working nvidia-smi) and the machine is Linux or Windows, the
+# CPU build comes from the PyTorch CPU index (~200 MB) instead of PyPI's CUDA build (~530 MB plus
+# ~3 GB of nvidia-* wheels a CPU never uses). If that index cannot be reached, pip falls back to
+# PyPI. TORCH_INDEX=pypi skips the CPU index; TORCH_INDEX=<url> uses another index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
@@ -12,7 +16,25 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -r "${REQUIREMENTS:-requirements.txt}"
+PIP=(.venv/bin/pip install -q --disable-pip-version-check)
+TORCH=(torch==2.13.0 torchvision==0.28.0)   # the pair requirements.txt pins
+
+have_torch() { .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; }
+has_cuda_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }
+
+if ! have_torch; then
+  index=${TORCH_INDEX:-}
+  if [ -z "$index" ] && ! has_cuda_gpu && [ "$(uname -s)" != Darwin ]; then
+    index=https://download.pytorch.org/whl/cpu
+  fi
+  if [ -n "$index" ] && [ "$index" != pypi ]; then
+    echo "installing the CPU build of torch from $index"
+    # Short timeout and no retries: where the index is unreachable the fallback starts at once.
+    "${PIP[@]}" --index-url "$index" --timeout 15 --retries 1 "${TORCH[@]}" \
+      || echo "the PyTorch index $index could not be used: installing torch from PyPI instead"
+  fi
+fi
+"${PIP[@]}" -r "${REQUIREMENTS:-requirements.txt}"

@@ -27,11 +27,28 @@ def _corpus_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    """The team's real-document corpus (pdfs/ and bad/), outside the repo."""
+    """The team's real-document corpus (pdfs/ and bad/), outside the repo: for the tests that are
+    about real documents (labels, OCR of real scans, retrieval on real pages).
+
+    Where it is absent (a fresh clone) those tests are skipped with the reason; with
+    VDR_REQUIRE_CORPUS=1 (CI sets it) its absence is a failure, so CI always runs them.
+    """
     path = _corpus_dir()
     if not (path / "pdfs").is_dir():
-        pytest.fail(f"corpus not found at {path}: set VDR_CORPUS_DIR to the folder holding pdfs/ and bad/")
+        message = (f"real-document corpus not found at {path} (it is not redistributed with the repo; "
+                   "set VDR_CORPUS_DIR to a folder holding pdfs/ and bad/)")
+        if os.environ.get("VDR_REQUIRE_CORPUS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_docs(tmp_path_factory) -> Path:
+    """PDFs made in code, laid out like the corpus (pdfs/ and bad/): see tests/documents.py."""
+    from tests.documents import write_sample_documents
+
+    return write_sample_documents(tmp_path_factory.mktemp("sample-docs"))
 
 
 def make_pdf(path: Path, pages: list[list[tuple[float, float, str]]], size=(595, 842), blocks=None) -> Path:

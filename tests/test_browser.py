@@ -87,11 +87,11 @@ def _plot_ready(tab, selector: str) -> None:
     tab.wait_for_timeout(400)  # let plotly finish painting the layout images before a screenshot
 
 
-def test_upload_explore_search_in_the_browser(page, app_url, corpus_dir, tmp_path):
+def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_path):
     shots = Shots(tmp_path)
     tab, engine = page, app_url[1]
 
-    tab.set_input_files("#upload input[type=file]", str(corpus_dir / "pdfs" / SHORT_PDF))
+    tab.set_input_files("#upload input[type=file]", str(sample_docs / "pdfs" / SHORT_PDF))
     tab.click("#index-btn")
     _wait_text(tab, "#library-status", f"{SHORT_PDF}: 2 pages indexed")
     _wait_text(tab, "#documents", SHORT_PDF)
@@ -127,12 +127,12 @@ def test_upload_explore_search_in_the_browser(page, app_url, corpus_dir, tmp_pat
     assert len(shots.saved) == 4
 
 
-def test_errors_show_in_the_page_and_change_nothing(page, app_url, corpus_dir, tmp_path):
+def test_errors_show_in_the_page_and_change_nothing(page, app_url, sample_docs, tmp_path):
     shots = Shots(tmp_path)
     tab, engine = page, app_url[1]
     before = [d.id for d in engine.list_documents()], engine.store.page_ids()
 
-    tab.set_input_files("#upload input[type=file]", str(corpus_dir / "bad" / BAD_PDF))
+    tab.set_input_files("#upload input[type=file]", str(sample_docs / "bad" / BAD_PDF))
     tab.click("#index-btn")
     tab.get_by_text(BAD_PDF, exact=False).last.wait_for()
     toast = tab.locator(".toast-body").last

@@ -1,4 +1,4 @@
-"""The command line end to end: a tiny checkpoint written by the documented command, two real PDFs."""
+"""The command line end to end: a tiny checkpoint written by the documented command, two PDFs made in code."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_PDFS = ["chevron-eastern-mediterranean-page.pdf", "hargreaves-lansdown-report-2014-cover.pdf"]
+PDFS = ["newsletter.pdf", "report.pdf"]  # made in code: the sample_docs fixture
 
 
 def cli(*args, check=True):
@@ -31,10 +31,10 @@ def tiny_model(tmp_path_factory):
     return folder
 
 
-def test_cli_round_trip_on_real_pdfs(tmp_path, tiny_model, corpus_dir):
+def test_cli_round_trip_on_pdfs(tmp_path, tiny_model, sample_docs):
     store = tmp_path / "store.sqlite"
     common = ["--store", store, "--model", tiny_model]
-    pdfs = [corpus_dir / "pdfs" / name for name in REAL_PDFS]
+    pdfs = [sample_docs / "pdfs" / name for name in PDFS]
 
     added = cli("add", *pdfs, *common).stdout
     assert "added (document 1, 1 pages)" in added and "added (document 2, 2 pages)" in added
@@ -42,7 +42,7 @@ def test_cli_round_trip_on_real_pdfs(tmp_path, tiny_model, corpus_dir):
 
     hits = json.loads(cli("search", "sustainability report", "-k", "3", "--json", *common).stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert {h["doc_name"] for h in hits} == set(REAL_PDFS)
+    assert {h["doc_name"] for h in hits} == set(PDFS)
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
 
     cli("view", "add", "cluster:factor=9", *common)
@@ -56,24 +56,24 @@ def test_cli_round_trip_on_real_pdfs(tmp_path, tiny_model, corpus_dir):
     assert stats["model"].endswith("model")
 
     listing = json.loads(cli("list", "--json", *common).stdout)
-    assert [d["name"] for d in listing] == REAL_PDFS and all(d["vector_bytes"] > 0 for d in listing)
+    assert [d["name"] for d in listing] == PDFS and all(d["vector_bytes"] > 0 for d in listing)
 
-    cli("delete", REAL_PDFS[0], *common)
+    cli("delete", PDFS[0], *common)
     stats = json.loads(cli("stats", "--json", *common).stdout)
     assert (stats["documents"], stats["pages"]) == (1, 2)
     assert {v["pages"] for v in stats["views"]} == {2}  # the view followed the delete
 
 
-def test_cli_errors_are_one_line_and_change_nothing(tmp_path, tiny_model, corpus_dir):
+def test_cli_errors_are_one_line_and_change_nothing(tmp_path, tiny_model, sample_docs):
     store = tmp_path / "store.sqlite"
     common = ["--store", store, "--model", tiny_model]
-    cli("add", corpus_dir / "pdfs" / REAL_PDFS[0], *common)
+    cli("add", sample_docs / "pdfs" / PDFS[0], *common)
     before = store.read_bytes()
     not_pdf = tmp_path / "notes.pdf"
     not_pdf.write_text("just text")
     cases = [
-        (["add", corpus_dir / "bad" / "encrypted-user-password.pdf"], "encrypted"),
-        (["add", corpus_dir / "pdfs" / REAL_PDFS[1], not_pdf], "not a PDF"),
+        (["add", sample_docs / "bad" / "encrypted.pdf"], "encrypted"),
+        (["add", sample_docs / "pdfs" / PDFS[1], not_pdf], "not a PDF"),
         (["add", tmp_path / "missing.pdf"], "no such file"),
         (["search", "   "], "query is empty"),
         (["search", "x", "--view", "nonsense:keep=0.5"], "unknown reduction strategy"),
@@ -88,8 +88,8 @@ def test_cli_errors_are_one_line_and_change_nothing(tmp_path, tiny_model, corpus
     assert store.read_bytes() == before
 
 
-def test_unloadable_model_says_what_to_do(tmp_path, corpus_dir):
-    proc = cli("add", corpus_dir / "pdfs" / REAL_PDFS[0], "--store", tmp_path / "s.sqlite",
+def test_unloadable_model_says_what_to_do(tmp_path, sample_docs):
+    proc = cli("add", sample_docs / "pdfs" / PDFS[0], "--store", tmp_path / "s.sqlite",
                "--model", "vidore/colSmol-256M", check=False)
     assert proc.returncode == 1
     assert "text-layout-minilm" in proc.stderr and "make-tiny-model" in proc.stderr
@@ -98,9 +98,9 @@ def test_unloadable_model_says_what_to_do(tmp_path, corpus_dir):
     )["documents"] == 0
 
 
-def test_shared_options_work_before_and_after_the_command(tmp_path, tiny_model, corpus_dir):
+def test_shared_options_work_before_and_after_the_command(tmp_path, tiny_model, sample_docs):
     store = tmp_path / "store.sqlite"
-    cli("--model", tiny_model, "--store", store, "add", corpus_dir / "pdfs" / REAL_PDFS[0])
+    cli("--model", tiny_model, "--store", store, "add", sample_docs / "pdfs" / PDFS[0])
     before = json.loads(cli("--store", store, "stats", "--json").stdout)
     after = json.loads(cli("stats", "--json", "--store", store).stdout)
     assert before == after and before["pages"] == 1

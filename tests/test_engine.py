@@ -74,11 +74,11 @@ def test_bad_queries_are_refused(tmp_path, two_pdfs, query):
         engine.search(query)
 
 
-def test_bad_file_among_good_ones_changes_nothing(tmp_path, two_pdfs, corpus_dir):
+def test_bad_file_among_good_ones_changes_nothing(tmp_path, two_pdfs, sample_docs):
     engine = _engine(tmp_path)
     engine.add_files(two_pdfs[:1])
     before = _store_bytes(Path(engine.store.path))
-    for bad in sorted((corpus_dir / "bad").iterdir()):
+    for bad in sorted((sample_docs / "bad").iterdir()):
         with pytest.raises(PdfError):
             engine.add_files([two_pdfs[1], bad])
     assert _store_bytes(Path(engine.store.path)) == before

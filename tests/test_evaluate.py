@@ -231,20 +231,18 @@ def tiny_model(tmp_path_factory):
     return build_tiny_checkpoint("colqwen2", tmp_path_factory.mktemp("tiny") / "colqwen2")
 
 
-def test_eval_cli_end_to_end_on_real_pdfs_with_a_tiny_model(tmp_path, corpus_dir, tiny_model, capsys):
+def test_eval_cli_end_to_end_on_pdfs_with_a_tiny_model(tmp_path, sample_docs, tiny_model, capsys):
     folder = tmp_path / "pdfs"
     folder.mkdir()
-    for name in ("chevron-eastern-mediterranean-page.pdf", "gao-national-cybersecurity-strategy.pdf"):
-        shutil.copy(corpus_dir / "pdfs" / name, folder / name)
+    for name in ("newsletter.pdf", "report.pdf"):  # 1 + 2 pages, made in code
+        shutil.copy(sample_docs / "pdfs" / name, folder / name)
     labels = tmp_path / "labels.jsonl"
     labels.write_text(_labels(
-        {"query": "natural gas offshore Israel", "file": "chevron-eastern-mediterranean-page.pdf", "page": 1,
-         "kind": "text"},
-        {"query": "national cybersecurity strategy characteristics", "file": "gao-national-cybersecurity-strategy.pdf",
-         "page": 2, "kind": "figure"},
+        {"query": "volunteers cleaned the river banks", "file": "newsletter.pdf", "page": 1, "kind": "text"},
+        {"query": "table of employees per office", "file": "report.pdf", "page": 2, "kind": "figure"},
     ))
     queries = tmp_path / "queries.txt"
-    queries.write_text("who leads cybersecurity?\n")
+    queries.write_text("which office has the largest budget?\n")
     store, out_json, out_html = tmp_path / "s.sqlite", tmp_path / "out" / "e.json", tmp_path / "out" / "e.html"
     args = ["eval", str(folder), "--labels", str(labels), "--queries", str(queries), "--store", str(store),
             "--model", str(tiny_model), "--views", "cluster:factor=4", "docpruner:k=0",
@@ -269,12 +267,12 @@ def test_eval_cli_end_to_end_on_real_pdfs_with_a_tiny_model(tmp_path, corpus_dir
     assert "(0 newly indexed, 2 already in the store)" in capsys.readouterr().out
 
 
-def test_eval_cli_reports_a_bad_label_line_and_changes_nothing(tmp_path, corpus_dir, capsys):
+def test_eval_cli_reports_a_bad_label_line_and_changes_nothing(tmp_path, sample_docs, capsys):
     folder = tmp_path / "pdfs"
     folder.mkdir()
-    shutil.copy(corpus_dir / "pdfs" / "chevron-eastern-mediterranean-page.pdf", folder)
+    shutil.copy(sample_docs / "pdfs" / "newsletter.pdf", folder)
     labels = tmp_path / "labels.jsonl"
-    labels.write_text(_labels({"query": "gas", "file": "chevron-eastern-mediterranean-page.pdf", "page": 2}))
+    labels.write_text(_labels({"query": "river", "file": "newsletter.pdf", "page": 2}))
     store = tmp_path / "s.sqlite"
     assert main(["eval", str(folder), "--labels", str(labels), "--store", str(store), "--sweep"]) == 1
     err = capsys.readouterr().err

@@ -27,6 +27,27 @@ def test_renders_every_page_at_the_requested_dpi(pdf_factory):
     assert pages[0].pdf_bytes == path.read_bytes()
 
 
+SAMPLE_BAD_FILES = {  # made in code: tests/documents.py
+    "encrypted.pdf": (EncryptedPdfError, "encrypted"),
+    "broken-xref.pdf": (MalformedPdfError, "damaged"),
+    "no-pages.pdf": (EmptyPdfError, "no pages"),
+    "not-a-pdf.pdf": (NotAPdfError, "not a PDF"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_BAD_FILES))
+def test_each_kind_of_bad_file_gets_its_own_clear_error(sample_docs, name):
+    error_type, words = SAMPLE_BAD_FILES[name]
+    with pytest.raises(error_type, match=words) as info:
+        render_pdf((sample_docs / "bad" / name).read_bytes(), name)
+    assert name in str(info.value)
+
+
+def test_sample_documents_render_with_their_page_counts(sample_docs):
+    counts = {p.name: len(render_pdf(p.read_bytes(), p.name, PdfLimits(dpi=30))) for p in (sample_docs / "pdfs").iterdir()}
+    assert counts == {"report.pdf": 2, "newsletter.pdf": 1, "scan.pdf": 3}
+
+
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_each_bad_corpus_file_gets_its_own_clear_error(corpus_dir, name):
     error_type, words = BAD_FILES[name]

@@ -1,6 +1,6 @@
 """The web app in process, driven through gradio_client as an API user would: a tiny colSmol
 checkpoint (real from_pretrained path, colSmol's tiles + global thumbnail geometry), a temp data
-folder, real PDFs from the corpus."""
+folder, PDFs made in code (tests/documents.py)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def app(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def indexed(app, corpus_dir):
+def indexed(app, sample_docs):
     """The app with SHORT_PDF uploaded through the API; returns the upload's status text."""
     client = app[0]
-    return client.predict([handle_file(str(corpus_dir / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    return client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
 
 
 def _array(value) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_every_event_has_an_api_name(app):
         assert endpoint in documented
 
 
-def test_upload_indexes_every_page(app, indexed, corpus_dir):
+def test_upload_indexes_every_page(app, indexed, sample_docs):
     _, engine, _ = app
     docs = engine.list_documents()
     assert [d.name for d in docs] == [SHORT_PDF]
@@ -159,19 +159,19 @@ def test_explain_maps_a_token_back_through_the_view(app, indexed):
     assert json.loads(plot["plot"])["data"]
 
 
-def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, corpus_dir):
+def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, sample_docs):
     from gradio_client.exceptions import AppError
 
     client, engine, _ = app
     before = _store_state(engine)
     with pytest.raises(AppError, match=BAD_PDF):
-        client.predict([handle_file(str(corpus_dir / "bad" / BAD_PDF))], api_name="/add_documents")
+        client.predict([handle_file(str(sample_docs / "bad" / BAD_PDF))], api_name="/add_documents")
     with pytest.raises(AppError, match="query is empty"):
         client.predict("   ", "full", 5, api_name="/search")
     assert _store_state(engine) == before
 
 
-def test_searches_run_while_a_document_is_indexed(app, indexed, corpus_dir):
+def test_searches_run_while_a_document_is_indexed(app, indexed, sample_docs):
     """Ten searches at once all succeed while an upload is inside the encoder (held there until
     they are done, so the overlap is certain)."""
     client, engine, _ = app
@@ -187,7 +187,7 @@ def test_searches_run_while_a_document_is_indexed(app, indexed, corpus_dir):
     encoder.encode_pages = held
     upload = None
     try:
-        upload = client.submit([handle_file(str(corpus_dir / "pdfs" / THIRD_PDF))], api_name="/add_documents")
+        upload = client.submit([handle_file(str(sample_docs / "pdfs" / THIRD_PDF))], api_name="/add_documents")
         assert inside.wait(60), "the upload never reached the encoder"
         jobs = [client.submit(f"canvas query {i}", "full", 3, api_name="/search") for i in range(10)]
         results = [job.result(timeout=120) for job in jobs]
@@ -202,9 +202,9 @@ def test_searches_run_while_a_document_is_indexed(app, indexed, corpus_dir):
     assert THIRD_PDF in [d.name for d in engine.list_documents()]
 
 
-def test_delete_removes_only_that_document(app, indexed, corpus_dir):
+def test_delete_removes_only_that_document(app, indexed, sample_docs):
     client, engine, _ = app
-    client.predict([handle_file(str(corpus_dir / "pdfs" / OTHER_PDF))], api_name="/add_documents")
+    client.predict([handle_file(str(sample_docs / "pdfs" / OTHER_PDF))], api_name="/add_documents")
     doc = next(d for d in engine.list_documents() if d.name == OTHER_PDF)
     pages = {p.id for p in engine.pages(doc.id)}
     status = client.predict(doc.id, api_name="/delete_document")
@@ -226,7 +226,7 @@ def test_a_stored_view_can_be_deleted_from_the_library(app, indexed):
     assert engine.store.db["view_pages"].count == sum(len(engine.store.vector_counts(v)) for v in engine.store.view_specs())
 
 
-def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, corpus_dir):
+def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, sample_docs):
     """A checkpoint that cannot load: the page says so with what to do, uploads fail with that
     message, and the text-layout fallback can be switched on."""
     from gradio_client.exceptions import AppError
@@ -241,7 +241,7 @@ def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, cor
         assert _banner(demo.model_status)[1]["visible"] is True  # the "continue with" button
         # 150 KB against a 50 KB limit: gradio_client refuses before sending (the page does the same).
         with pytest.raises((AppError, ValueError), match="maximum file size"):
-            client.predict([handle_file(str(corpus_dir / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+            client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
         assert engine.list_documents() == []
 
         client.predict(api_name="/use_fallback")

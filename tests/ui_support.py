@@ -9,11 +9,11 @@ from pathlib import Path
 from vdr_app.config import Settings
 from vdr_app.engine import Engine
 
-# Short real documents from the corpus (1-3 pages) for end-to-end runs.
-SHORT_PDF = "html5-canvas-cheat-sheet.pdf"  # 2 pages
-OTHER_PDF = "dragon-dispatch-newsletter.pdf"  # 1 page
-THIRD_PDF = "customs-penalty-decision-scan-zh.pdf"  # 3 pages
-BAD_PDF = "malformed-broken-xref.pdf"
+# Documents made in code (tests/documents.py, the `sample_docs` fixture) for end-to-end runs.
+SHORT_PDF = "report.pdf"  # 2 pages
+OTHER_PDF = "newsletter.pdf"  # 1 page
+THIRD_PDF = "scan.pdf"  # 3 pages
+BAD_PDF = "broken-xref.pdf"
 
 
 def app_settings(data_dir: Path, model: str, **overrides) -> Settings:
