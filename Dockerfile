@@ -34,15 +34,15 @@ WORKDIR $HOME/app
 
 # torch first, from the PyTorch CPU index: PyPI's Linux torch 2.13.0 wheel is a CUDA build that
 # pulls ~3 GB of nvidia-* wheels a CPU container never uses. `torch==2.13.0+cpu` satisfies the
-# `torch==2.13.0` pin of requirements.txt (a local version label matches its plain version), so
-# the next step keeps it. torchvision 0.28.0 is the release paired with torch 2.13; taking the CPU
-# build here also avoids the CUDA torchvision whose ops cannot load next to a CPU torch (see
-# vdr_app/torchvision_compat.py, which shims that case when it happens elsewhere).
-# For a GPU image, drop this step: requirements.txt then installs PyPI's CUDA torch.
-RUN pip install --user --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 torchvision==0.28.0
+# `torch==2.13.0` pin of requirements.txt and constraints.txt (a local version label matches its
+# plain version), so the next step keeps it; the same holds for torchvision 0.28.0, the release
+# paired with torch 2.13. For a GPU image, drop this step: requirements.txt then installs PyPI's
+# CUDA torch.
+COPY --chown=user requirements.txt constraints.txt ./
+RUN pip install --user --no-deps --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch torchvision
 
-# Requirements before the code, so editing the code does not reinstall packages.
-COPY --chown=user requirements.txt .
+# Requirements before the code, so editing the code does not reinstall packages. constraints.txt
+# pins every package to the versions the tests ran with (requirements.txt names it).
 RUN pip install --user -r requirements.txt
 
 COPY --chown=user . .

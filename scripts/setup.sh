@@ -33,7 +33,8 @@ if ! have_torch; then
   if [ -n "$index" ] && [ "$index" != pypi ]; then
     echo "installing the CPU build of torch from $index"
     # Short timeout and no retries: where the index is unreachable the fallback starts at once.
-    "${PIP[@]}" --index-url "$index" --timeout 15 --retries 1 "${TORCH[@]}" \
+    # --no-deps: their dependencies come from the next step, at the versions constraints.txt pins.
+    "${PIP[@]}" --no-deps --index-url "$index" --timeout 15 --retries 1 "${TORCH[@]}" \
       || echo "the PyTorch index $index could not be used: installing torch from PyPI instead"
   fi
 fi
