@@ -231,7 +231,7 @@ def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, sam
     message, and the text-layout fallback can be switched on."""
     from gradio_client.exceptions import AppError
 
-    settings = app_settings(tmp_path / "data", str(tmp_path / "no-such-checkpoint"), max_upload_mb=0.05)
+    settings = app_settings(tmp_path / "data", str(tmp_path / "no-such-checkpoint"), max_upload_mb=0.001)
     with running_app(settings) as (url, engine, demo):
         assert demo.model_status.state == "failed"
         client = Client(url, verbose=False)
@@ -239,7 +239,7 @@ def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, sam
         assert "could not be loaded" in banner and "What to do" in banner
         assert "text-layout-minilm" in banner and "not by how the page looks" in banner
         assert _banner(demo.model_status)[1]["visible"] is True  # the "continue with" button
-        # 150 KB against a 50 KB limit: gradio_client refuses before sending (the page does the same).
+        # A few KB against a 1 KB limit: gradio_client refuses before sending (the page does the same).
         with pytest.raises((AppError, ValueError), match="maximum file size"):
             client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
         assert engine.list_documents() == []
