@@ -461,3 +461,26 @@ def test_engine_round_trip_with_store(tmp_path, encoder):
     assert hits[-1].page_number == 3 and hits[-1].score == pytest.approx(0.0)  # the blank page
     info = {row.page_number: row.info for row in engine.pages()}
     assert info[3]["no_text"] is True and info[1]["text_source"] == "text-layer"
+
+
+def test_the_ocr_stack_links_no_libgl():
+    """Slim images (python:3.11-slim, many Spaces) have no libGL: the GUI build of OpenCV cannot load
+    there. Every shared library of OpenCV and onnxruntime, as the dynamic linker resolves them,
+    must do without it (the headless build), and the OCR engine must load."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import cv2
+    import onnxruntime
+
+    from vdr_app.models.text_layout import ocr
+
+    if shutil.which("ldd") is None:
+        pytest.fail("ldd is needed to check the libraries OpenCV links")
+    libraries = [p for package in (cv2, onnxruntime) for p in Path(package.__file__).parent.rglob("*.so*")]
+    assert any("cv2" in str(p) for p in libraries), "OpenCV's extension module was not found"
+    for library in libraries:
+        linked = subprocess.run(["ldd", str(library)], capture_output=True, text=True).stdout
+        assert "libGL" not in linked, f"{library.name} links libGL:\n{linked}"
+    assert ocr.unavailable_reason() is None
