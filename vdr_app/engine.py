@@ -111,6 +111,7 @@ class Engine:
             max_pixels=self.settings.max_image_pixels,
         )
         self._encode_lock = threading.Lock()
+        self._model_owner: Engine | None = None  # see sharing_model
         self._index_lock = threading.Lock()
         self._indexes: dict[str, tuple[list[int], MaxSimIndex]] = {}
         self._store_version = self.store.data_version()
@@ -120,6 +121,8 @@ class Engine:
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (raises ModelLoadError with what to do)."""
+        if self._model_owner is not None:
+            return self._model_owner.encoder
         if self._encoder is None:
             from .models import load_encoder
 
@@ -132,7 +135,15 @@ class Engine:
 
     @property
     def model_loaded(self) -> bool:
-        return self._encoder is not None
+        return self._model_owner.model_loaded if self._model_owner is not None else self._encoder is not None
+
+    def sharing_model(self, store: Store) -> "Engine":
+        """An engine over another store that uses this engine's encoder (loaded once, shared, with
+        one encoding lock): the web app's per-visitor libraries in public-demo mode."""
+        other = Engine(self.settings, store=store)
+        other._model_owner = self
+        other._encode_lock = self._encode_lock
+        return other
 
     def set_model(self, model: str) -> None:
         """Use another checkpoint or encoder name from now on (loaded lazily like the first).
