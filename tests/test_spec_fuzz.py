@@ -1,8 +1,9 @@
 """Fuzz of the view-spec grammar: random and adversarial strings, each parsed within a time bound.
 
 Every string either parses to a spec that prints and re-parses to itself, or is refused with one
-`VdrError` line. The bound is generous (the machine is shared) yet far below the 27 s that
-`docpruner:k=1e30000000` once took; benchmarks/bench_spec_parse.py prints the real timings.
+`VdrError` line. The bound is on the parsing thread's CPU time (the machine is shared: wall time
+includes waiting for a core) and generous, yet far below the 27 s that `docpruner:k=1e30000000`
+once took; benchmarks/bench_spec_parse.py prints the real timings.
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ def _random_spec(rng: random.Random) -> str:
 
 
 def _parse_timed(text: str):
-    start = time.perf_counter()
+    start = time.thread_time()
     try:
         outcome = parse_spec(text)
     except VdrError as error:
         outcome = error
-    return outcome, time.perf_counter() - start
+    return outcome, time.thread_time() - start
 
 
 def _check(text: str) -> None:
@@ -101,10 +102,10 @@ def test_random_specs():
     ],
 )
 def test_huge_numbers_are_refused_at_once_with_a_short_message(text, words):
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(InvalidSpecError, match=words) as info:
         parse_spec(text)
-    assert time.perf_counter() - start < TIME_BOUND_S
+    assert time.thread_time() - start < TIME_BOUND_S
     assert len(str(info.value)) < 200  # a 10 KB value is cut in the message
 
 
