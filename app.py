@@ -22,7 +22,13 @@ def create_app(settings=None):
 
     settings = settings or Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(settings)
+    if settings.mode == "public-demo":
+        from vdr_app.store import Store
+
+        # Visitors get libraries of their own (vdr_app.sessions); the app's engine only lends its model.
+        engine = Engine(settings, store=Store(":memory:"))
+    else:
+        engine = Engine(settings)
     return build_demo(engine), settings
 
 
@@ -38,8 +44,8 @@ def main() -> None:
     from vdr_app.ui import launch_options
 
     demo, settings = create_app(settings)
-    logging.getLogger("app").info("data folder %s, store %s, model %s", settings.data_dir, settings.store_file,
-                                  settings.model)
+    logging.getLogger("app").info("mode %s, data folder %s, store %s, model %s", settings.mode, settings.data_dir,
+                                  settings.store_file, settings.model)
     demo.launch(**launch_options(settings))
 
 

@@ -18,7 +18,7 @@ CONFINED = {
     "transformers": ["models/"],
     "colpali_engine": ["models/"],
     "sentence_transformers": ["models/"],
-    "sqlite3": ["store.py"],
+    "sqlite3": ["store.py", "store_errors.py"],
     "sqlite_utils": ["store.py"],
     "pdf2image": ["pdf.py"],
     "pypdfium2": ["models/text_layout/text_layer.py"],

@@ -132,7 +132,7 @@ def test_schema_is_versioned_and_newer_stores_are_refused(tmp_path):
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="not a usable"):
+    with pytest.raises(StoreError, match="not a vdr_app store .not an SQLite database.; it was left unchanged"):
         Store(path)
 
 

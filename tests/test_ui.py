@@ -202,6 +202,18 @@ def test_searches_run_while_a_document_is_indexed(app, indexed, sample_docs):
     assert THIRD_PDF in [d.name for d in engine.list_documents()]
 
 
+def test_fallback_is_refused_while_the_model_is_healthy(app):
+    """/use_fallback would switch every visitor to the text-layout encoder: only after a failed load."""
+    from gradio_client.exceptions import AppError
+
+    client, engine, demo = app
+    model = engine.settings.model
+    with pytest.raises(AppError, match="only after the configured model could not be loaded"):
+        client.predict(api_name="/use_fallback")
+    assert engine.settings.model == model and demo.model_status.state == "ready"
+    assert engine.encoder.kind == "visual"
+
+
 def test_delete_removes_only_that_document(app, indexed, sample_docs):
     client, engine, _ = app
     client.predict([handle_file(str(sample_docs / "pdfs" / OTHER_PDF))], api_name="/add_documents")

@@ -7,6 +7,8 @@
     python -m vdr_app stats [--json]              totals and memory of every view
     python -m vdr_app views [--json]              stored views with their memory
     python -m vdr_app view add SPEC | view delete SPEC
+    python -m vdr_app check                       SQLite integrity check, naming any damaged table
+    python -m vdr_app backup DEST                 copy the store (safe while the app runs)
     python -m vdr_app make-tiny-model DIR [--family F]   a tiny offline checkpoint to try things
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
                            [--json PATH] [--html PATH]   retention and fidelity of views
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 
+    sub.add_parser("check", parents=[common], help="check the store for damage (SQLite integrity check)")
+    backup = sub.add_parser("backup", parents=[common], help="copy the store to a new file (online: the app may run)")
+    backup.add_argument("destination", type=Path, metavar="DEST", help="new file (or folder) to write")
+
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", default="colqwen2", help="colpali, colqwen2, colqwen2_5, colidefics3")
@@ -167,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"try: python -m vdr_app --help; python -m vdr_app add FILE.pdf --model {path}")
         return 0
 
+    if args.command in ("check", "backup"):
+        return _run_store_command(args)
+
     from .engine import Engine
 
     engine = Engine(_settings(args))
@@ -230,6 +239,32 @@ def run(args: argparse.Namespace) -> int:
     elif command == "eval":
         _run_eval(engine, args)
     return 0
+
+
+def _run_store_command(args: argparse.Namespace) -> int:
+    """`check` and `backup` open the store alone (no model): they must work on any store."""
+    from .store import Store
+
+    path = _settings(args).store_file
+    if not path.is_file():
+        print(f"error: no store at {path}", file=sys.stderr)
+        return EXIT_ERROR
+    store = Store(path)
+    try:
+        if args.command == "backup":
+            print(f"backed up {path} to {store.backup(args.destination)}")
+            return 0
+        damaged = store.check()
+        if not damaged:
+            print(f"{path}: ok (SQLite integrity check passed for every table)")
+            return 0
+        for table, problems in damaged.items():
+            print(f"damaged: {table}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        print(f"{path} is damaged in {', '.join(damaged)}: restore a backup, or re-add the documents to a new store",
+              file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        store.close()
 
 
 def _run_eval(engine, args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEFAULT_MODEL = "vidore/colSmol-256M"
+MODES = ("local", "shared", "public-demo")
 
 
 def _default_data_dir() -> Path:
@@ -40,9 +41,24 @@ class Settings:
         batch_size: pages per encoder forward pass (`VDR_BATCH_SIZE`).
         max_query_chars: longest accepted query (`VDR_MAX_QUERY_CHARS`).
         host, port: where the web app listens (`VDR_HOST`, `VDR_PORT`/`PORT`); host defaults to
-            0.0.0.0 inside a container or Space, 127.0.0.1 otherwise.
+            127.0.0.1 (0.0.0.0 on a Hugging Face Space, which sets `SPACE_ID`; the Dockerfile
+            sets `VDR_HOST`).
         fallback_model: encoder the app offers when `model` cannot be loaded
             (`VDR_FALLBACK_MODEL`; empty to disable).
+
+    Deployment (README "Deployment modes"):
+        mode: "local" (one user, everything allowed), "shared" (login required; deleting, the
+            model switch and saving views only for signed-in users) or "public-demo" (each
+            browser session gets its own temporary library) (`VDR_MODE`).
+        auth: (user, password) pairs for "shared", from `VDR_AUTH="user:password,user2:password2"`.
+        sample_store: a store copied into every public-demo session's library at its start
+            (`VDR_SAMPLE_STORE`; never written).
+        session_minutes: a public-demo library idle this long is removed (`VDR_SESSION_MINUTES`).
+        max_sessions: public-demo libraries kept at once; the least recently used goes first
+            (`VDR_MAX_SESSIONS`).
+        state_capacity: sessions whose state Gradio keeps in memory (`VDR_STATE_CAPACITY`).
+        cache_minutes: uploaded and generated files older than this are deleted, checked as
+            often (`VDR_CACHE_MINUTES`).
     """
 
     model: str = DEFAULT_MODEL
@@ -58,6 +74,20 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     fallback_model: str = "text-layout-minilm"
+    # -- deployment -------------------------------------------------------------------------------
+    mode: str = "local"
+    auth: tuple[tuple[str, str], ...] = ()
+    sample_store: Path | None = None
+    session_minutes: float = 60.0
+    max_sessions: int = 50
+    state_capacity: int = 200
+    cache_minutes: float = 60.0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"VDR_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "shared" and not self.auth:
+            raise ConfigError("VDR_MODE=shared needs logins: set VDR_AUTH=user:password[,user2:password2]")
 
     @property
     def store_file(self) -> Path:
@@ -72,7 +102,7 @@ class Settings:
             ConfigError: a value is not of its type or outside its range (one line naming it).
         """
         env = os.environ if environ is None else environ
-        in_container = bool(env.get("SPACE_ID")) or Path("/.dockerenv").exists()
+        on_space = bool(env.get("SPACE_ID"))  # a Space must listen on 0.0.0.0; containers set VDR_HOST
         defaults = cls()
         read = _Reader(env)
         store = read.path("VDR_STORE", None, must_be="file")
@@ -88,10 +118,28 @@ class Settings:
             max_image_pixels=read.integer("VDR_MAX_IMAGE_PIXELS", defaults.max_image_pixels, 100_000, 1_000_000_000),
             batch_size=read.integer("VDR_BATCH_SIZE", defaults.batch_size, 1, 1024),
             max_query_chars=read.integer("VDR_MAX_QUERY_CHARS", defaults.max_query_chars, 1, 1_000_000),
-            host=read.text("VDR_HOST", "0.0.0.0" if in_container else defaults.host),
+            host=read.text("VDR_HOST", "0.0.0.0" if on_space else defaults.host),
             port=read.integer(port_name, defaults.port, 1, 65535),
             fallback_model=read.text("VDR_FALLBACK_MODEL", defaults.fallback_model, allow_empty=True),
+            mode=read.choice("VDR_MODE", defaults.mode, re.compile("|".join(MODES)), ", ".join(MODES)),
+            auth=parse_auth(env.get("VDR_AUTH", "")),
+            sample_store=read.path("VDR_SAMPLE_STORE", None, must_be="file"),
+            session_minutes=read.number("VDR_SESSION_MINUTES", defaults.session_minutes, 1, 100_000),
+            max_sessions=read.integer("VDR_MAX_SESSIONS", defaults.max_sessions, 1, 100_000),
+            state_capacity=read.integer("VDR_STATE_CAPACITY", defaults.state_capacity, 1, 1_000_000),
+            cache_minutes=read.number("VDR_CACHE_MINUTES", defaults.cache_minutes, 1, 100_000),
         )
+
+
+def parse_auth(text: str) -> tuple[tuple[str, str], ...]:
+    """`user:password,user2:password2` -> ((user, password), ...); a pair without ':' is refused."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("VDR_AUTH must be user:password pairs separated by commas (a pair is missing its ':')")
+        pairs.append((user, password))
+    return tuple(pairs)
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")

@@ -24,7 +24,7 @@ from PIL import Image
 from . import heatmap
 from . import reduce as reduce_lib
 from .config import Settings
-from .errors import InvalidQueryError, InvalidSpecError, NotFoundError
+from .errors import EncodeError, InvalidQueryError, InvalidSpecError, NotFoundError, PdfTooLargeError, VdrError
 from .memory import MemorySummary, summarize
 from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
@@ -111,14 +111,18 @@ class Engine:
             max_pixels=self.settings.max_image_pixels,
         )
         self._encode_lock = threading.Lock()
+        self._model_owner: Engine | None = None  # see sharing_model
         self._index_lock = threading.Lock()
         self._indexes: dict[str, tuple[list[int], MaxSimIndex]] = {}
+        self._store_version = self.store.data_version()
 
     # -- model ------------------------------------------------------------------------------------
 
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (raises ModelLoadError with what to do)."""
+        if self._model_owner is not None:
+            return self._model_owner.encoder
         if self._encoder is None:
             from .models import load_encoder
 
@@ -131,7 +135,15 @@ class Engine:
 
     @property
     def model_loaded(self) -> bool:
-        return self._encoder is not None
+        return self._model_owner.model_loaded if self._model_owner is not None else self._encoder is not None
+
+    def sharing_model(self, store: Store) -> "Engine":
+        """An engine over another store that uses this engine's encoder (loaded once, shared, with
+        one encoding lock): the web app's per-visitor libraries in public-demo mode."""
+        other = Engine(self.settings, store=store)
+        other._model_owner = self
+        other._encode_lock = self._encode_lock
+        return other
 
     def set_model(self, model: str) -> None:
         """Use another checkpoint or encoder name from now on (loaded lazily like the first).
@@ -163,30 +175,57 @@ class Engine:
         encoder = self.encoder
         self.store.check_model(encoder.model_id, encoder.dim)
         with self._encode_lock:
-            embeddings = encoder.encode_pages(pages, scaled_progress(progress, 0.1, 0.9))
+            try:
+                embeddings = encoder.encode_pages(pages, scaled_progress(progress, 0.1, 0.9))
+            except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
+                log.warning("%s: encoding failed", name, exc_info=True)
+                raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
         progress(0.9, f"{name}: computing {len(self.store.view_specs())} views")
-        views = {spec: [reduce_lib.reduce_page(e, spec) for e in embeddings] for spec in self.store.view_specs()}
+
+        def reduce_view(spec: str) -> list[Reduction]:
+            return [reduce_lib.reduce_page(e, spec) for e in embeddings]
+
+        views = {spec: reduce_view(spec) for spec in self.store.view_specs()}
+        # A view stored meanwhile (another process, a racing view add) is computed inside the
+        # store's transaction, so the document never lands with a view missing its pages.
         result = self.store.add_document(
-            name, sha256, len(data), encoder.model_id, list(zip(pages, embeddings)), views
+            name, sha256, len(data), encoder.model_id, list(zip(pages, embeddings)), views, reduce_view=reduce_view
         )
         self._invalidate()
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
     def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
-        """Add several PDFs. Every file is checked before any is encoded, so one bad file changes nothing."""
+        """Add several PDFs, all or none: every file is checked before any is encoded, and if a later
+        file fails (in the encoder, say), the files this call already added are taken out again."""
         progress = progress or log_progress
         files = [Path(p) for p in paths]
         for path in files:
             if not path.is_file():
-                raise NotFoundError(f"{path}: no such file")
+                raise NotFoundError(f"{path.name}: no such file")
+            size = path.stat().st_size  # before reading: a 2 GB file is refused without loading it
+            if size > self.limits.max_bytes:
+                raise PdfTooLargeError(
+                    f"{path.name}: {size / 1e6:.1f} MB exceeds the upload limit of {self.limits.max_bytes / 1e6:.1f} MB"
+                )
         datas = [path.read_bytes() for path in files]
         for path, data in zip(files, datas):
             inspect_pdf(data, path.name, self.limits)
-        results = []
-        for i, (path, data) in enumerate(zip(files, datas)):
-            sub = scaled_progress(progress, i / len(files), (i + 1) / len(files))
-            results.append(self.add_pdf(data, path.name, sub))
+        results: list[AddResult] = []
+        try:
+            for i, (path, data) in enumerate(zip(files, datas)):
+                sub = scaled_progress(progress, i / len(files), (i + 1) / len(files))
+                results.append(self.add_pdf(data, path.name, sub))
+        except BaseException as error:
+            added = [(path.name, r.doc_id) for path, r in zip(files, results) if r.added]
+            for _, doc_id in reversed(added):
+                self.store.delete_document(doc_id)
+            if added:
+                self._invalidate()
+                if isinstance(error, VdrError):
+                    names = ", ".join(n for n, _ in added)
+                    raise type(error)(f"{error}; nothing was added ({names} taken out again)") from error
+            raise
         return results
 
     def delete_document(self, ref: str | int) -> int:
@@ -235,7 +274,12 @@ class Engine:
         for i, (page_id, embedding) in enumerate(self.store.iter_page_embeddings(page_ids)):
             reductions[page_id] = reduce_lib.reduce_page(embedding, canonical)
             progress((i + 1) / max(len(page_ids), 1), f"{canonical}: page {i + 1}/{len(page_ids)}")
-        self.store.add_view(canonical, reductions)
+        # Pages added meanwhile (another process, a racing upload) are reduced inside the
+        # store's transaction; pages deleted meanwhile are dropped there.
+        self.store.add_view(
+            canonical, reductions,
+            reduce_page=lambda page_id: reduce_lib.reduce_page(self.store.page_embedding(page_id), canonical),
+        )
         self._invalidate(canonical)
         return canonical
 
@@ -310,6 +354,21 @@ class Engine:
                 self._indexes[spec] = cached
             return cached
 
+    def sync_with_store(self) -> bool:
+        """Bring the search indexes up to date with writes made by other processes (the CLI, a
+        second app on the same store); True when there were any. Called before every search.
+
+        Cheap when nothing changed (one PRAGMA). Today it drops the cached indexes, which are
+        rebuilt from the store on next use.
+        """
+        version = self.store.data_version()
+        if version == self._store_version:
+            return False
+        log.info("the store changed outside this engine; search indexes are reloaded")
+        self._store_version = version
+        self._invalidate()
+        return True
+
     def _invalidate(self, spec: str | None = None) -> None:
         with self._index_lock:
             if spec is None:
@@ -321,6 +380,7 @@ class Engine:
         """Rank pages for an encoded query by MaxSim over one view (computed on first use)."""
         if k < 1:
             raise InvalidQueryError(f"k must be at least 1, got {k}")
+        self.sync_with_store()
         spec = self.ensure_view(view)
         page_ids, index = self._index(spec)
         if index is None:
@@ -328,9 +388,11 @@ class Engine:
         indices, scores = index.top_k(query.vectors, k)
         rows = {r.id: r for r in self.store.page_rows([page_ids[i] for i in indices])}
         hits = []
-        for rank, (i, score) in enumerate(zip(indices.tolist(), scores.tolist()), start=1):
-            row = rows[page_ids[i]]
-            hits.append(SearchHit(row.id, row.doc_id, row.doc_name, row.page_number, float(score), rank))
+        for i, score in zip(indices.tolist(), scores.tolist()):
+            row = rows.get(page_ids[i])
+            if row is None:  # deleted after this index was loaded (a delete racing this search)
+                continue
+            hits.append(SearchHit(row.id, row.doc_id, row.doc_name, row.page_number, float(score), len(hits) + 1))
         return hits
 
     def search(self, query: str, k: int = 10, view: str | None = None) -> list[SearchHit]:

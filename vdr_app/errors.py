@@ -36,6 +36,10 @@ class PdfTooLargeError(PdfError):
     """The upload exceeds the configured size, page or pixel limits."""
 
 
+class EncodeError(VdrError):
+    """The model could not encode a file's pages (e.g. a page shape the checkpoint refuses)."""
+
+
 class ModelLoadError(VdrError):
     """A checkpoint could not be loaded (not cached and no network, unknown family, ...)."""
 

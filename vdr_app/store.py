@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import sqlite_utils
 from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
+from .store_errors import ReadOnlyStoreError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
 
 SCHEMA_VERSION = 1
@@ -130,32 +133,65 @@ class AddResult:
     n_pages: int
 
 
+BUSY_TIMEOUT_S = 15.0  # how long a write waits for another process's write before "busy"
+
+
+@translate_errors
 class Store:
     """One SQLite file (or ":memory:") holding one model's page embeddings and views.
 
+    Several processes may use one file (the app, CLI commands): writes take SQLite's write lock
+    up front (BEGIN IMMEDIATE) and wait up to `busy_timeout` for it; `data_version()` tells a
+    reader that another connection has committed. Every SQLite failure surfaces as one
+    `StoreError` line saying what to do (store_errors.py).
+
     Args:
         path: SQLite file, created with its folder if missing, or ":memory:".
+        read_only: open for reading only (also chosen when the file or its folder is not
+            writable): search and browse work, writes are refused with one line.
+        busy_timeout: seconds a write waits for another writer.
     """
 
-    def __init__(self, path: str | Path = ":memory:"):
+    def __init__(self, path: str | Path = ":memory:", read_only: bool = False, busy_timeout: float = BUSY_TIMEOUT_S):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = float(busy_timeout)
+        self._lock = threading.RLock()
+        memory = self.path == ":memory:"
+        if not memory:
+            _make_parent(Path(self.path))
+        self.read_only = bool(read_only) or (not memory and not _writable(Path(self.path)))
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False)
+            if self.read_only:
+                conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False, timeout=busy_timeout)
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
             self.db = sqlite_utils.Database(conn)
-            self._lock = threading.RLock()
-            if self.path != ":memory:" and self.db.journal_mode != "wal":
+            self._refuse_foreign()
+            if not memory and not self.read_only and self.db.journal_mode != "wal":
                 self.db.enable_wal()
             self._migrate()
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"{self.path}: not a usable vdr_app store ({error})") from error
+        except sqlite3.Error as error:
+            raise open_error(error, self.path) from error
 
     # -- schema ---------------------------------------------------------------------------------
 
     @property
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _refuse_foreign(self) -> None:
+        """An SQLite file that is not a vdr_app store is left exactly as it is (never converted)."""
+        if self.schema_version != 0:
+            return
+        tables = [r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if tables:
+            shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+            raise StoreError(
+                f"{self.path} is an SQLite database but not a vdr_app store (it has the tables {shown}); "
+                "it was left unchanged: give a new file with --store (or VDR_STORE)"
+            )
 
     def _migrate(self) -> None:
         version = self.schema_version
@@ -166,7 +202,9 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return  # opening an up-to-date store writes nothing
-        with self._lock, self.db.atomic():
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path} is read-only and not yet a vdr_app store: nothing can be read")
+        with self._write():
             for step in MIGRATIONS[version:]:
                 step(self.db)
             # PRAGMA user_version is transactional in SQLite, so it commits with the steps.
@@ -175,6 +213,35 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE).
+
+        Taking the lock up front means the checks made inside it (which pages, which views)
+        still hold at commit, also against other processes; a busy store is waited for up to
+        the busy timeout instead of failing halfway.
+        """
+        if self.read_only:
+            raise ReadOnlyStoreError(
+                f"{self.path} is read-only: searching and browsing work, but adding or deleting needs a "
+                "writable file (check its permissions, or copy it with `python -m vdr_app backup DEST`)"
+            )
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.db.conn.in_transaction:
+                    self.db.conn.rollback()
+                raise
+            self.db.conn.commit()
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process: the CLI, a second
+        app) commits to this file; this connection's own writes do not change it."""
+        with self._lock:
+            return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     # -- model binding ----------------------------------------------------------------------------
 
@@ -217,6 +284,7 @@ class Store:
         model_id: str,
         pages: list[tuple[PageImage, PageEmbedding]],
         views: dict[str, list[Reduction]] | None = None,
+        reduce_view: Callable[[str], list[Reduction]] | None = None,
     ) -> AddResult:
         """Add a document, its pages, their full embeddings and their reductions for every view.
 
@@ -230,30 +298,35 @@ class Store:
             pages: (image, embedding) per page, in page order.
             views: for each existing view spec, one Reduction per page (same order). Every stored
                 view must be given, so that views never miss a page.
+            reduce_view: computes the reductions of a view stored after `views` was made (by
+                another process, or a view add racing this add): called inside the transaction,
+                so the document lands in every view. Views given but deleted meanwhile are skipped.
         """
         if not pages:
             raise ValueError(f"{name}: no pages to add")
         dim = pages[0][1].dim
-        views = views or {}
-        with self._lock:
+        views = dict(views or {})
+        with self._write():
             self.check_model(model_id, dim)
             existing = self.find_document(sha256)
             if existing is not None:
                 return AddResult(doc_id=existing, added=False, n_pages=len(pages))
-            if set(views) != set(self.view_specs()):
-                raise ValueError(f"reductions given for views {sorted(views)}, stored views are {self.view_specs()}")
-            with self.db.atomic():
-                if self.model_id is None:
-                    self.db["meta"].insert_all(
-                        [{"key": "model_id", "value": model_id}, {"key": "dim", "value": str(dim)}]
-                    )
-                doc_id = self.db["documents"].insert(
-                    {"sha256": sha256, "name": name, "n_pages": len(pages), "n_bytes": n_bytes, "added_at": _now()}
-                ).last_pk
-                for index, (image, embedding) in enumerate(pages):
-                    page_id = self._insert_page(doc_id, image, embedding)
-                    for spec, reductions in views.items():
-                        self._insert_view_page(spec, page_id, reductions[index])
+            stored = self.view_specs()
+            if reduce_view is not None:
+                views = {spec: views[spec] if spec in views else reduce_view(spec) for spec in stored}
+            if set(views) != set(stored):
+                raise ValueError(f"reductions given for views {sorted(views)}, stored views are {stored}")
+            if self.model_id is None:
+                self.db["meta"].insert_all(
+                    [{"key": "model_id", "value": model_id}, {"key": "dim", "value": str(dim)}]
+                )
+            doc_id = self.db["documents"].insert(
+                {"sha256": sha256, "name": name, "n_pages": len(pages), "n_bytes": n_bytes, "added_at": _now()}
+            ).last_pk
+            for index, (image, embedding) in enumerate(pages):
+                page_id = self._insert_page(doc_id, image, embedding)
+                for spec, reductions in views.items():
+                    self._insert_view_page(spec, page_id, reductions[index])
         return AddResult(doc_id=doc_id, added=True, n_pages=len(pages))
 
     def _insert_page(self, doc_id: int, page: PageImage, emb: PageEmbedding) -> int:
@@ -285,16 +358,15 @@ class Store:
 
     def delete_document(self, doc_id: int) -> None:
         """Delete a document with its pages, embeddings and view rows (one transaction)."""
-        with self._lock:
+        with self._write():
             if not self.db.execute("SELECT 1 FROM documents WHERE id = ?", [doc_id]).fetchone():
                 raise NotFoundError(f"no document with id {doc_id}")
-            with self.db.atomic():
-                pages = "SELECT id FROM pages WHERE doc_id = ?"
-                self.db.execute(f"DELETE FROM view_pages WHERE page_id IN ({pages})", [doc_id])
-                self.db.execute(f"DELETE FROM embeddings WHERE page_id IN ({pages})", [doc_id])
-                self.db.execute(f"DELETE FROM layouts WHERE page_id IN ({pages})", [doc_id])
-                self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
-                self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
+            pages = "SELECT id FROM pages WHERE doc_id = ?"
+            self.db.execute(f"DELETE FROM view_pages WHERE page_id IN ({pages})", [doc_id])
+            self.db.execute(f"DELETE FROM embeddings WHERE page_id IN ({pages})", [doc_id])
+            self.db.execute(f"DELETE FROM layouts WHERE page_id IN ({pages})", [doc_id])
+            self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
+            self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
 
     def resolve_document(self, ref: str | int) -> int:
         """A document id from an id, a file name or a sha256 prefix (at least 8 characters)."""
@@ -348,7 +420,7 @@ class Store:
         by_id = {r[0]: PageRow(*r[:6], json.loads(r[6] or "{}")) for r in rows}
         if page_ids is None:
             return list(by_id.values())
-        return [by_id[i] for i in page_ids]
+        return [by_id[i] for i in page_ids if i in by_id]  # a page deleted meanwhile is left out
 
     def page_image(self, page_id: int) -> Image.Image:
         with self._lock:
@@ -433,19 +505,31 @@ class Store:
         if not self.db.execute("SELECT 1 FROM views WHERE spec = ?", [spec]).fetchone():
             raise NotFoundError(f"no view '{spec}' in this store (see `views`)")
 
-    def add_view(self, spec: str, reductions: dict[int, Reduction]) -> None:
-        """Store a view: one Reduction per stored page (all pages, one transaction)."""
+    def add_view(
+        self, spec: str, reductions: dict[int, Reduction], reduce_page: Callable[[int], Reduction] | None = None
+    ) -> None:
+        """Store a view: one Reduction per stored page (all pages, one transaction).
+
+        Args:
+            reduce_page: computes the reduction of a page added after `reductions` was made (by
+                another process, or an add racing this view add), inside the transaction; pages
+                deleted meanwhile are skipped. Without it, a missing page is a ValueError.
+        """
         if spec == FULL_VIEW:
             raise ValueError("'full' is the stored embeddings themselves, not a view to add")
-        with self._lock:
-            missing = set(self.page_ids()) - set(reductions)
-            if missing:
+        with self._write():
+            page_ids = self.page_ids()
+            missing = set(page_ids) - set(reductions)
+            if missing and reduce_page is not None:
+                reductions = {**reductions, **{page_id: reduce_page(page_id) for page_id in sorted(missing)}}
+            elif missing:
                 raise ValueError(f"view {spec}: reductions missing for {len(missing)} pages")
-            with self.db.atomic():
-                self.db["views"].insert({"spec": spec, "created_at": _now()}, replace=True)
-                self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
-                for page_id, reduction in reductions.items():
-                    self._insert_view_page(spec, page_id, reduction)
+            current = set(page_ids)
+            reductions = {page_id: r for page_id, r in reductions.items() if page_id in current}
+            self.db["views"].insert({"spec": spec, "created_at": _now()}, replace=True)
+            self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
+            for page_id, reduction in reductions.items():
+                self._insert_view_page(spec, page_id, reduction)
 
     def _insert_view_page(self, spec: str, page_id: int, reduction: Reduction) -> None:
         self.db["view_pages"].insert(
@@ -476,11 +560,10 @@ class Store:
         )
 
     def delete_view(self, spec: str) -> None:
-        with self._lock:
+        with self._write():
             self._require_view(spec)
-            with self.db.atomic():
-                self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
-                self.db.execute("DELETE FROM views WHERE spec = ?", [spec])
+            self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
+            self.db.execute("DELETE FROM views WHERE spec = ?", [spec])
 
     # -- accounting -------------------------------------------------------------------------------
 
@@ -511,3 +594,62 @@ class Store:
     def integrity_ok(self) -> bool:
         with self._lock:
             return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def check(self) -> dict[str, list[str]]:
+        """SQLite's integrity check, table by table: {table: problems} for the damaged ones
+        (empty when the store is sound). A table's indexes are checked with it."""
+        with self._lock:
+            tables = [r[0] for r in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()]
+            damaged = {}
+            for table in tables:
+                try:
+                    rows = [r[0] for r in self.db.execute(f"PRAGMA integrity_check('{table}')").fetchall()]
+                except sqlite3.DatabaseError as error:
+                    rows = [str(error)]
+                if rows != ["ok"]:
+                    damaged[table] = rows
+            return damaged
+
+    def backup(self, destination: str | Path) -> Path:
+        """Copy the store to a new file with SQLite's online backup (safe while others write).
+
+        Returns:
+            the file written (`destination`, or `destination/vdr.sqlite` for a folder).
+        """
+        target = Path(destination)
+        if target.is_dir():
+            target = target / Path(self.path).name
+        if target.exists():
+            raise StoreError(f"{target} already exists: give a new file name (a backup never overwrites)")
+        _make_parent(target)
+        staging = target.with_name(f".{target.name}.partial")
+        try:
+            destination_db = sqlite3.connect(str(staging))
+            try:
+                with self._lock:
+                    self.db.conn.backup(destination_db)
+            finally:
+                destination_db.close()
+            os.replace(staging, target)
+        finally:
+            staging.unlink(missing_ok=True)
+        return target
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of a store file; one line when a part of it is a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [path.parent, *path.parent.parents] if p.is_file()), path.parent)
+        raise StoreError(f"cannot put the store at {path}: {blocking} is a file, not a folder") from None
+    except OSError as error:
+        raise StoreError(f"cannot create the folder of the store {path}: {error.strerror}") from None
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the file (and its journal beside it)."""
+    if path.exists():
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    return os.access(path.parent, os.W_OK)

@@ -21,6 +21,7 @@ from PIL import Image
 from ..errors import ModelLoadError
 from ..types import PageEmbedding, PageImage, QueryEmbedding
 from .base import Encoder, Progress
+from .capture import capture_for
 from .layout import PatchLayout
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class ColVisionEncoder(Encoder):
         self.batch_size = int(batch_size)
         self.dim = int(getattr(model, "dim", 128))
         self._warned_no_attention = False
+        self._attention_capture = None  # installed on first page pass (see capture.py)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -293,13 +295,14 @@ class ColVisionEncoder(Encoder):
             rows = weights[torch.arange(weights.shape[0], device=weights.device), :, final, :]
             captured["attention"] = rows.float().mean(1).cpu()  # (B, L)
 
-        handle = self.attention_module().register_forward_hook(hook) if capture_attention else None
-        try:
-            with torch.inference_mode():
+        # The hook stays on the shared model; only this call, on this thread, feeds `captured`,
+        # so a query encoded concurrently in another thread neither fires it nor is disturbed.
+        with torch.inference_mode():
+            if capture_attention:
+                with capture_for(self, "_attention_capture", self.attention_module).capturing(hook):
+                    emb = self.model(**inputs)  # (B, L, d)
+            else:
                 emb = self.model(**inputs)  # (B, L, d)
-        finally:
-            if handle is not None:
-                handle.remove()
         attention = captured.get("attention")
         if capture_attention and attention is None and not self._warned_no_attention:
             self._warned_no_attention = True

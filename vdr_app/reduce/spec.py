@@ -53,11 +53,41 @@ def _short_decimal(value: Fraction) -> str | None:
     return ("-" if value < 0 else "") + text
 
 
+# Numbers are checked for size before any exact arithmetic: Fraction("1e30000000") builds
+# 10**30000000 (27 s holding the GIL) and int() refuses more than 4300 digits with a traceback.
+_MAX_NUMBER_CHARS = 40
+_MAX_EXPONENT = 12
+_MAX_INT_DIGITS = 18
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?|[+-]?\d+/\d+")
+
+
+def _shown(text: str) -> str:
+    """A value for an error message: long ones cut, with their length."""
+    return repr(text) if len(text) <= _MAX_NUMBER_CHARS else f"{text[:20]!r}... ({len(text)} characters)"
+
+
 def _number(text: str, where: str) -> Fraction:
+    text = text.strip()
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise InvalidSpecError(f"{where} must be a number of at most {_MAX_NUMBER_CHARS} characters, got {_shown(text)}")
+    match = _NUMBER_RE.fullmatch(text)
+    if match is None:
+        raise InvalidSpecError(f"{where} must be a number, got {_shown(text)} (e.g. 0.25, 1/9 or 9)")
+    if match.group(1) is not None and abs(int(match.group(1))) > _MAX_EXPONENT:  # <= 40 digits: cheap
+        raise InvalidSpecError(f"{where}: {text} is out of range (exponents up to ±{_MAX_EXPONENT})")
     try:
-        return Fraction(text.strip())
+        return Fraction(text)
     except (ValueError, ZeroDivisionError):
-        raise InvalidSpecError(f"{where} must be a number, got {text!r}") from None
+        raise InvalidSpecError(f"{where} must be a number, got {_shown(text)}") from None
+
+
+def _integer(text: str, where: str) -> int:
+    text = text.strip()
+    if not _INT_RE.fullmatch(text):
+        raise InvalidSpecError(f"{where} must be an integer, got {_shown(text)}")
+    if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
+        raise InvalidSpecError(f"{where} must be an integer of at most {_MAX_INT_DIGITS} digits, got {_shown(text)}")
+    return int(text)
 
 
 def _ratio_text(keep: Fraction, merging: bool) -> str:
@@ -161,9 +191,7 @@ def _coerce(strat: Strategy, raw: dict[str, str], source: str) -> ViewSpec:
             if value not in p.choices:
                 raise InvalidSpecError(f"{where} must be one of {', '.join(p.choices)}, got {text!r}")
         elif p.type == INT:
-            if text is not None and not _INT_RE.fullmatch(text.strip()):
-                raise InvalidSpecError(f"{where} must be an integer, got {text!r}")
-            value = p.default if text is None else int(text)
+            value = p.default if text is None else _integer(text, where)
         else:
             value = Fraction(str(p.default)) if text is None else _number(text, where)
             if _short_decimal(value) is None:

@@ -12,13 +12,14 @@ with the full index, per-token similarity maps), and Lab (evaluation of views). 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 
 from ..config import Settings
-from . import explore, library, search
+from . import access, explore, library, search
 from .lab import build_lab_tab
-from .common import ASSETS, PageImages, bind
+from .common import ASSETS, PageImages, bind, user_errors
 from .model_status import FAILED, LOADING, ModelStatus
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _header() -> str:
 def _banner(status: ModelStatus):
     """Banner text, fallback button visibility, and whether the timer keeps polling."""
     return (
-        status.markdown(),
+        access.redact(status.markdown()),
         gr.update(visible=status.state == FAILED and bool(status.fallback),
                   value=f"Continue with {status.fallback} (text-layout retriever, not visual)"),
         gr.Timer(active=status.state == LOADING),
@@ -47,8 +48,41 @@ def _banner(status: ModelStatus):
 
 
 def _use_fallback(status: ModelStatus):
+    access.require("switch the model for everyone")
     status.use_fallback()
     return _banner(status)
+
+
+def _end_session() -> None:
+    """A public-demo visitor left (tab closed): their library goes."""
+    current = access.current_access()
+    if current is not None and current.libraries is not None and access.has_session():
+        current.libraries.end(access.session_key())
+
+
+_MODE_NOTES = {
+    "shared": "Signed in as a user of this shared app: documents and views are shared by everyone signed in.",
+    "public-demo": "Public demo: your documents are private to this browser session and removed when you leave "
+                   "or after a while without use.",
+}
+
+
+def _session_objects(engine, settings: Settings):
+    """(access, engine, pages) for the tabs: in public-demo mode the engine and page cache are
+    proxies resolving to the calling session's library (vdr_app.sessions)."""
+    pages = PageImages(engine)
+    if settings.mode != "public-demo":
+        return access.Access(settings.mode), engine, pages
+    from ..sessions import SessionLibraries, proxy
+
+    libraries = SessionLibraries(
+        engine, Path(settings.data_dir) / "sessions", sample_store=settings.sample_store,
+        ttl_s=settings.session_minutes * 60, max_libraries=settings.max_sessions,
+        extras=lambda session_engine: {"pages": PageImages(session_engine)},
+    )
+    session_engine = proxy(lambda: access.current_library().engine if access.has_session() else engine)
+    session_pages = proxy(lambda: access.current_library().extras["pages"] if access.has_session() else pages)
+    return access.Access(settings.mode, libraries), session_engine, session_pages
 
 
 def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
@@ -65,9 +99,13 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     status = ModelStatus(engine)
     if load_model:
         status.start()
-    pages = PageImages(engine)
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    settings = engine.settings
+    app_access, engine, pages = _session_objects(engine, settings)
+    cache_s = int(settings.cache_minutes * 60)
+    with access.building(app_access), gr.Blocks(title=TITLE, delete_cache=(cache_s, cache_s)) as demo:
         gr.HTML(_header())
+        if settings.mode in _MODE_NOTES:
+            gr.Markdown(_MODE_NOTES[settings.mode], elem_id="mode-note")
         with gr.Row(elem_id="model-banner"):
             banner = gr.Markdown(status.markdown(), elem_id="model-status")
             fallback = gr.Button(visible=False, variant="secondary", scale=0, min_width=260, elem_id="use-fallback")
@@ -83,7 +121,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
                 build_lab_tab(engine)
 
         banner_outputs = [banner, fallback, timer]
-        timer.tick(lambda: _banner(status), None, banner_outputs, api_name="model_status",
+        timer.tick(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
         fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
 
@@ -93,9 +131,13 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
                        api_visibility="undocumented")
         demo.load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
             documents, [exp.document], [exp.document], api_name="refresh_documents", api_visibility="undocumented"
-        ).then(lambda: _banner(status), None, banner_outputs, api_name="refresh_status", api_visibility="undocumented")
+        ).then(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="refresh_status",
+               api_visibility="undocumented")
+        if app_access.libraries is not None:
+            demo.unload(user_errors(_end_session))
     demo.queue(default_concurrency_limit=4)
     demo.model_status = status  # for tests and app.py: wait for / inspect the background load
+    demo.access = app_access  # for tests: the mode and, in public-demo mode, the session libraries
     return demo
 
 
@@ -107,6 +149,8 @@ def launch_options(settings: Settings) -> dict:
         server_name=settings.host,
         server_port=settings.port,
         max_file_size=int(settings.max_upload_mb * 1024 * 1024),  # bytes; the engine checks the same limit
+        state_session_capacity=settings.state_capacity,  # Gradio's default keeps 10,000 sessions' state
+        auth=list(settings.auth) if settings.mode == "shared" else None,
         theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"),
         footer_links=["api", "gradio", "settings"],
     )

@@ -7,6 +7,7 @@ Handlers stay thin: convert UI values, make one engine call, convert the result 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -22,6 +23,7 @@ import gradio as gr
 
 from .. import figures
 from ..errors import VdrError
+from . import access
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +34,32 @@ FULL = "full"
 def user_errors(fn: Callable) -> Callable:
     """Wrap a handler so a VdrError shows as a gr.Error (a toast with the message) in the page.
 
-    `functools.wraps` keeps the signature visible to Gradio (gr.Progress / gr.SelectData injection).
+    The wrapper also asks Gradio for the call's `gr.Request` (one extra positional parameter after
+    the handler's own, which Gradio fills) and runs the handler inside `access.scope`, so mode
+    checks and per-session libraries see who is calling; the app's `Access` is the one being
+    built when the handler is wrapped (see access.py). `functools.wraps` keeps the rest of the
+    signature visible to Gradio (gr.Progress injection).
     """
+    app_access = access.access_being_built()
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params)
+               if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), len(params))
+    request_param = inspect.Parameter("vdr_request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                      annotation=gr.Request)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except VdrError as error:
-            raise gr.Error(str(error), title=_error_title(error), print_exception=False) from error
+        args = list(args)
+        request = args.pop(at) if len(args) > at else kwargs.pop("vdr_request", None)
+        with access.scope(app_access, request):
+            try:
+                return fn(*args, **kwargs)
+            except VdrError as error:
+                raise gr.Error(access.redact(str(error)), title=_error_title(error), print_exception=False) from error
 
+    wrapper.__signature__ = signature.replace(parameters=[*params[:at], request_param, *params[at:]])
+    wrapper.__annotations__ = {"vdr_request": gr.Request}  # what Gradio reads to inject the request
     return wrapper
 
 
@@ -118,6 +136,11 @@ class PageImages:
         with self._lock:
             self._backgrounds.clear()
             self._thumbnails.clear()
+
+    def close(self) -> None:
+        """Clear and remove the thumbnail folder (a public-demo session's caches end with it)."""
+        self.clear()
+        self._folder.cleanup()
 
 
 # -- view controls: a strategy dropdown + the sliders of its main parameters -> one spec text ----

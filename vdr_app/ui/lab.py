@@ -23,6 +23,8 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import VdrError
+from . import access
+from .common import user_errors
 from ..evaluate import (
     FIDELITY,
     METRICS,
@@ -168,10 +170,13 @@ def build_lab_tab(engine) -> dict:
     table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True)
     export = gr.File(label="Export (JSON, every figure)", interactive=False)
 
+    @user_errors  # the call's session and mode (public-demo: the visitor's own library)
     def on_refresh():
         return gr.Dropdown(choices=view_choices(engine))
 
+    @user_errors
     def on_run(view_list, use_sweep, query_text, labels_file, progress=gr.Progress()):
+        access.require("run evaluations (they save views)")
         try:
             return run_lab(engine, view_list, use_sweep, query_text, labels_file,
                            progress=lambda f, m: progress(f, desc=m))

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..memory import format_bytes
+from . import access
 from .common import PageImages, bind, progress_adapter
 
 DOC_HEADERS = ["id", "name", "pages", "added", "memory (full index)", "PDF size"]
@@ -35,6 +36,7 @@ def _paths(files) -> list[str]:
 
 def add_documents(engine, pages: PageImages, files, progress=gr.Progress()) -> str:
     """Index the uploaded PDFs (all checked before any is encoded; the same bytes twice: no-op)."""
+    access.require("add documents")
     paths = _paths(files)
     if not paths:
         raise gr.Error("choose one or more PDF files first", title="Nothing to index")
@@ -52,6 +54,7 @@ def add_documents(engine, pages: PageImages, files, progress=gr.Progress()) -> s
 
 def delete_document(engine, pages: PageImages, doc) -> str:
     """Delete a document (id or file name) and everything derived from it."""
+    access.require("delete documents")
     if doc is None or str(doc).strip() == "":
         raise gr.Error("pick a document to delete", title="Nothing selected")
     doc_id = engine.delete_document(doc)
@@ -61,6 +64,7 @@ def delete_document(engine, pages: PageImages, doc) -> str:
 
 def delete_view(engine, spec) -> str:
     """Delete a stored view (the full index stays); searching it again recomputes it."""
+    access.require("delete views")
     if spec is None or str(spec).strip() == "":
         raise gr.Error("pick a stored view to delete", title="Nothing selected")
     return f"Deleted view `{engine.delete_view(spec)}`."
@@ -84,7 +88,7 @@ def totals_markdown(stats: dict) -> str:
     return (
         f"**{docs} · {pages} · {vectors:,} vectors** · "
         f"full index {memory} · store file {format_bytes(stats['file_bytes'])} · "
-        f"model `{stats['model'] or '—'}`"
+        f"model `{access.shown_model(stats['model']) or '—'}`"
     )
 
 

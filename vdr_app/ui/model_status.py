@@ -74,9 +74,17 @@ class ModelStatus:
         return "" if not fallback or fallback == self.model else fallback
 
     def use_fallback(self) -> None:
-        """Switch the engine to the fallback encoder and load it in the background."""
+        """Switch the engine to the fallback encoder and load it in the background.
+
+        Only after the configured model failed to load: the switch is global (every visitor's
+        searches and uploads use the new encoder), so a healthy model is never replaced.
+        """
         if not self.fallback:
             raise VdrError("no fallback encoder is configured (set VDR_FALLBACK_MODEL)")
+        with self._lock:
+            if self.state != FAILED:
+                raise VdrError(f"the model is {self.state}, not failed: the fallback is offered only after "
+                               "the configured model could not be loaded")
         self.engine.set_model(self.fallback)
         self.start()
 

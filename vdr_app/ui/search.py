@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 
 from .. import figures, heatmap
+from . import access
 from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
 
 
@@ -55,6 +56,8 @@ def comparison_markdown(comparison, spec: str, k: int) -> str:
 def search(engine, pages: PageImages, query, spec, k):
     """Gallery of the view's hits, the comparison with the full index, and the hits as data."""
     k = int(k or 5)
+    if access.mode() == "shared" and not engine.store.has_view(engine.canonical_view(spec or FULL)):
+        access.require("save a new view")  # searching a view stores it for everyone
     comparison = engine.compare(query, k=k, view=spec or FULL)
     spec = engine.canonical_view(spec)
     hits = [h.as_dict() for h in comparison.view]

@@ -52,6 +52,7 @@ from . import ocr as ocr_module
 from .page_text import NO_TEXT, PageText
 from .reader import read_page_text
 from .text_layer import PdfDocuments
+from ..capture import capture_for
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class TextLayoutEncoder(Encoder):
         self.grid_cells = int(grid_cells)
         self.dim = int(model.config.hidden_size)
         self._special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+        self._input_capture = None  # installed on first page pass (see capture.py)
 
     def check_ocr(self) -> str | None:
         """Load the OCR engine now (a few seconds, once per process); None when it works, else why
@@ -294,24 +296,22 @@ class TextLayoutEncoder(Encoder):
             ids[row, : len(full)] = torch.tensor(full)
             mask[row, : len(full)] = 1
         captured: dict = {}
-        handle = None
-        if with_attention:
-            layer = self.model.encoder.layer[-1].attention.self
 
-            def grab(module, args, kwargs):
-                captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        def grab(module, args, kwargs):
+            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
 
-            handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            with torch.inference_mode():
+        with torch.inference_mode():
+            if with_attention:
+                # Per-call capture (capture.py): a query encoded meanwhile on another thread
+                # passes the same layer without touching `captured`.
+                layer = self.model.encoder.layer[-1].attention.self
+                with capture_for(self, "_input_capture", lambda: layer, pre=True).capturing(grab):
+                    output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                cls_attention = cls_attention_from_input(layer, captured["hidden"], mask.to(self.device))
+                cls_attention = cls_attention.float().cpu().numpy()
+            else:
                 output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
                 cls_attention = None
-                if with_attention:
-                    cls_attention = cls_attention_from_input(layer, captured["hidden"], mask.to(self.device))
-                    cls_attention = cls_attention.float().cpu().numpy()
-        finally:
-            if handle is not None:
-                handle.remove()
         hidden = output.last_hidden_state.float().cpu().numpy()
         return hidden, cls_attention, mask.numpy().astype(bool)
 
