@@ -90,11 +90,14 @@ step() {  # step "name" command...: run it, time it, stop on failure
 }
 
 # Run a command inside the root in a private mount namespace (its mounts vanish with it):
-# in_root [--user] [--offline] -- command...
+# in_root [--user] [--offline] [--wheels] -- command... (--wheels: mount $WHEELS read-only on /wheels)
 in_root() {
-  local user=0 net=()
+  local user=0 net=() wheels=""
   while [ "$1" != -- ]; do
-    case "$1" in --user) user=1 ;; --offline) unshare --net true 2>/dev/null && net=(--net) ;; esac
+    case "$1" in
+      --user) user=1 ;; --wheels) wheels=$WHEELS ;;
+      --offline) unshare --net true 2>/dev/null && net=(--net) ;;
+    esac
     shift
   done
   shift
@@ -114,7 +117,7 @@ in_root() {
         /bin/bash -euc "cd /home/user/app; $*"
     fi
     exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 /bin/bash -euc "$*"
-  ' in_root "$ROOT" "$user" "$WHEELS" "$@"
+  ' in_root "$ROOT" "$user" "$wheels" "$@"
 }
 
 base_root() {
@@ -154,7 +157,7 @@ app_files() {
 }
 
 torch_step() {
-  in_root --user -- "
+  in_root --user --wheels -- "
     python3 -m venv /home/user/venv
     echo 'the Dockerfile step: the PyTorch CPU index $TORCH_INDEX'
     if ! pip install -q --no-deps --timeout 15 --retries 1 --index-url '$TORCH_INDEX' -c constraints.txt torch torchvision; then
@@ -195,7 +198,8 @@ sizes() {
     echo "largest packages in the venv:"
     du -s /home/user/venv/lib/python3.11/site-packages/* | sort -rn | head -8 | while read -r kb path; do printf "    %6d MB  %s\n" $((kb / 1024)) "${path##*/}"; done
     echo "app files: $(du -sh /home/user/app | cut -f1); smoke store and data: $(du -sh /data | cut -f1)"
-    echo "root without the venv, app and data (the Debian part): $(du -sh --exclude=/home/user/venv --exclude=/home/user/app --exclude=/data -x / | cut -f1)"'
+    echo "root without the venv, app and data (the Debian part): $(du -sh --exclude=/home/user/venv --exclude=/home/user/app --exclude=/data -x / | cut -f1)"
+    rmdir /wheels 2>/dev/null || true'
   echo "the whole root: $(du -sh -x "$ROOT" | cut -f1)  ($ROOT)"
 }
 

@@ -67,6 +67,8 @@ def main() -> int:
     check(os.getuid() != 0, "runs as a non-root user")
 
     def imports():
+        from importlib.metadata import version
+
         import cv2
         import onnxruntime
         import rapidocr
@@ -78,7 +80,7 @@ def main() -> int:
         import torchvision
 
         print(f"  torch {torch.__version__} (cuda build: {torch.version.cuda}); torchvision {torchvision.__version__} ({tv}); "
-              f"opencv {cv2.__version__}; onnxruntime {onnxruntime.__version__}; rapidocr {rapidocr.__version__ if hasattr(rapidocr, '__version__') else '?'}")
+              f"opencv {cv2.__version__}; onnxruntime {onnxruntime.__version__}; rapidocr {version('rapidocr')}")
         return torch
 
     torch = timed("import torch, torchvision, cv2, onnxruntime, rapidocr", imports)
