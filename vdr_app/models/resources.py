@@ -1,12 +1,13 @@
 """What a device can run: dtype, batch size, and whether a checkpoint fits in memory at all.
 
-Chosen per device from measurements (benchmarks/bench_encoders.py, README "Encoder speed"):
+Chosen per device (benchmarks/bench_encoders.py measures the alternatives):
 
 * dtype: bfloat16 on CUDA; float16 on MPS; on CPU bfloat16 only where the CPU computes it
   natively (AVX512-BF16 or AMX-BF16), float32 elsewhere — without native support bfloat16
   matmuls are emulated and slower than float32.
-* batch size (when not set): on CPU one page per forward (batching buys nothing once the matmuls
-  are large, and pads mixed page sizes); on a GPU as many pages as the free memory holds, up to 8.
+* batch size (when not set): on CPU one page per forward (peak memory stays at one page and mixed
+  page sizes are not padded; `bench_encoders --configs after,after-b2` compares); on a GPU as
+  many pages as the free memory holds, up to 8.
 * a checkpoint whose weights (in the chosen dtype) plus one page's working memory do not fit in
   the memory available is refused before any weight is read, with the numbers.
 
@@ -24,8 +25,8 @@ logger = logging.getLogger(__name__)
 GIB = 1024**3
 
 # Working memory for one page through the model, beyond the weights: activations of the largest
-# layer, the processor's pixel tensors, the transformers loading overhead. Measured peaks on the
-# full-size checkpoints (bench_encoders.py, float32, one page) minus weight bytes were below these.
+# layer, the processor's pixel tensors, the transformers loading overhead. An estimate (not yet
+# checked against every full-size model): bench_encoders.py prints the measured peak RSS.
 _PAGE_WORKING_BYTES = 1.5 * GIB
 _LOAD_OVERHEAD = 1.10  # weights are briefly held twice for a few tensors while loading
 
