@@ -309,6 +309,9 @@ def run_family(
                     encoder.encode_queries(QUERIES)
                     res["s_per_query"] = (time.perf_counter() - t) / len(QUERIES)
                 outputs[name] = out
+                # Progress as it happens: a full-size pass can take minutes on a loaded host.
+                print(f"PASS {family} {name} repeat {r}: wall {wall / len(pages):.1f} s/page, "
+                      f"cpu {cpu / len(pages):.1f} s/page, peak RSS {rss.peak / 1024**3:.2f} GiB", flush=True)
                 if not together:
                     del encoder
                     gc.collect()
@@ -497,6 +500,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "benchmarks.bench_encoders", "--child", family, *sys.argv[1:]]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         for line in proc.stdout.splitlines():
+            if line.startswith("PASS "):
+                print(line, flush=True)
             if line.startswith("ROW "):
                 rows.append(json.loads(line[4:]))
                 print(line, flush=True)
