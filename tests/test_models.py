@@ -131,7 +131,10 @@ def test_idefics3_layout_puts_global_thumbnail_last():
 def test_encode_pages_shapes_and_invariants(encoders, family):
     encoder = encoders(family)
     assert encoder.family == family and encoder.kind == "visual"
-    assert str(encoder.model.dtype) == "torch.float32"  # CPU runs in float32
+    from vdr_app.models.colvision import dtype_for
+
+    assert encoder.model.dtype == dtype_for("cpu")  # float32 unless the CPU has native bfloat16
+    assert encoder.capture == "final-row"  # SDPA everywhere, the final-token row computed in one layer
     calls = []
     pages = mixed_pages()
     out = encoder.encode_pages(pages, progress=lambda f, m: calls.append(f))
@@ -170,23 +173,132 @@ def test_batched_pages_match_one_at_a_time(encoders, family):
         np.testing.assert_allclose(b.attention, s.attention, atol=2e-5)
 
 
+@pytest.fixture(scope="module")
+def eager_encoders(tiny_checkpoint):
+    """family -> the same checkpoint with eager attention in every layer (the reference)."""
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            folder = str(tiny_checkpoint(family))
+            adapter = load_encoder(folder, device="cpu", batch_size=2).__class__
+            cache[family] = adapter.load(folder, model_id=folder, device="cpu", batch_size=2, attn_implementation="eager")
+        return cache[family]
+
+    return get
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_captured_attention_equals_eager(encoders, eager_encoders, family):
+    """The default (SDPA + the final-token row computed from q/k) gives what eager attention gives."""
+    fast, eager = encoders(family), eager_encoders(family)
+    assert fast.capture == "final-row" and eager.capture == "hook"
+    assert fast.model.config._attn_implementation == "sdpa"
+    assert eager.model.config._attn_implementation == "eager"
+    pages = mixed_pages()  # padded batches of different page sizes
+    ours, reference = fast.encode_pages(pages), eager.encode_pages(pages)
+    for a, b in zip(ours, reference, strict=True):
+        assert a.attention.shape == b.attention.shape
+        np.testing.assert_allclose(a.attention, b.attention, atol=1e-6, rtol=1e-4)
+        np.testing.assert_allclose(a.patches, b.patches, atol=1e-4)
+        np.testing.assert_allclose(a.extra, b.extra, atol=1e-4)
+    texts = ["revenue growth?", "bar chart of sales by year in region three"]  # padded and not
+    for a, b in zip(fast.encode_queries(texts), eager.encode_queries(texts), strict=True):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-4)
+
+
 @pytest.mark.parametrize("family", ["colidefics3", "colpali"])
-def test_hooked_attention_equals_output_attentions(encoders, family):
-    """The hook's final-token row equals the backbone's own output_attentions (last layer)."""
+def test_captured_attention_equals_eager_output_attentions(encoders, eager_encoders, family):
+    """The captured row equals the eager backbone's own output_attentions (last layer)."""
     import torch
 
-    encoder = encoders(family)
+    encoder, eager = encoders(family), eager_encoders(family)
     pages = mixed_pages()[:2]
     ours = encoder.encode_pages(pages)
     batch = encoder.processor.process_images([p.image for p in pages])
     inputs = {k: v for k, v in encoder.model_inputs(batch).items() if k != "logits_to_keep"}
     with torch.inference_mode():
-        out = encoder.model.model(**inputs, output_attentions=True, return_dict=True)
+        out = eager.model.model(**inputs, output_attentions=True, return_dict=True)
     last = out.attentions[-1].float().mean(1)  # (B, L, L)
     mask = encoder.processor.get_image_mask(batch)
     final = batch["attention_mask"].shape[1] - 1 - batch["attention_mask"].flip(1).argmax(1)
     for b, emb in enumerate(ours):
         np.testing.assert_allclose(emb.attention, last[b, final[b]][mask[b]].numpy(), atol=1e-6)
+
+
+def _reference_row(query, key, mask, scaling, final, causal):
+    """final_token_row as a plain loop over batch and heads (numpy, float64)."""
+    q, k = query.double().numpy(), key.double().numpy()
+    batch, heads, length, _ = q.shape
+    groups = heads // k.shape[1]
+    out = np.zeros((batch, length))
+    for b in range(batch):
+        f = int(final[b])
+        for h in range(heads):
+            scores = np.array([q[b, h, f] @ k[b, h // groups, j] * scaling for j in range(length)])
+            if mask is None:
+                allowed = np.arange(length) <= f if causal else np.ones(length, bool)
+                scores = np.where(allowed, scores, -np.inf)
+            elif mask.dtype == torch_bool():
+                scores = np.where(mask[b, 0, f].numpy(), scores, -np.inf)
+            else:
+                scores = scores + mask[b, 0, f].double().numpy()
+            e = np.exp(scores - scores.max())
+            out[b] += e / e.sum() / heads
+    return out
+
+
+def torch_bool():
+    import torch
+
+    return torch.bool
+
+
+@pytest.mark.parametrize("mask_kind", ["none-causal", "none-bidirectional", "bool", "float"])
+def test_final_token_row_matches_a_plain_loop(mask_kind):
+    import torch
+
+    from vdr_app.models.final_row import final_token_row
+
+    g = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, length, dim = 3, 4, 2, 7, 5  # grouped-query attention: 2 heads per kv head
+    query = torch.randn(batch, heads, length, dim, generator=g)
+    key = torch.randn(batch, kv_heads, length, dim, generator=g)
+    final = torch.tensor([6, 4, 2])
+    valid = torch.arange(length)[None, :] <= final[:, None]  # right padding after `final`
+    causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    mask = None
+    if mask_kind == "bool":
+        mask = (causal[None] & valid[:, None, :])[:, None]  # (B, 1, L, L)
+    elif mask_kind == "float":
+        mask = torch.zeros(batch, 1, length, length).masked_fill(~(causal[None] & valid[:, None, :])[:, None], -1e9)
+    is_causal = mask_kind != "none-bidirectional"
+    ours = final_token_row(query, key, mask, 0.3, final, is_causal).numpy()
+    np.testing.assert_allclose(ours, _reference_row(query, key, mask, 0.3, final, is_causal), atol=1e-6)
+    np.testing.assert_allclose(ours.sum(1), 1, atol=1e-6)
+    if mask_kind != "none-bidirectional":
+        assert (ours[1, 5:] == 0).all()  # nothing after the final token
+
+
+def test_capture_belongs_to_the_call_not_the_model(encoders):
+    """Forward passes in other threads (queries, other uploads) neither see nor spoil a capture."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = encoders("colidefics3")
+    pages = mixed_pages()
+    alone = [encoder.encode_pages([p])[0].attention for p in pages]
+
+    def work(i):
+        if i % 2:
+            return encoder.encode_queries(["revenue growth by region"]) and None
+        return encoder.encode_pages([pages[(i // 2) % 3]])[0].attention
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(12)))
+    for i, attention in enumerate(results):
+        if i % 2 == 0:
+            np.testing.assert_allclose(attention, alone[(i // 2) % 3], atol=1e-6)
 
 
 def _overlap(boxes: np.ndarray, rect) -> np.ndarray:
@@ -416,3 +528,142 @@ def test_tiny_builds_are_deterministic(tmp_path):
     second = build_tiny_checkpoint("colqwen2", tmp_path / "b")
     for name in ("model.safetensors", "tokenizer.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_tiny_main_full_size_refuses_a_family_without_published_numbers(tmp_path, capsys):
+    assert main([str(tmp_path / "f"), "--family", "colmodernvbert", "--size", "full"]) == 2
+    assert "no full-size builder" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------- full-size architectures (no weights)
+
+# The published numbers, restated from the source files cited in vdr_app/models/fullsize.py.
+PUBLISHED_TEXT = {
+    # family: (vocab, hidden, intermediate, layers, heads, kv heads, head_dim)
+    "colidefics3": (49280, 576, 1536, 30, 9, 3, 64),
+    "colqwen2.5": (151936, 2048, 11008, 36, 16, 2, 128),
+    "colpali": (257216, 2048, 16384, 18, 8, 1, 256),
+}
+PUBLISHED_VISION = {
+    # family: (hidden, intermediate, layers, heads, patch)
+    "colidefics3": (768, 3072, 12, 12, 16),
+    "colqwen2.5": (1280, 3420, 32, 16, 14),
+    "colpali": (1152, 4304, 27, 16, 14),
+}
+# Parameters of the published models (ColIdefics3 drops SmolVLM's 28M-parameter lm_head).
+PUBLISHED_PARAMETERS = {"colidefics3": 228e6, "colqwen2.5": 3.75e9, "colpali": 2.92e9}
+IMAGE_TOKEN_ID = {"colidefics3": 49190, "colqwen2.5": 151655, "colpali": 257152}
+
+
+@pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
+def test_full_size_config_is_the_published_one(family):
+    from vdr_app.models.fullsize import full_config
+    from vdr_app.models.resources import parameter_count
+
+    config = full_config(family)
+    text = config.text_config
+    vocab, hidden, inter, layers, heads, kv, head_dim = PUBLISHED_TEXT[family]
+    assert (text.vocab_size, text.hidden_size, text.intermediate_size) == (vocab, hidden, inter)
+    assert (text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (layers, heads, kv)
+    assert getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads == head_dim
+    vision = config.vision_config
+    v_hidden, v_inter, v_layers, v_heads, patch = PUBLISHED_VISION[family]
+    depth = getattr(vision, "depth", None) or vision.num_hidden_layers
+    v_heads_got = getattr(vision, "num_heads", None) or vision.num_attention_heads
+    assert (vision.hidden_size, vision.intermediate_size, depth, v_heads_got, vision.patch_size) == (
+        v_hidden, v_inter, v_layers, v_heads, patch,
+    )
+    assert config.image_token_id == IMAGE_TOKEN_ID[family]
+    n = parameter_count(config)  # meta device: no memory
+    assert abs(n - PUBLISHED_PARAMETERS[family]) / PUBLISHED_PARAMETERS[family] < 0.01, n
+
+
+def _a4_vectors_expected(family: str) -> int:
+    """Image tokens of an A4 page at 120 dpi (992 x 1403 px), from each model's published rules."""
+    import math
+
+    w, h = 992, 1403
+    if family == "colidefics3":  # longest side to 2048, then whole 512-px tiles, + 1 global tile
+        scale = 2048 / max(w, h)
+        tiles = math.ceil(round(w * scale) / 512) * math.ceil(round(h * scale) / 512)
+        return (tiles + 1) * 64
+    if family == "colqwen2.5":  # Qwen2-VL smart_resize within 768 merged 28-px patches
+        budget = 768 * 28 * 28
+        beta = math.sqrt(h * w / budget)
+        hh = max(28, math.floor(h / beta / 28) * 28)
+        ww = max(28, math.floor(w / beta / 28) * 28)
+        return (hh // 28) * (ww // 28)
+    return (448 // 14) ** 2  # ColPali: 448 px square, 14-px patches
+
+
+@pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
+def test_full_size_geometry_equals_the_real_models(family):
+    import torch
+
+    from vdr_app.models.fullsize import A4_VECTORS, full_config, full_processor
+
+    processor = full_processor(family)
+    config = full_config(family)
+    batch = processor.process_images([Image.new("RGB", (992, 1403), "white")])
+    n = int(processor.get_image_mask(batch).sum())
+    assert n == _a4_vectors_expected(family) == A4_VECTORS[family]
+    ids = batch["input_ids"]
+    assert int(ids.max()) < config.text_config.vocab_size  # every token has an embedding row
+    assert int((ids == config.image_token_id).sum()) == n
+    queries = processor.process_queries(["revenue by region"])
+    assert int(queries["input_ids"].max()) < config.text_config.vocab_size
+    assert torch.is_tensor(ids)
+
+
+# ---------------------------------------------------------------- device policy
+
+
+def test_dtype_follows_native_bf16_support():
+    import torch
+
+    from vdr_app.models.resources import choose_dtype
+
+    assert choose_dtype("cpu", flags={"avx2", "avx512f"}) == torch.float32
+    assert choose_dtype("cpu", flags={"avx512f", "avx512_bf16"}) == torch.bfloat16
+    assert choose_dtype("cpu", flags={"amx_bf16"}) == torch.bfloat16
+    assert choose_dtype("cuda") == torch.bfloat16 and choose_dtype("mps") == torch.float16
+    assert choose_dtype("cpu", "float32", flags={"amx_bf16"}) == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        choose_dtype("cpu", "int3")
+
+
+def test_batch_size_is_chosen_per_device_unless_given():
+    from vdr_app.models.resources import choose_batch_size
+
+    assert choose_batch_size("cpu", 0) == 1 and choose_batch_size("cpu", None) == 1
+    assert choose_batch_size("cpu", 3) == 3
+
+
+def test_a_model_that_cannot_fit_is_refused_before_loading(tiny_checkpoint, monkeypatch):
+    import colpali_engine.models as cm
+
+    from vdr_app.models import resources
+
+    folder = str(tiny_checkpoint("colqwen2"))
+    monkeypatch.setattr(resources, "available_memory", lambda device: 1024**2)  # 1 MiB free
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("weights were read before the memory check")
+
+    monkeypatch.setattr(cm.ColQwen2, "from_pretrained", must_not_load)
+    with pytest.raises(ModelLoadError, match=r"needs about .* GiB .* only 0.0 GiB is available"):
+        load_encoder(folder, device="cpu")
+
+
+def test_memory_check_arithmetic():
+    import torch
+
+    from vdr_app.models.resources import GIB, check_fits, memory_needed
+
+    three_b = 3_000_000_000
+    assert memory_needed(three_b, torch.bfloat16) < memory_needed(three_b, torch.float32)
+    assert memory_needed(three_b, torch.float32) > 3e9 * 4  # weights alone are 11.2 GiB
+    check_fits("m", three_b, torch.bfloat16, "cpu", available=16 * GIB)  # fits a 16 GB Space in bf16
+    with pytest.raises(ModelLoadError, match="3.00B parameters"):
+        check_fits("m", three_b, torch.float32, "cpu", available=12 * GIB)

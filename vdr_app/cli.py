@@ -9,7 +9,7 @@
     python -m vdr_app view add SPEC | view delete SPEC
     python -m vdr_app check                       SQLite integrity check, naming any damaged table
     python -m vdr_app backup DEST                 copy the store (safe while the app runs)
-    python -m vdr_app make-tiny-model DIR [--family F]   a tiny offline checkpoint to try things
+    python -m vdr_app make-tiny-model DIR [--family F] [--size full]   a random offline checkpoint
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
                            [--json PATH] [--html PATH]   retention and fidelity of views
 
@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", default="colqwen2", help="colpali, colqwen2, colqwen2_5, colidefics3")
+    tiny.add_argument("--size", default="tiny", choices=["tiny", "full"],
+                      help="full: the published architecture of colSmol-256M, ColQwen2.5-v0.2 or ColPali-v1.3 "
+                      "(random weights, 0.9-7.5 GB)")
+    tiny.add_argument("--dtype", default=None, choices=["bfloat16", "float32", "float16"],
+                      help="weight dtype of a full-size checkpoint (default bfloat16)")
     return parser
 
 
@@ -166,10 +171,10 @@ def _memory_table(views) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "make-tiny-model":
-        from .models.tiny import build_tiny_checkpoint
+        from .models.tiny import build_checkpoint
 
-        path = build_tiny_checkpoint(args.family, args.directory)
-        print(f"wrote a tiny random {args.family} checkpoint to {path}")
+        path = build_checkpoint(args.family, args.directory, args.size, args.dtype)
+        print(f"wrote a {args.size} random {args.family} checkpoint to {path}")
         print(f"try: python -m vdr_app --help; python -m vdr_app add FILE.pdf --model {path}")
         return 0
 

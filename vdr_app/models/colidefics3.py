@@ -59,6 +59,9 @@ class ColIdefics3Encoder(ColVisionEncoder):
     def attention_module(self) -> Any:
         return self.model.model.text_model.layers[-1].self_attn
 
+    def stage_modules(self) -> dict[str, Any]:
+        return {"vision": self.model.model.vision_model, "lm": self.model.model.text_model}
+
 
 class ColModernVBertEncoder(ColIdefics3Encoder):
     """ColModernVBert checkpoints such as ModernVBERT/colmodernvbert.

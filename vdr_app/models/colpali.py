@@ -31,6 +31,14 @@ class ColPaliEncoder(ColVisionEncoder):
         if lm_head.weight.is_meta:
             lm_head.weight = model.model.model.language_model.embed_tokens.weight
 
+    def prepare_sdpa(self) -> None:
+        # The Gemma layers are marked non-causal (bidirectional), but for an unpadded input the
+        # model builds no mask, assuming a causal one, and SDPA then attends everywhere while
+        # eager attention (which always gets the causal mask) does not. Marking the layers
+        # causal only matters when no mask is passed, and restores eager's behaviour there.
+        for layer in self.model.model.model.language_model.layers:
+            layer.self_attn.is_causal = True
+
     def check_loaded(self) -> None:
         rows, cols = self._grid()
         expected = getattr(self.processor, "image_seq_length", rows * cols)
@@ -53,6 +61,10 @@ class ColPaliEncoder(ColVisionEncoder):
 
     def attention_module(self) -> Any:
         return self.model.model.model.language_model.layers[-1].self_attn
+
+    def stage_modules(self) -> dict[str, Any]:
+        inner = self.model.model.model
+        return {"vision": inner.vision_tower, "lm": inner.language_model}
 
     def model_inputs(self, batch: Any) -> dict:
         inputs = dict(batch)

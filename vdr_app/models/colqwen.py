@@ -36,6 +36,9 @@ class ColQwen2Encoder(ColVisionEncoder):
     def attention_module(self) -> Any:
         return self.model.language_model.layers[-1].self_attn
 
+    def stage_modules(self) -> dict[str, Any]:
+        return {"vision": self.model.visual, "lm": self.model.language_model}
+
 
 class ColQwen2_5Encoder(ColQwen2Encoder):  # noqa: N801
     """ColQwen2.5 checkpoints such as vidore/colqwen2.5-v0.2 (same token geometry)."""

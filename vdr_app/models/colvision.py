@@ -65,15 +65,12 @@ def resolve_device(device: str = "auto") -> str:
     raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def dtype_for(device: str):
-    """float32 on CPU (bf16 matmuls are slow there), bfloat16 on CUDA, float16 on MPS."""
-    import torch
+def dtype_for(device: str, requested: str = "auto"):
+    """bfloat16 on CUDA, float16 on MPS; on CPU bfloat16 only with native hardware support
+    (AVX512-BF16 / AMX), else float32 (see `resources.choose_dtype`)."""
+    from .resources import choose_dtype
 
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    if device == "mps":
-        return torch.float16
-    return torch.float32
+    return choose_dtype(device, requested)
 
 
 def _l2_normalise(rows: np.ndarray) -> np.ndarray:
@@ -100,7 +97,15 @@ class ColVisionEncoder(Encoder):
     model_class: ClassVar[str] = ""  # attribute of colpali_engine.models
     processor_class: ClassVar[str] = ""
 
-    def __init__(self, model: Any, processor: Any, model_id: str, device: str, batch_size: int):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        model_id: str,
+        device: str,
+        batch_size: int,
+        capture: str = "hook",
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -109,8 +114,11 @@ class ColVisionEncoder(Encoder):
         self.device = device
         self.batch_size = int(batch_size)
         self.dim = int(getattr(model, "dim", 128))
+        # "final-row": the hooked layer computes the final token's row itself (SDPA elsewhere);
+        # "hook": a forward hook reads the eager attention weights of that layer.
+        self.capture = capture
         self._warned_no_attention = False
-        self._attention_capture = None  # installed on first page pass (see capture.py)
+        self._attention_capture = None  # installed on first eager-hook page pass (see capture.py)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -120,6 +128,9 @@ class ColVisionEncoder(Encoder):
         model_id: str,
         device: str = "auto",
         batch_size: int = 4,
+        dtype: str = "auto",
+        attn_implementation: str = "auto",
+        check_memory: bool = True,
         **from_pretrained_kwargs: Any,
     ) -> ColVisionEncoder:
         """Load model and processor with `from_pretrained` (hub id, cache or local folder).
@@ -128,7 +139,13 @@ class ColVisionEncoder(Encoder):
             source: what `from_pretrained` gets (hub id or folder).
             model_id: the id recorded with the embeddings.
             device: see `resolve_device`.
-            batch_size: pages per forward pass.
+            batch_size: pages per forward pass; 0 = chosen for the device (`resources.choose_batch_size`).
+            dtype: "auto" (see `resources.choose_dtype`), "float32", "bfloat16" or "float16".
+            attn_implementation: "auto" = SDPA in every layer, the last text layer computing the
+                final token's attention row itself (`final_row.py`); "eager" = eager attention in
+                every layer, the row read by a forward hook (the slower reference); "sdpa" = the
+                same as "auto".
+            check_memory: refuse (ModelLoadError) before loading a model that cannot fit.
             **from_pretrained_kwargs: passed to both `from_pretrained` calls
                 (e.g. local_files_only=True).
 
@@ -141,18 +158,27 @@ class ColVisionEncoder(Encoder):
         import colpali_engine.models as cm
         from transformers.utils import logging as hf_logging
 
+        from .final_row import install_final_row
+        from .resources import check_fits, choose_batch_size
+
         # The engine reports its own progress; transformers' per-weight bar would interleave with it.
         hf_logging.disable_progress_bar()
 
         device = resolve_device(device)
+        torch_dtype = dtype_for(device, dtype)
+        attn = (attn_implementation or "auto").strip().lower()
+        if attn not in ("auto", "sdpa", "eager"):
+            raise ModelLoadError(f"unknown attention implementation {attn_implementation!r}; use auto, sdpa or eager")
         model_cls = getattr(cm, cls.model_class)
         processor_cls = getattr(cm, cls.processor_class)
+        if check_memory:
+            n_parameters = cls._parameter_count(source)
+            if n_parameters:
+                check_fits(model_id, n_parameters, torch_dtype, device)
         model = model_cls.from_pretrained(
             source,
-            dtype=dtype_for(device),
-            # Eager attention is the only implementation that returns attention weights,
-            # which the forward hook needs for DocPruner-style pruning.
-            attn_implementation="eager",
+            dtype=torch_dtype,
+            attn_implementation="eager" if attn == "eager" else "sdpa",
             **from_pretrained_kwargs,
         )
         cls.repair_loaded_model(model)
@@ -164,14 +190,43 @@ class ColVisionEncoder(Encoder):
             )
         model = model.to(device).eval()
         processor = processor_cls.from_pretrained(source, **from_pretrained_kwargs)
-        encoder = cls(model, processor, model_id, device, batch_size)
+        encoder = cls(model, processor, model_id, device, choose_batch_size(device, batch_size))
+        if attn != "eager":
+            encoder.prepare_sdpa()
+            if install_final_row(encoder.attention_module()):
+                encoder.capture = "final-row"
+            else:  # an attention module without a switchable config: read eager weights there
+                logger.warning("%s: cannot switch the last attention layer; attention capture may be missing", model_id)
         encoder.check_loaded()
-        logger.info("loaded %s on %s (%s)", encoder.describe(), device, model.dtype)
+        logger.info(
+            "loaded %s on %s (%s, %s attention, capture %s, batch %d)",
+            encoder.describe(), device, model.dtype, attn, encoder.capture, encoder.batch_size,
+        )
         return encoder
+
+    @classmethod
+    def _parameter_count(cls, source: str) -> int | None:
+        """Parameters of the checkpoint's architecture (meta device, no weights read), or None
+        when its config cannot be read here (the load itself then reports why)."""
+        from transformers import AutoConfig
+
+        from .registry import read_checkpoint_config
+        from .resources import parameter_count
+
+        try:
+            data = read_checkpoint_config(source)
+            config = AutoConfig.for_model(**data)
+            return parameter_count(config)
+        except Exception as error:  # noqa: BLE001 - a size estimate must never block a load
+            logger.debug("no parameter count for %s: %s", source, error)
+            return None
 
     @classmethod
     def repair_loaded_model(cls, model: Any) -> None:
         """Fix known loading defects of a family in place, before the model is moved."""
+
+    def prepare_sdpa(self) -> None:
+        """Family-specific fixes so that SDPA attends exactly where eager attention does."""
 
     def check_loaded(self) -> None:
         """Family-specific sanity checks after loading; raise ModelLoadError on a mismatch."""
@@ -184,6 +239,10 @@ class ColVisionEncoder(Encoder):
     def attention_module(self) -> Any:
         """The last text-decoder layer's self-attention module (hooked for attention weights)."""
         raise NotImplementedError
+
+    def stage_modules(self) -> dict[str, Any]:
+        """The vision encoder ("vision") and language model ("lm") modules, for per-stage timing."""
+        return {}
 
     def model_inputs(self, batch: Any) -> dict:
         """Tensors passed to `model(**inputs)`; families drop what they do not need."""
@@ -270,10 +329,11 @@ class ColVisionEncoder(Encoder):
     def _forward(self, inputs: dict, capture_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the model once; optionally capture the final token's last-layer attention.
 
-        The forward hook on the last decoder layer's self-attention sees the (B, heads, L, L)
-        attention weights of that layer during the ordinary forward, so embeddings and
-        attention come from the same pass. Only the final token's row is kept, averaged over
-        heads, which keeps memory at one layer's attention.
+        With capture "final-row" (the default) the last text layer's own attention function
+        computes that one row from its queries and keys during the ordinary SDPA forward
+        (`final_row.py`); with "hook" (eager attention everywhere) a forward hook on that layer
+        reads the row from its (B, heads, L, L) weights. Either way embeddings and attention
+        come from the same pass, and only the final token's row, averaged over heads, is kept.
 
         Returns:
             embeddings float32 (B, L, d) and attention float32 (B, L) or None.
@@ -287,22 +347,28 @@ class ColVisionEncoder(Encoder):
         # trailing padding positions.
         final = (length - 1) - mask.flip(1).to(torch.int64).argmax(1)  # (B,)
         captured: dict[str, torch.Tensor] = {}
+        if capture_attention and self.capture == "final-row":
+            from .final_row import final_row_capture
 
-        def hook(module, args, output):
-            weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if weights is None or weights.dim() != 4:
-                return
-            rows = weights[torch.arange(weights.shape[0], device=weights.device), :, final, :]
-            captured["attention"] = rows.float().mean(1).cpu()  # (B, L)
-
-        # The hook stays on the shared model; only this call, on this thread, feeds `captured`,
-        # so a query encoded concurrently in another thread neither fires it nor is disturbed.
-        with torch.inference_mode():
-            if capture_attention:
-                with capture_for(self, "_attention_capture", self.attention_module).capturing(hook):
-                    emb = self.model(**inputs)  # (B, L, d)
-            else:
+            with final_row_capture(final) as captured, torch.inference_mode():
                 emb = self.model(**inputs)  # (B, L, d)
+        else:
+
+            def hook(module, args, output):
+                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if weights is None or weights.dim() != 4:
+                    return
+                rows = weights[torch.arange(weights.shape[0], device=weights.device), :, final, :]
+                captured["attention"] = rows.float().mean(1).cpu()  # (B, L)
+
+            # The hook stays on the shared model; only this call, on this thread, feeds `captured`,
+            # so a query encoded concurrently in another thread neither fires it nor is disturbed.
+            with torch.inference_mode():
+                if capture_attention:
+                    with capture_for(self, "_attention_capture", self.attention_module).capturing(hook):
+                        emb = self.model(**inputs)  # (B, L, d)
+                else:
+                    emb = self.model(**inputs)  # (B, L, d)
         attention = captured.get("attention")
         if capture_attention and attention is None and not self._warned_no_attention:
             self._warned_no_attention = True

@@ -299,13 +299,14 @@ def detect_family(name_or_path: str) -> str:
 # ------------------------------------------------------------------ loading
 
 
-def load_encoder(name_or_path: str, device: str = "auto", batch_size: int = 4) -> Encoder:
+def load_encoder(name_or_path: str, device: str = "auto", batch_size: int = 0) -> Encoder:
     """Load an encoder by name, folder, hub id or family name.
 
     Args:
         name_or_path: see the module docstring.
         device: "auto" (cuda, else mps, else cpu), "cpu", "cuda", "cuda:N", "mps".
-        batch_size: pages per forward pass.
+        batch_size: pages per forward pass; 0 = chosen for the device (1 on CPU, by free memory
+            on CUDA; see `resources.choose_batch_size`).
 
     Returns:
         the ready encoder.

@@ -376,11 +376,37 @@ def build_tiny_checkpoint(family: str, out_dir: str | Path) -> Path:
     return out
 
 
+def build_checkpoint(family: str, out_dir: str | Path, size: str = "tiny", dtype: str | None = None) -> Path:
+    """Write a random checkpoint: `size` "tiny" (tests, demos) or "full" (the published architecture).
+
+    Args:
+        family: a family name or alias.
+        out_dir: folder to create or overwrite.
+        size: "tiny" or "full" (colidefics3, colqwen2.5, colpali; see `fullsize.py`).
+        dtype: weight dtype of a full-size checkpoint ("bfloat16" by default, "float32",
+            "float16"); tiny checkpoints are float32.
+
+    Raises:
+        ModelLoadError: unknown family or size, or no full-size builder for the family.
+    """
+    size = (size or "tiny").strip().lower()
+    if size == "tiny":
+        return build_tiny_checkpoint(family, out_dir)
+    if size != "full":
+        raise ModelLoadError(f"unknown size {size!r}; use tiny or full")
+    from ..torchvision_compat import ensure_torchvision
+    from .fullsize import build_full_checkpoint
+
+    ensure_torchvision()
+    name = ALIASES.get(family.strip().lower(), family.strip().lower())
+    return build_full_checkpoint(name, out_dir, dtype=dtype or "bfloat16")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command: write a tiny random checkpoint to DIR and print its path."""
+    """Command: write a tiny (or full-size) random checkpoint to DIR and print its path."""
     parser = argparse.ArgumentParser(
         prog="make-tiny-model",
-        description="Write a tiny random ColPali-family checkpoint (offline; for tests and demos). "
+        description="Write a random ColPali-family checkpoint (offline; for tests, demos and benchmarks). "
         "Its embeddings are meaningless; use it as VDR_MODEL=DIR.",
     )
     parser.add_argument("dir", type=Path, help="folder to write the checkpoint into")
@@ -390,9 +416,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted([*BUILDERS, *ALIASES]),
         help="model family (default: colidefics3, the colSmol geometry of the default model)",
     )
+    parser.add_argument(
+        "--size",
+        default="tiny",
+        choices=["tiny", "full"],
+        help="tiny (~200k parameters) or full: the published architecture of colSmol-256M, "
+        "ColQwen2.5-v0.2 or ColPali-v1.3 (random weights; 0.9-7.5 GB on disk)",
+    )
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32", "float16"],
+                        help="weight dtype of a full-size checkpoint (default bfloat16)")
     args = parser.parse_args(argv)
     try:
-        path = build_tiny_checkpoint(args.family, args.dir)
+        path = build_checkpoint(args.family, args.dir, args.size, args.dtype)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
