@@ -108,16 +108,29 @@ def test_a_query_pass_inside_a_page_pass_changes_neither(encoders, family):
 
 
 def test_a_query_alone_does_not_capture(encoders):
-    """Outside a page pass the shared hook stays silent (queries never pay for attention)."""
+    """Outside a page pass the capture stays silent (queries never pay for attention): neither the
+    final-row capture (the default, a ContextVar per call) nor the eager-mode shared hook sees a
+    query's forward pass run on another thread."""
+    import torch
+
     from vdr_app.models.capture import CallCapture
+    from vdr_app.models.final_row import final_row_capture
 
     encoder = encoders("colqwen2")
     encoder.encode_pages(mixed_pages()[:1])
-    capture = encoder._attention_capture
-    assert isinstance(capture, CallCapture)
-    fired = []
-    with capture.capturing(lambda *a: fired.append(threading.current_thread().name)):
+    with final_row_capture(torch.zeros(1, dtype=torch.int64)) as target:
         other = threading.Thread(target=lambda: encoder.encode_queries(["a query"]), name="other")
         other.start()
         other.join(60)
+    assert "attention" not in target  # the other thread's pass did not fill this thread's capture
+
+    capture = CallCapture(encoder.attention_module())
+    fired = []
+    try:
+        with capture.capturing(lambda *a: fired.append(threading.current_thread().name)):
+            other = threading.Thread(target=lambda: encoder.encode_queries(["a query"]), name="other")
+            other.start()
+            other.join(60)
+    finally:
+        capture.remove()
     assert fired == []  # the other thread's pass did not reach this thread's capture
