@@ -7,7 +7,7 @@ fields from flags with `dataclasses.replace`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "vidore/colSmol-256M"
@@ -37,6 +37,12 @@ class Settings:
             0.0.0.0 inside a container or Space, 127.0.0.1 otherwise.
         fallback_model: encoder the app offers when `model` cannot be loaded
             (`VDR_FALLBACK_MODEL`; empty to disable).
+        index, qdrant_*: the search index (vdr_app.index): "memory" (in-process, default) or
+            "qdrant" (`VDR_INDEX`); a Qdrant server or cluster URL and its API key
+            (`VDR_QDRANT_URL`, `VDR_QDRANT_API_KEY`), or a folder for qdrant-client's local mode
+            (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
+            quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
+            collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
     """
 
     model: str = DEFAULT_MODEL
@@ -52,6 +58,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     fallback_model: str = "text-layout-minilm"
+    index: str = "memory"
+    qdrant_url: str = ""
+    qdrant_api_key: str = field(default="", repr=False)  # never printed or logged
+    qdrant_path: Path | None = None
+    qdrant_quantization: str = ""
+    qdrant_shards: int = 1
+    qdrant_replicas: int = 1
 
     @property
     def store_file(self) -> Path:
@@ -79,4 +92,12 @@ class Settings:
             host=env.get("VDR_HOST", "0.0.0.0" if in_container else defaults.host),
             port=int(env.get("VDR_PORT", env.get("PORT", defaults.port))),
             fallback_model=env.get("VDR_FALLBACK_MODEL", defaults.fallback_model),
+            # search index (vdr_app.index checks the values when it opens the index)
+            index=env.get("VDR_INDEX", defaults.index),
+            qdrant_url=env.get("VDR_QDRANT_URL", defaults.qdrant_url),
+            qdrant_api_key=env.get("VDR_QDRANT_API_KEY", defaults.qdrant_api_key),
+            qdrant_path=Path(env["VDR_QDRANT_PATH"]) if env.get("VDR_QDRANT_PATH") else None,
+            qdrant_quantization=env.get("VDR_QDRANT_QUANTIZATION", defaults.qdrant_quantization),
+            qdrant_shards=int(env.get("VDR_QDRANT_SHARDS", defaults.qdrant_shards)),
+            qdrant_replicas=int(env.get("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas)),
         )
