@@ -331,6 +331,11 @@ class Store:
         with self._lock:
             return [r[0] for r in self.db.execute("SELECT id FROM pages ORDER BY doc_id, page_number").fetchall()]
 
+    def document_shas(self) -> dict[int, str]:
+        """document id -> sha256, for every document (cheap: no join over the embeddings)."""
+        with self._lock:
+            return dict(self.db.execute("SELECT id, sha256 FROM documents").fetchall())
+
     def page_docs(self) -> list[tuple[int, int]]:
         """(page id, document id) of every page, in index order (what a search index filters on)."""
         with self._lock:

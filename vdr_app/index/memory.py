@@ -68,7 +68,7 @@ class MemoryIndex(SearchIndex):
         return np.array([docs[p] for p in page_ids], dtype=np.int64)
 
     def _shas(self) -> dict:
-        return {d.id: d.sha256 for d in self.store.list_documents()}
+        return self.store.document_shas()
 
     def _load(self, spec: str) -> _View:
         view = self._views.get(spec)

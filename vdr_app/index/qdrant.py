@@ -127,7 +127,10 @@ class QdrantIndex(SearchIndex):
                         Path(self.path).mkdir(parents=True, exist_ok=True)
                     self._client = QdrantClient(path=self.path) if self.path != ":memory:" else QdrantClient(":memory:")
                 else:
-                    self._client = QdrantClient(url=self.url, api_key=self.api_key, timeout=self.timeout)
+                    # No background version check: against an unreachable server it prints a
+                    # multi-line warning; our own error says so once, naming the URL.
+                    self._client = QdrantClient(url=self.url, api_key=self.api_key, timeout=self.timeout,
+                                                check_compatibility=False)
         return self._client
 
     def close(self) -> None:
@@ -172,7 +175,7 @@ class QdrantIndex(SearchIndex):
         if not page_ids:
             return 0
         rows = {r.id: r for r in self.store.page_rows(page_ids)}
-        shas = {d.id: d.sha256 for d in self.store.list_documents()}
+        shas = self.store.document_shas()
         done, batch, batch_vectors = 0, [], 0
 
         def flush() -> None:
@@ -294,7 +297,7 @@ class QdrantIndex(SearchIndex):
             return status
         docs = self.store.page_docs()
         store_pages = {pid for pid, _ in docs}
-        shas = {d.id: d.sha256 for d in self.store.list_documents()}
+        shas = self.store.document_shas()
         doc_of = dict(docs)
         specs, stale_views = self._collections_of_store()
         existing = self._existing()
@@ -326,7 +329,7 @@ class QdrantIndex(SearchIndex):
         docs = self.store.page_docs()
         order = [pid for pid, _ in docs]
         doc_of = dict(docs)
-        shas = {d.id: d.sha256 for d in self.store.list_documents()}
+        shas = self.store.document_shas()
         specs, stale_views = self._collections_of_store()
         for name in stale_views:
             with self._calls(f"drop collection {name}"):
