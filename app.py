@@ -22,6 +22,10 @@ def create_app(settings=None):
     settings = settings or Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
+    if settings.index != "memory":  # an external index can lag the store; say so at start
+        problem = engine.index_problem()
+        if problem:
+            logging.getLogger("app").warning("%s", problem)
     return build_demo(engine), settings
 
 
