@@ -10,6 +10,7 @@ is up at once and says plainly if the checkpoint cannot be loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
@@ -26,9 +27,13 @@ def create_app(settings=None):
         from vdr_app.store import Store
 
         # Visitors get libraries of their own (vdr_app.sessions); the app's engine only lends its model.
-        engine = Engine(settings, store=Store(":memory:"))
+        engine = Engine(dataclasses.replace(settings, index="memory"), store=Store(":memory:"))
     else:
         engine = Engine(settings)
+    if settings.index != "memory":  # an external index can lag the store; say so at start
+        problem = engine.index_problem()
+        if problem:
+            logging.getLogger("app").warning("%s", problem)
     return build_demo(engine), settings
 
 

@@ -285,3 +285,18 @@ def test_importing_app_is_cheap():
     code = "import sys, app; print(sorted(m for m in ('gradio', 'torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_search_filters_by_document(app, indexed, corpus_dir):
+    """The Search tab's document filter is the /search API's fourth parameter (ids; empty: all)."""
+    client, engine, _ = app
+    if len(engine.list_documents()) < 2:
+        client.predict([handle_file(str(corpus_dir / "pdfs" / OTHER_PDF))], api_name="/add_documents")
+    docs = engine.list_documents()
+    chosen = docs[-1].id
+    _, _, hits, _ = client.predict("canvas drawing", "full", 10, [chosen], api_name="/search")
+    expected = engine.search("canvas drawing", k=10, docs=[chosen])
+    assert hits and {h["doc_id"] for h in hits} == {chosen}
+    assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
+    _, _, everything, _ = client.predict("canvas drawing", "full", 10, [], api_name="/search")
+    assert {h["doc_id"] for h in everything} == {d.id for d in docs}

@@ -1,7 +1,7 @@
 """Command line: the same engine as the web app, from a terminal.
 
     python -m vdr_app add FILE...                 index PDFs (same bytes twice: no-op)
-    python -m vdr_app search QUERY [-k N] [--view SPEC] [--json]
+    python -m vdr_app search QUERY [-k N] [--view SPEC] [--doc NAME]... [--json]
     python -m vdr_app list [--json]               documents with pages and memory
     python -m vdr_app delete DOC                  by id, file name or sha256 prefix
     python -m vdr_app stats [--json]              totals and memory of every view
@@ -9,12 +9,14 @@
     python -m vdr_app view add SPEC | view delete SPEC
     python -m vdr_app check                       SQLite integrity check, naming any damaged table
     python -m vdr_app backup DEST                 copy the store (safe while the app runs)
+    python -m vdr_app index status [--json] | index sync   the search index against the store
     python -m vdr_app make-tiny-model DIR [--family F] [--size full]   a random offline checkpoint
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
                            [--json PATH] [--html PATH]   retention and fidelity of views
 
-Every command accepts --store PATH, --model NAME_OR_PATH and --device (they override VDR_STORE,
-VDR_MODEL and VDR_DEVICE). Errors print one line on stderr and exit 1, having changed nothing.
+Every command accepts --store PATH, --model NAME_OR_PATH, --device, --index memory|qdrant and
+--qdrant-url URL (they override VDR_STORE, VDR_MODEL, VDR_DEVICE, VDR_INDEX and VDR_QDRANT_URL).
+Errors print one line on stderr and exit 1, having changed nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.Argum
     parser.add_argument("--store", type=Path, default=default, help="SQLite store file (default: $VDR_DATA_DIR/vdr.sqlite)")
     parser.add_argument("--model", default=default, help="checkpoint (hub id or folder) or encoder name (default: $VDR_MODEL)")
     parser.add_argument("--device", default=default, help="auto, cpu, cuda, mps (default: $VDR_DEVICE or auto)")
+    parser.add_argument("--index", default=default, choices=("memory", "qdrant"),
+                        help="search index: memory or qdrant (default: $VDR_INDEX or memory)")
+    parser.add_argument("--qdrant-url", default=default, metavar="URL",
+                        help="Qdrant server or cluster for --index qdrant (default: $VDR_QDRANT_URL; "
+                        "unset: local mode in $VDR_QDRANT_PATH)")
     parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log progress details")
     return parser
 
@@ -63,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full", help="view spec, e.g. cluster:factor=9 (default: full)")
+    search.add_argument("--doc", action="append", metavar="NAME",
+                        help="only pages of this document (id, file name or sha256 prefix; repeatable)")
     search.add_argument("--json", action="store_true", help="print JSON")
 
     lst = sub.add_parser("list", parents=[common], help="list documents")
@@ -81,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     view_sub = view.add_subparsers(dest="view_command", required=True, metavar="ACTION")
     view_sub.add_parser("add", parents=[common], help="compute and store a view").add_argument("spec")
     view_sub.add_parser("delete", parents=[common], help="delete a stored view").add_argument("spec")
+
+    index = sub.add_parser("index", parents=[common], help="the search index against the store: status, sync")
+    index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    index_sub.add_parser("status", parents=[common], help="pages and vectors per view, store vs index; pending").add_argument(
+        "--json", action="store_true")
+    index_sub.add_parser("sync", parents=[common],
+                         help="bring the index in step with the store (idempotent; builds a fresh Qdrant collection)")
 
     ev = sub.add_parser(
         "eval", parents=[common], help="measure what each view keeps: retention (with labels) and fidelity",
@@ -125,6 +141,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["model"] = args.model
     if getattr(args, "device", None):
         overrides["device"] = args.device
+    if getattr(args, "index", None):
+        overrides["index"] = args.index
+    if getattr(args, "qdrant_url", None):
+        overrides["qdrant_url"] = args.qdrant_url
     return dataclasses.replace(settings, **overrides)
 
 
@@ -185,12 +205,22 @@ def run(args: argparse.Namespace) -> int:
 
     engine = Engine(_settings(args))
     command = args.command
+    if command in ("add", "search", "delete", "view") and engine.settings.index != "memory":
+        # The memory index is loaded from the store, so only an external index can be out of step.
+        try:
+            problem = engine.index_status().problem()
+        except VdrError:
+            problem = None  # unreachable: the command itself says so in one line (or leaves the add pending)
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
     if command == "add":
         with _Bar("indexing") as bar:
             results = engine.add_files(args.files, progress=bar)
         for path, result in zip(args.files, results):
             state = "added" if result.added else "already indexed"
             print(f"{path.name}: {state} (document {result.doc_id}, {result.n_pages} pages)")
+            if result.index_error:
+                print(f"  stored, but pending in the search index: {result.index_error}")
             blank, reason = engine.pages_without_text(result.doc_id)
             if blank:
                 print(f"  no text found on page(s) {', '.join(map(str, blank))}: they are kept but cannot match a query")
@@ -199,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if engine.model_loaded and engine.encoder.kind != "visual":
             print(f"note: {engine.encoder.describe()} ranks pages by their text and its position, not by how they look")
     elif command == "search":
-        hits = engine.search(args.query, k=args.k, view=args.view)
+        hits = engine.search(args.query, k=args.k, view=args.view, docs=args.doc)
         if args.json:
             _print_json([h.as_dict() for h in hits])
         elif not hits:
@@ -243,6 +273,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"deleted view {engine.delete_view(args.spec)}")
     elif command == "eval":
         _run_eval(engine, args)
+    elif command == "index":
+        return _run_index(engine, args)
+    return 0
+
+
+def _run_index(engine, args: argparse.Namespace) -> int:
+    if args.index_command == "sync":
+        with _Bar("sync") as bar:
+            report = engine.sync_index(progress=bar)
+        print(f"{engine.index.backend} index ({engine.index.location}): {report}")
+        return 0
+    status = engine.index_status()
+    if args.json:
+        _print_json(status.as_dict())
+        return 0
+    print(f"backend {status.backend}  ({status.location})")
+    print(f"model   {status.model or '-'}")
+    print(f"{'view':36} {'store pages':>11} {'index pages':>11} {'store vectors':>13} {'index vectors':>13}")
+    for v in status.views:
+        held = "-" if v.index_pages is None else str(v.index_pages)
+        held_v = "-" if v.index_vectors is None else str(v.index_vectors)
+        print(f"{v.spec:36} {v.store_pages:>11} {held:>11} {v.store_vectors:>13} {held_v:>13}")
+    if any(v.index_pages is None for v in status.views):
+        print("(-: not loaded in this process; the memory index loads a view from the store on its first search)")
+    print(status.problem() or "in step with the store")
     return 0
 
 

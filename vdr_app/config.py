@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
@@ -59,6 +59,12 @@ class Settings:
         state_capacity: sessions whose state Gradio keeps in memory (`VDR_STATE_CAPACITY`).
         cache_minutes: uploaded and generated files older than this are deleted, checked as
             often (`VDR_CACHE_MINUTES`).
+        index, qdrant_*: the search index (vdr_app.index): "memory" (in-process, default) or
+            "qdrant" (`VDR_INDEX`); a Qdrant server or cluster URL and its API key
+            (`VDR_QDRANT_URL`, `VDR_QDRANT_API_KEY`), or a folder for qdrant-client's local mode
+            (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
+            quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
+            collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
     """
 
     model: str = DEFAULT_MODEL
@@ -82,6 +88,14 @@ class Settings:
     max_sessions: int = 50
     state_capacity: int = 200
     cache_minutes: float = 60.0
+    # -- search index ---------------------------------------------------------------------------
+    index: str = "memory"
+    qdrant_url: str = ""
+    qdrant_api_key: str = field(default="", repr=False)  # never printed or logged
+    qdrant_path: Path | None = None
+    qdrant_quantization: str = ""
+    qdrant_shards: int = 1
+    qdrant_replicas: int = 1
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -128,6 +142,14 @@ class Settings:
             max_sessions=read.integer("VDR_MAX_SESSIONS", defaults.max_sessions, 1, 100_000),
             state_capacity=read.integer("VDR_STATE_CAPACITY", defaults.state_capacity, 1, 1_000_000),
             cache_minutes=read.number("VDR_CACHE_MINUTES", defaults.cache_minutes, 1, 100_000),
+            index=read.choice("VDR_INDEX", defaults.index, re.compile("memory|qdrant"), "memory or qdrant"),
+            qdrant_url=read.text("VDR_QDRANT_URL", defaults.qdrant_url, allow_empty=True),
+            qdrant_api_key=env.get("VDR_QDRANT_API_KEY", defaults.qdrant_api_key).strip(),
+            qdrant_path=read.path("VDR_QDRANT_PATH", None, must_be="dir"),
+            qdrant_quantization=read.choice("VDR_QDRANT_QUANTIZATION", defaults.qdrant_quantization,
+                                            re.compile("int8|none"), "int8 or none (empty: none)"),
+            qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
+            qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
         )
 
 

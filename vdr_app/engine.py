@@ -24,11 +24,13 @@ from PIL import Image
 from . import heatmap
 from . import reduce as reduce_lib
 from .config import Settings
-from .errors import EncodeError, InvalidQueryError, InvalidSpecError, NotFoundError, PdfTooLargeError, VdrError
+from .errors import (
+    EncodeError, IndexUnavailableError, InvalidQueryError, InvalidSpecError, NotFoundError, PdfTooLargeError, VdrError,
+)
+from .index import IndexStatus, SearchIndex, SyncReport, open_index
 from .memory import MemorySummary, summarize
 from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
-from .search import MaxSimIndex
 from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
 from .types import PageEmbedding, Progress, QueryEmbedding, Reduction, SearchHit, log_progress, scaled_progress
 
@@ -98,9 +100,12 @@ class Engine:
         settings: configuration (model, store path, limits).
         encoder: an already loaded encoder; loaded lazily from `settings.model` when None.
         store: an open store; opened from `settings.store_file` when None.
+        index: a search index over that store; opened from the settings when None (memory
+            by default, or Qdrant: see vdr_app.index).
     """
 
-    def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None, store: Store | None = None):
+    def __init__(self, settings: Settings | None = None, encoder: Encoder | None = None, store: Store | None = None,
+                 index: SearchIndex | None = None):
         self.settings = settings or Settings()
         self._encoder = encoder
         self.store = store or Store(self.settings.store_file)
@@ -112,9 +117,10 @@ class Engine:
         )
         self._encode_lock = threading.Lock()
         self._model_owner: Engine | None = None  # see sharing_model
-        self._index_lock = threading.Lock()
-        self._indexes: dict[str, tuple[list[int], MaxSimIndex]] = {}
         self._store_version = self.store.data_version()
+        # SQLite is written first, the index second; see vdr_app.index for what happens when the
+        # second step fails (the document stays stored and is reported pending).
+        self.index = index or open_index(self.settings, self.store)
 
     # -- model ------------------------------------------------------------------------------------
 
@@ -140,7 +146,8 @@ class Engine:
     def sharing_model(self, store: Store) -> "Engine":
         """An engine over another store that uses this engine's encoder (loaded once, shared, with
         one encoding lock): the web app's per-visitor libraries in public-demo mode."""
-        other = Engine(self.settings, store=store)
+        # Visitors' temporary libraries are small and short-lived: always the in-process index.
+        other = Engine(dataclasses.replace(self.settings, index="memory"), store=store)
         other._model_owner = self
         other._encode_lock = self._encode_lock
         return other
@@ -191,7 +198,12 @@ class Engine:
         result = self.store.add_document(
             name, sha256, len(data), encoder.model_id, list(zip(pages, embeddings)), views, reduce_view=reduce_view
         )
-        self._invalidate()
+        try:
+            self.index.add_document(result.doc_id)
+        except VdrError as error:
+            log.warning("%s is stored but not in the search index yet: %s", name, error)
+            progress(1.0, f"{name}: {len(pages)} pages stored, pending in the index")
+            return dataclasses.replace(result, index_error=str(error))
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
@@ -220,8 +232,11 @@ class Engine:
             added = [(path.name, r.doc_id) for path, r in zip(files, results) if r.added]
             for _, doc_id in reversed(added):
                 self.store.delete_document(doc_id)
+                try:
+                    self.index.remove_document(doc_id)
+                except VdrError:  # stale index pages are skipped by search; `index sync` removes them
+                    log.warning("document %d taken out of the store; its index pages are pending removal", doc_id)
             if added:
-                self._invalidate()
                 if isinstance(error, VdrError):
                     names = ", ".join(n for n, _ in added)
                     raise type(error)(f"{error}; nothing was added ({names} taken out again)") from error
@@ -232,7 +247,11 @@ class Engine:
         """Delete a document (id, name or sha256 prefix) and everything derived from it."""
         doc_id = self.store.resolve_document(ref)
         self.store.delete_document(doc_id)
-        self._invalidate()
+        try:
+            self.index.remove_document(doc_id)
+        except VdrError as error:  # search skips the stale pages meanwhile
+            raise IndexUnavailableError(f"document {doc_id} is deleted from the store, but its pages are still "
+                                        f"in the search index: {error}") from error
         return doc_id
 
     def list_documents(self) -> list[DocumentRow]:
@@ -280,7 +299,7 @@ class Engine:
             canonical, reductions,
             reduce_page=lambda page_id: reduce_lib.reduce_page(self.store.page_embedding(page_id), canonical),
         )
-        self._invalidate(canonical)
+        self.index.add_view(canonical, progress)
         return canonical
 
     def ensure_view(self, spec: str | None, progress: Progress | None = None) -> str:
@@ -295,7 +314,7 @@ class Engine:
         if canonical == FULL_VIEW:
             raise InvalidSpecError("the full index cannot be deleted; delete documents instead")
         self.store.delete_view(canonical)
-        self._invalidate(canonical)
+        self.index.remove_view(canonical)
         return canonical
 
     def views(self) -> list[MemorySummary]:
@@ -345,66 +364,84 @@ class Engine:
         self.store.check_model(self.encoder.model_id, self.encoder.dim)
         return self.encoder.encode_queries([text])[0]
 
-    def _index(self, spec: str) -> tuple[list[int], MaxSimIndex]:
-        with self._index_lock:
-            cached = self._indexes.get(spec)
-            if cached is None:
-                page_ids, vectors = self.store.load_vectors(spec)
-                cached = (page_ids, MaxSimIndex(vectors)) if page_ids else (page_ids, None)
-                self._indexes[spec] = cached
-            return cached
+    def resolve_documents(self, docs: Sequence[str | int] | None) -> list[int] | None:
+        """Document ids for a search filter (ids, file names or sha256 prefixes); None for no filter.
+
+        Raises NotFoundError naming the first reference that matches no document.
+        """
+        if docs is None:
+            return None
+        refs = [d for d in docs if str(d).strip()]
+        return sorted({self.store.resolve_document(d) for d in refs}) if refs else None
 
     def sync_with_store(self) -> bool:
-        """Bring the search indexes up to date with writes made by other processes (the CLI, a
+        """Bring the search index up to date with writes made by other processes (the CLI, a
         second app on the same store); True when there were any. Called before every search.
 
-        Cheap when nothing changed (one PRAGMA). Today it drops the cached indexes, which are
-        rebuilt from the store on next use.
+        Cheap when nothing changed (one PRAGMA); otherwise the index syncs incrementally (pages
+        and views added or deleted elsewhere), not a rebuild.
         """
         version = self.store.data_version()
         if version == self._store_version:
             return False
-        log.info("the store changed outside this engine; search indexes are reloaded")
+        log.info("the store changed outside this engine; bringing the search index in step")
         self._store_version = version
-        self._invalidate()
+        self.index.sync()
         return True
 
-    def _invalidate(self, spec: str | None = None) -> None:
-        with self._index_lock:
-            if spec is None:
-                self._indexes.clear()
-            else:
-                self._indexes.pop(spec, None)
-
-    def search_embedding(self, query: QueryEmbedding, k: int = 10, view: str | None = None) -> list[SearchHit]:
-        """Rank pages for an encoded query by MaxSim over one view (computed on first use)."""
+    def search_embedding(self, query: QueryEmbedding, k: int = 10, view: str | None = None,
+                         docs: Sequence[str | int] | None = None) -> list[SearchHit]:
+        """Rank pages for an encoded query by MaxSim over one view (computed on first use),
+        optionally only the pages of some documents (`docs`: ids, names or sha256 prefixes)."""
         if k < 1:
             raise InvalidQueryError(f"k must be at least 1, got {k}")
         self.sync_with_store()
+        doc_ids = self.resolve_documents(docs)
         spec = self.ensure_view(view)
-        page_ids, index = self._index(spec)
-        if index is None:
-            return []
-        indices, scores = index.top_k(query.vectors, k)
-        rows = {r.id: r for r in self.store.page_rows([page_ids[i] for i in indices])}
+        ranked = self.index.top_k(spec, query.vectors, k, doc_ids)
+        rows = {r.id: r for r in self.store.page_rows_existing([pid for pid, _ in ranked])}
         hits = []
-        for i, score in zip(indices.tolist(), scores.tolist()):
-            row = rows.get(page_ids[i])
-            if row is None:  # deleted after this index was loaded (a delete racing this search)
+        for pid, score in ranked:
+            row = rows.get(pid)
+            if row is None:  # deleted from the store, not yet from the index (see `index status`)
                 continue
             hits.append(SearchHit(row.id, row.doc_id, row.doc_name, row.page_number, float(score), len(hits) + 1))
         return hits
 
-    def search(self, query: str, k: int = 10, view: str | None = None) -> list[SearchHit]:
+    def search(self, query: str, k: int = 10, view: str | None = None,
+               docs: Sequence[str | int] | None = None) -> list[SearchHit]:
         """Encode a query and rank pages by MaxSim over one view ("full" by default)."""
         view = self.canonical_view(view)  # a bad spec fails before the model is loaded
-        return self.search_embedding(self.encode_query(query), k, view)
+        self.resolve_documents(docs)  # so does an unknown document
+        return self.search_embedding(self.encode_query(query), k, view, docs)
 
-    def compare(self, query: str, k: int = 10, view: str | None = None) -> RankingComparison:
+    # -- index ------------------------------------------------------------------------------------
+
+    def index_status(self) -> IndexStatus:
+        """The search index against the store: pages and vectors per view, pending, stale."""
+        return self.index.status()
+
+    def sync_index(self, progress: Progress | None = None) -> SyncReport:
+        """Bring the search index in step with the store (incremental, idempotent): repairs missed
+        writes, builds a fresh Qdrant collection from an existing store, and picks up what another
+        process wrote to the store."""
+        return self.index.sync(progress or log_progress)
+
+    def index_problem(self) -> str | None:
+        """One line when the index is out of step with the store or cannot be reached, else None
+        (what the CLI and the app say at start)."""
+        try:
+            return self.index.status().problem()
+        except IndexUnavailableError as error:
+            return str(error)
+
+    def compare(self, query: str, k: int = 10, view: str | None = None,
+                docs: Sequence[str | int] | None = None) -> RankingComparison:
         """Search the full index and a view with the same query; report overlap and moves."""
+        self.resolve_documents(docs)
         embedding = self.encode_query(query)
-        full = self.search_embedding(embedding, k, FULL_VIEW)
-        reduced = self.search_embedding(embedding, k, view)
+        full = self.search_embedding(embedding, k, FULL_VIEW, docs)
+        reduced = self.search_embedding(embedding, k, view, docs)
         full_rank = {h.page_id: h.rank for h in full}
         moved = [
             dict(

@@ -70,3 +70,10 @@ class StoreError(VdrError):
 
 class InvalidLabelsError(VdrError, ValueError):
     """An evaluation label or query file is malformed or names a file or page that does not exist."""
+
+
+class IndexUnavailableError(VdrError):
+    """The search index (a Qdrant server, cluster or local folder) cannot be reached or written.
+
+    SQLite stays the system of record: nothing stored is lost, and `index sync` repairs the index.
+    """

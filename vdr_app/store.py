@@ -131,6 +131,9 @@ class AddResult:
     doc_id: int
     added: bool  # False when the same bytes were already stored
     n_pages: int
+    # Set by the engine when the document is stored but the search index could not take it: it is
+    # pending until `python -m vdr_app index sync` (vdr_app.index).
+    index_error: str | None = None
 
 
 BUSY_TIMEOUT_S = 15.0  # how long a write waits for another process's write before "busy"
@@ -400,6 +403,16 @@ class Store:
         with self._lock:
             return [r[0] for r in self.db.execute("SELECT id FROM pages ORDER BY doc_id, page_number").fetchall()]
 
+    def document_shas(self) -> dict[int, str]:
+        """document id -> sha256, for every document (cheap: no join over the embeddings)."""
+        with self._lock:
+            return dict(self.db.execute("SELECT id, sha256 FROM documents").fetchall())
+
+    def page_docs(self) -> list[tuple[int, int]]:
+        """(page id, document id) of every page, in index order (what a search index filters on)."""
+        with self._lock:
+            return [tuple(r) for r in self.db.execute("SELECT id, doc_id FROM pages ORDER BY doc_id, page_number")]
+
     def page_rows(self, page_ids: Iterable[int] | None = None) -> list[PageRow]:
         sql = (
             "SELECT p.id, p.doc_id, d.name, p.page_number, p.width, p.height, p.info "
@@ -421,6 +434,17 @@ class Store:
         if page_ids is None:
             return list(by_id.values())
         return [by_id[i] for i in page_ids if i in by_id]  # a page deleted meanwhile is left out
+
+    def page_rows_existing(self, page_ids: Iterable[int]) -> list[PageRow]:
+        """Like `page_rows(page_ids)` but skips ids no longer stored (a search index may lag)."""
+        page_ids = [int(i) for i in page_ids]
+        with self._lock:
+            present = set()
+            for start in range(0, len(page_ids), 500):
+                chunk = page_ids[start : start + 500]
+                present |= {r[0] for r in self.db.execute(
+                    f"SELECT id FROM pages WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
+        return self.page_rows([i for i in page_ids if i in present])
 
     def page_image(self, page_id: int) -> Image.Image:
         with self._lock:
@@ -459,18 +483,34 @@ class Store:
 
     # -- vectors for search -----------------------------------------------------------------------
 
-    def load_vectors(self, spec: str = FULL_VIEW) -> tuple[list[int], list[np.ndarray]]:
-        """Every page's searchable vectors for one view, in index order.
+    def load_vectors(self, spec: str = FULL_VIEW, page_ids: Iterable[int] | None = None) -> tuple[list[int], list[np.ndarray]]:
+        """Every page's searchable vectors for one view, in index order (or only `page_ids`'s).
 
         Returns:
             (page_ids, vectors) where vectors[i] is float16 (n_i, d): the full view's patches
             followed by extra tokens, or a reduced view's vectors followed by the extra tokens.
         """
+        where, params = "", []
+        if page_ids is not None:  # the search index loads one document's pages on add (vdr_app.index)
+            wanted = sorted({int(i) for i in page_ids})
+            if not wanted:
+                return [], []
+            if len(wanted) > 500:  # under SQLite's bound-parameter limit
+                ids, vectors = [], []
+                for start in range(0, len(wanted), 500):
+                    chunk_ids, chunk_vectors = self.load_vectors(spec, wanted[start : start + 500])
+                    ids += chunk_ids
+                    vectors += chunk_vectors
+                position = {pid: i for i, (pid, _) in enumerate(self.page_docs())}
+                order = sorted(range(len(ids)), key=lambda i: position[ids[i]])
+                return [ids[i] for i in order], [vectors[i] for i in order]
+            where, params = f" AND p.id IN ({','.join('?' * len(wanted))})", wanted
         with self._lock:
             if spec == FULL_VIEW:
                 rows = self.db.execute(
                     "SELECT e.page_id, e.n_patches, e.n_extra, e.dim, e.patches, e.extra FROM embeddings e "
-                    "JOIN pages p ON p.id = e.page_id ORDER BY p.doc_id, p.page_number"
+                    f"JOIN pages p ON p.id = e.page_id WHERE 1{where} ORDER BY p.doc_id, p.page_number",
+                    params,
                 ).fetchall()
                 ids = [r[0] for r in rows]
                 vectors = [
@@ -482,8 +522,8 @@ class Store:
             rows = self.db.execute(
                 "SELECT v.page_id, v.n_vectors, e.n_extra, e.dim, v.vectors, e.extra FROM view_pages v "
                 "JOIN embeddings e ON e.page_id = v.page_id JOIN pages p ON p.id = v.page_id "
-                "WHERE v.spec = ? ORDER BY p.doc_id, p.page_number",
-                [spec],
+                f"WHERE v.spec = ?{where} ORDER BY p.doc_id, p.page_number",
+                [spec, *params],
             ).fetchall()
         ids = [r[0] for r in rows]
         vectors = [

@@ -116,7 +116,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
             with gr.Tab("Explore", id="explore"):
                 exp = explore.build(engine, pages)
             with gr.Tab("Search", id="search"):
-                search.build(engine, pages)
+                srch = search.build(engine, pages)
             with gr.Tab("Lab", id="lab"):
                 build_lab_tab(engine)
 
@@ -126,12 +126,17 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
 
         documents = bind(explore.document_choices, engine)
+        search_documents = bind(search.document_filter_choices, engine)
         for name, event in (("upload", lib.upload_event), ("delete", lib.delete_event)):
             event.then(documents, [exp.document], [exp.document], api_name=f"documents_after_{name}",
                        api_visibility="undocumented")
+            event.then(search_documents, [srch.documents], [srch.documents],
+                       api_name=f"search_documents_after_{name}", api_visibility="undocumented")
         demo.load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
             documents, [exp.document], [exp.document], api_name="refresh_documents", api_visibility="undocumented"
         ).then(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="refresh_status",
+               api_visibility="undocumented"
+        ).then(search_documents, [srch.documents], [srch.documents], api_name="refresh_search_documents",
                api_visibility="undocumented")
         if app_access.libraries is not None:
             demo.unload(user_errors(_end_session))

@@ -17,6 +17,7 @@ from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_de
 class SearchTab:
     query: gr.Textbox
     controls: ViewControls
+    documents: gr.Dropdown  # document filter; refreshed by the app after uploads and deletes
 
 
 def _caption(hit: dict) -> str:
@@ -53,12 +54,22 @@ def comparison_markdown(comparison, spec: str, k: int) -> str:
     return "\n".join(lines)
 
 
-def search(engine, pages: PageImages, query, spec, k):
-    """Gallery of the view's hits, the comparison with the full index, and the hits as data."""
+def document_filter_choices(engine, current=None):
+    """Dropdown update for the document filter; keeps the chosen documents that still exist."""
+    docs = engine.list_documents()
+    ids = {d.id for d in docs}
+    return gr.update(choices=[(f"{d.name} (id {d.id})", d.id) for d in docs],
+                     value=[d for d in (current or []) if d in ids])
+
+
+def search(engine, pages: PageImages, query, spec, k, docs=None):
+    """Gallery of the view's hits, the comparison with the full index, and the hits as data.
+
+    `docs`: document ids (or names) to search within; empty or None for every document."""
     k = int(k or 5)
     if access.mode() == "shared" and not engine.store.has_view(engine.canonical_view(spec or FULL)):
         access.require("save a new view")  # searching a view stores it for everyone
-    comparison = engine.compare(query, k=k, view=spec or FULL)
+    comparison = engine.compare(query, k=k, view=spec or FULL, docs=list(docs) if docs else None)
     spec = engine.canonical_view(spec)
     hits = [h.as_dict() for h in comparison.view]
     if not hits:
@@ -108,6 +119,11 @@ def build(engine, pages: PageImages) -> SearchTab:
             query = gr.Textbox(label="query", placeholder="e.g. quarterly revenue by region", elem_id="query")
             controls = view_controls(strategies, FULL, include_full=True, prefix="search", label="view")
             k = gr.Slider(1, 50, value=8, step=1, label="top-k")
+            # allow_custom_value: API callers pass document ids or names the page has not listed yet;
+            # the engine refuses unknown ones with one message.
+            documents = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                                    label="only these documents (empty: all)",
+                                    elem_id="search-documents")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="results", columns=5, height=380, object_fit="contain", allow_preview=False,
@@ -125,7 +141,7 @@ def build(engine, pages: PageImages) -> SearchTab:
 
     run = bind(search, engine, pages)
     for trigger in (search_btn.click, query.submit):
-        trigger(run, [query, controls.spec, k], [gallery, comparison, hits, page_id],
+        trigger(run, [query, controls.spec, k, documents], [gallery, comparison, hits, page_id],
                 api_name="search" if trigger == search_btn.click else "search_submit",
                 api_visibility="public" if trigger == search_btn.click else "undocumented",
                 concurrency_limit=4, concurrency_id="search")
@@ -146,4 +162,4 @@ def build(engine, pages: PageImages) -> SearchTab:
                        [controls.strategy, *controls.sliders], [controls.spec],
                        api_name=f"search_{str(slider.label).split(' ')[0]}", api_visibility="undocumented",
                        queue=False)
-    return SearchTab(query, controls)
+    return SearchTab(query, controls, documents)
