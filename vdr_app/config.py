@@ -37,6 +37,8 @@ class Settings:
             0.0.0.0 inside a container or Space, 127.0.0.1 otherwise.
         fallback_model: encoder the app offers when `model` cannot be loaded
             (`VDR_FALLBACK_MODEL`; empty to disable).
+        model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
+            not, a store that already holds vectors is opened with its own model.
     """
 
     model: str = DEFAULT_MODEL
@@ -52,6 +54,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     fallback_model: str = "text-layout-minilm"
+    model_given: bool = True
 
     @property
     def store_file(self) -> Path:
@@ -79,4 +82,5 @@ class Settings:
             host=env.get("VDR_HOST", "0.0.0.0" if in_container else defaults.host),
             port=int(env.get("VDR_PORT", env.get("PORT", defaults.port))),
             fallback_model=env.get("VDR_FALLBACK_MODEL", defaults.fallback_model),
+            model_given=bool(env.get("VDR_MODEL", "").strip()),
         )

@@ -24,7 +24,7 @@ from PIL import Image
 from . import heatmap
 from . import reduce as reduce_lib
 from .config import Settings
-from .errors import InvalidQueryError, InvalidSpecError, NotFoundError
+from .errors import InvalidQueryError, InvalidSpecError, ModelMismatchError, NotFoundError, PdfError, VdrError
 from .memory import MemorySummary, summarize
 from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
@@ -33,6 +33,14 @@ from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
 from .types import PageEmbedding, Progress, QueryEmbedding, Reduction, SearchHit, log_progress, scaled_progress
 
 log = logging.getLogger(__name__)
+
+
+def expected_model_id(model: str) -> str:
+    """The model id an encoder loaded from `model` records in the store (without loading it): a
+    local folder's absolute path, else the hub id or encoder name as given."""
+    text = (model or "").strip()
+    path = Path(text).expanduser()
+    return str(path.resolve()) if text and path.is_dir() else text
 
 
 @dataclass
@@ -91,6 +99,32 @@ class Explanation:
     tokens: list[int]  # indices of the query tokens worth a map (see heatmap.content_tokens)
 
 
+def _phase(progress: Progress, name: str, phase: str, n_pages: int | None = None) -> Progress:
+    """A Progress that words a step's callbacks as "NAME: PHASE page i/n".
+
+    Rendering reports "rendered page i/n" after each page; encoders report after each batch. For
+    encoding, the page named is the next one being worked on. Messages naming OCR pass through
+    (OCR takes seconds a page: the user should see it is running).
+    """
+
+    def report(fraction: float, message: str) -> None:
+        if "OCR" in message or "reading the text" in message:
+            progress(fraction, f"{name}: {message}")
+            return
+        if n_pages:
+            page = min(n_pages, int(round(fraction * n_pages)) + (1 if fraction < 1 else 0))
+            progress(fraction, f"{name}: {phase} page {max(page, 1)}/{n_pages}")
+            return
+        words = message.rsplit("page ", 1)
+        progress(fraction, f"{name}: {phase} page {words[1]}" if len(words) == 2 else f"{name}: {phase}")
+
+    return report
+
+
+def _prefixed(progress: Progress, prefix: str) -> Progress:
+    return lambda fraction, message: progress(fraction, prefix + message)
+
+
 class Engine:
     """Index PDFs, keep views, search.
 
@@ -113,25 +147,67 @@ class Engine:
         self._encode_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._indexes: dict[str, tuple[list[int], MaxSimIndex]] = {}
+        self._load_error: Exception | None = None
+        stored = self.store.model_id
+        if encoder is None and stored and not self.settings.model_given and stored != self.settings.model:
+            # No model asked for: the store's own model is the one that can search it.
+            log.info("no model given: using the store's model %s", stored)
+            self.settings = dataclasses.replace(self.settings, model=stored)
 
     # -- model ------------------------------------------------------------------------------------
 
     @property
     def encoder(self) -> Encoder:
-        """The encoder, loaded on first use (raises ModelLoadError with what to do)."""
+        """The encoder, loaded on first use (raises ModelLoadError with what to do).
+
+        A model the store was not built with is refused before loading (ModelMismatchError), and
+        a failed load is remembered: later calls raise the same error at once instead of trying
+        again (a hub id without network costs ~20 s of retries) until `retry_model` or
+        `set_model`.
+        """
         if self._encoder is None:
             from .models import load_encoder
 
             with self._encode_lock:
                 if self._encoder is None:
-                    self._encoder = load_encoder(
-                        self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
-                    )
+                    if self._load_error is not None:
+                        raise self._load_error
+                    try:
+                        self.check_store_model()
+                        self._encoder = load_encoder(
+                            self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
+                        )
+                    except Exception as error:
+                        self._load_error = error
+                        raise
         return self._encoder
 
     @property
     def model_loaded(self) -> bool:
         return self._encoder is not None
+
+    @property
+    def model_error(self) -> str:
+        """The remembered load failure ('' when none)."""
+        error = self._load_error
+        if error is None:
+            return ""
+        return str(error) if isinstance(error, VdrError) else f"{type(error).__name__}: {error}"
+
+    def check_store_model(self) -> None:
+        """Refuse at once (ModelMismatchError, one line) a model the store was not built with."""
+        stored = self.store.model_id
+        wanted = expected_model_id(self.settings.model)
+        if stored and wanted != stored:
+            raise ModelMismatchError(
+                f"this store holds vectors of '{stored}', not '{self.settings.model}': "
+                f"leave the model unset to use the store's, or use another store (--store PATH / VDR_DATA_DIR)"
+            )
+
+    def retry_model(self) -> None:
+        """Forget a failed load, so the next use tries to load the model again."""
+        with self._encode_lock:
+            self._load_error = None
 
     def set_model(self, model: str) -> None:
         """Use another checkpoint or encoder name from now on (loaded lazily like the first).
@@ -139,8 +215,9 @@ class Engine:
         The web app offers this when the configured checkpoint cannot be loaded.
         """
         with self._encode_lock:
-            self.settings = dataclasses.replace(self.settings, model=model)
+            self.settings = dataclasses.replace(self.settings, model=model, model_given=True)
             self._encoder = None
+            self._load_error = None
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -148,7 +225,8 @@ class Engine:
         """Render, encode, reduce for every stored view, and store one PDF in one transaction.
 
         Adding bytes already stored is a no-op (returns `added=False`). Bad files raise a PdfError
-        before anything is encoded or written.
+        before anything is encoded or written. Progress names the phase: "NAME: reading page
+        i/n", "loading the model", "encoding page i/n" (or "OCR page i/n"), "computing N views".
         """
         progress = progress or log_progress
         name = Path(name).name
@@ -159,13 +237,23 @@ class Engine:
             progress(1.0, f"{name}: already indexed")
             n_pages = next((d.n_pages for d in self.store.list_documents() if d.id == existing), 0)
             return AddResult(doc_id=existing, added=False, n_pages=n_pages)
-        pages = render_pdf(data, name, self.limits, scaled_progress(progress, 0.0, 0.1))
+        if not self.model_loaded:
+            self.check_store_model()  # a model this store cannot take is refused before rendering
+        progress(0.0, f"{name}: reading")
+        pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
+        if not self.model_loaded:
+            progress(0.1, f"{name}: loading the model {self.settings.model}")
         encoder = self.encoder
         self.store.check_model(encoder.model_id, encoder.dim)
+        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
         with self._encode_lock:
-            embeddings = encoder.encode_pages(pages, scaled_progress(progress, 0.1, 0.9))
-        progress(0.9, f"{name}: computing {len(self.store.view_specs())} views")
-        views = {spec: [reduce_lib.reduce_page(e, spec) for e in embeddings] for spec in self.store.view_specs()}
+            encoding(0.0, "")
+            embeddings = encoder.encode_pages(pages, encoding)
+        specs = self.store.view_specs()
+        if specs:
+            progress(0.9, f"{name}: computing {len(specs)} view{'s' if len(specs) != 1 else ''}")
+        views = {spec: [reduce_lib.reduce_page(e, spec) for e in embeddings] for spec in specs}
+        progress(0.97, f"{name}: saving")
         result = self.store.add_document(
             name, sha256, len(data), encoder.model_id, list(zip(pages, embeddings)), views
         )
@@ -173,19 +261,42 @@ class Engine:
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
+    def check_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, bytes | None, str]]:
+        """Read and check every file without encoding: (path, bytes or None, error message or '')."""
+        out = []
+        for path in (Path(p) for p in paths):
+            if not path.is_file():
+                out.append((path, None, f"{path}: no such file"))
+                continue
+            data = path.read_bytes()
+            try:
+                inspect_pdf(data, path.name, self.limits)
+            except PdfError as error:
+                out.append((path, data, str(error)))
+            else:
+                out.append((path, data, ""))
+        return out
+
     def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
-        """Add several PDFs. Every file is checked before any is encoded, so one bad file changes nothing."""
+        """Add several PDFs. Every file is checked before any is encoded, so one bad file changes
+        nothing; the error names every bad file, one per line."""
         progress = progress or log_progress
         files = [Path(p) for p in paths]
-        for path in files:
-            if not path.is_file():
-                raise NotFoundError(f"{path}: no such file")
-        datas = [path.read_bytes() for path in files]
-        for path, data in zip(files, datas):
-            inspect_pdf(data, path.name, self.limits)
+        progress(0.0, f"reading {len(files)} file{'s' if len(files) != 1 else ''}")
+        checked = self.check_files(files)
+        missing = [error for _, data, error in checked if data is None]
+        if missing:
+            raise NotFoundError("\n".join(missing))
+        bad = [error for _, _, error in checked if error]
+        if len(bad) == 1:
+            raise PdfError(bad[0])
+        if bad:
+            raise PdfError(f"{len(bad)} of {len(files)} files cannot be indexed; nothing was added:\n" + "\n".join(bad))
         results = []
-        for i, (path, data) in enumerate(zip(files, datas)):
+        for i, (path, data, _) in enumerate(checked):
             sub = scaled_progress(progress, i / len(files), (i + 1) / len(files))
+            if len(files) > 1:
+                sub = _prefixed(sub, f"file {i + 1}/{len(files)} · ")
             results.append(self.add_pdf(data, path.name, sub))
         return results
 

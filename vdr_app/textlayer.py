@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -296,6 +297,7 @@ def read_page_text(
     documents: PdfDocuments | None = None,
     ocr: bool = True,
     min_text_layer_chars: int = MIN_TEXT_LAYER_CHARS,
+    on_ocr: Callable[[], None] | None = None,
 ) -> PageText:
     """The best text available for a page: its text layer, else OCR of its image, else none.
 
@@ -305,6 +307,7 @@ def read_page_text(
         ocr: whether OCR may run (it is the slow part: seconds per page on a CPU).
         min_text_layer_chars: a text layer with fewer letters/digits counts as missing; OCR
             runs and its result is used if it read more.
+        on_ocr: called just before OCR starts (so progress can say so: it takes seconds).
 
     Returns:
         PageText whose `source` says where the text came from ("none" if nowhere); `info`
@@ -330,6 +333,8 @@ def read_page_text(
         return layer if layer.text else PageText(source=NO_TEXT, info=info)
     from . import ocr as ocr_module
 
+    if on_ocr is not None:
+        on_ocr()
     try:
         scanned = ocr_module.ocr_image(page.image)
     except Exception as error:  # OCR failing must not lose the page: it is marked instead

@@ -37,17 +37,29 @@ def _header() -> str:
 
 
 def _banner(status: ModelStatus):
-    """Banner text, fallback button visibility, and whether the timer keeps polling."""
+    """Banner text, fallback and retry button visibility, and whether the timer keeps polling."""
     return (
         status.markdown(),
         gr.update(visible=status.state == FAILED and bool(status.fallback),
                   value=f"Continue with {status.fallback} (text-layout retriever, not visual)"),
         gr.Timer(active=status.state == LOADING),
+        gr.update(visible=status.state == FAILED),
     )
 
 
 def _use_fallback(status: ModelStatus):
+    """Switch to the fallback encoder (a text-layout retriever) and load it in the background.
+
+    Returns:
+        the banner text and the states of its buttons.
+    """
     status.use_fallback()
+    return _banner(status)
+
+
+def _retry_model(status: ModelStatus):
+    """Try loading the configured model again (a failed load is otherwise remembered)."""
+    status.retry()
     return _banner(status)
 
 
@@ -68,9 +80,14 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     pages = PageImages(engine)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.HTML(_header())
-        with gr.Row(elem_id="model-banner"):
+        with gr.Column(elem_id="model-banner"):
             banner = gr.Markdown(status.markdown(), elem_id="model-status")
-            fallback = gr.Button(visible=False, variant="secondary", scale=0, min_width=260, elem_id="use-fallback")
+            # Below the text, on the left: error toasts appear top right and must not cover them.
+            with gr.Row(elem_id="model-actions"):
+                retry = gr.Button("Retry loading the model", visible=False, size="sm", scale=0, min_width=200,
+                                  elem_id="retry-model")
+                fallback = gr.Button(visible=False, variant="secondary", size="sm", scale=0, min_width=260,
+                                     elem_id="use-fallback")
         timer = gr.Timer(1.5, active=status.state == LOADING)
         with gr.Tabs():
             with gr.Tab("Library", id="library"):
@@ -82,10 +99,11 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
             with gr.Tab("Lab", id="lab"):
                 build_lab_tab(engine)
 
-        banner_outputs = [banner, fallback, timer]
+        banner_outputs = [banner, fallback, timer, retry]
         timer.tick(lambda: _banner(status), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
         fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
+        retry.click(bind(_retry_model, status), None, banner_outputs, api_name="retry_model")
 
         documents = bind(explore.document_choices, engine)
         for name, event in (("upload", lib.upload_event), ("delete", lib.delete_event)):
