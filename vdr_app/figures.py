@@ -291,7 +291,7 @@ def _page_figure(
         layout[f"xaxis{suffix}"] = dict(domain=list(xd), anchor=yref, visible=False, range=[0, bg.width],
                                         constrain="domain")
         layout[f"yaxis{suffix}"] = dict(domain=list(yd), anchor=xref, visible=False, range=[bg.height, 0],
-                                        constrain="domain", scaleanchor=xref)
+                                        constrain="domain", constraintoward="top", scaleanchor=xref)
         layout["annotations"].append(dict(text=name, x=(xd[0] + xd[1]) / 2, y=yd[1], xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=size)))
         if grid in main:

@@ -78,7 +78,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     if load_model:
         status.start()
     pages = PageImages(engine)
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600), fill_width=True) as demo:
         gr.HTML(_header())
         with gr.Column(elem_id="model-banner"):
             banner = gr.Markdown(status.markdown(), elem_id="model-status")
@@ -118,8 +118,8 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict:
-    """Keyword arguments for `demo.launch`: address, upload limit, styling (Gradio 6 takes css
-    and theme at launch)."""
+    """Keyword arguments for `demo.launch`: address, upload limit, styling and the page script
+    (Gradio 6 takes css, js and theme at launch)."""
     css = ASSETS / "style.css"
     options = dict(
         server_name=settings.host,
@@ -130,6 +130,9 @@ def launch_options(settings: Settings) -> dict:
     )
     if css.is_file():
         options["css_paths"] = [str(css)]
+    script = ASSETS / "highlight.js"
+    if script.is_file():  # Explore: outline the merged group under the mouse
+        options["js"] = script.read_text(encoding="utf-8")
     favicon = ASSETS / "logo.svg"
     if favicon.is_file():
         options["favicon_path"] = str(favicon)
