@@ -51,16 +51,20 @@ def _use_fallback(status: ModelStatus):
     """Switch to the fallback encoder (a text-layout retriever) and load it in the background.
 
     Returns:
-        the banner text and the states of its buttons.
+        model_status: the banner text (Markdown).
     """
     status.use_fallback()
-    return _banner(status)
+    return status.markdown()
 
 
 def _retry_model(status: ModelStatus):
-    """Try loading the configured model again (a failed load is otherwise remembered)."""
+    """Try loading the configured model again (a failed load is otherwise remembered).
+
+    Returns:
+        model_status: the banner text (Markdown).
+    """
     status.retry()
-    return _banner(status)
+    return status.markdown()
 
 
 def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
@@ -81,7 +85,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600), fill_width=True) as demo:
         gr.HTML(_header())
         with gr.Column(elem_id="model-banner"):
-            banner = gr.Markdown(status.markdown(), elem_id="model-status")
+            banner = gr.Markdown(status.markdown(), elem_id="model-status", label="model_status")
             # Below the text, on the left: error toasts appear top right and must not cover them.
             with gr.Row(elem_id="model-actions"):
                 retry = gr.Button("Retry loading the model", visible=False, size="sm", scale=0, min_width=200,
@@ -102,8 +106,11 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         banner_outputs = [banner, fallback, timer, retry]
         timer.tick(lambda: _banner(status), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
-        fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
-        retry.click(bind(_retry_model, status), None, banner_outputs, api_name="retry_model")
+        buttons = lambda: _banner(status)[1:]  # noqa: E731
+        fallback.click(bind(_use_fallback, status), None, [banner], api_name="use_fallback").then(
+            buttons, None, banner_outputs[1:], api_name="banner_after_fallback", api_visibility="undocumented")
+        retry.click(bind(_retry_model, status), None, [banner], api_name="retry_model").then(
+            buttons, None, banner_outputs[1:], api_name="banner_after_retry", api_visibility="undocumented")
 
         documents = bind(explore.document_choices, engine)
         for name, event in (("upload", lib.upload_event), ("delete", lib.delete_event)):

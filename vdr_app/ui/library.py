@@ -106,7 +106,8 @@ def delete_document(engine, pages: PageImages, doc):
     row = before.get(doc_id)
     name, n_pages = (row.name, row.n_pages) if row else (str(doc), 0)
     data = dict(deleted=dict(doc_id=doc_id, name=name, pages=n_pages))
-    return f"Deleted **{name}** (document {doc_id}, {n_pages} pages).", data, None, gr.update(visible=False)
+    counted = f"{n_pages} page" + ("" if n_pages == 1 else "s")
+    return f"Deleted **{name}** (document {doc_id}, {counted}).", data, None, gr.update(visible=False)
 
 
 def delete_view(engine, spec) -> str:
