@@ -193,7 +193,7 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
     outputs = [documents, totals, views, doc_choice, view_choice]
     # Clear the old result first, so the progress bar is drawn over an empty box from the click on.
     upload_event = index_btn.click(
-        lambda: "", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
+        lambda: "_Indexing…_", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
     ).then(
         bind(add_documents, engine, pages), [files], [status, result, files], api_name="add_documents",
         concurrency_limit=1, concurrency_id="encode", show_progress="full",
