@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .ui_support import BAD_PDF, SHORT_PDF, app_settings, running_app
+from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -87,21 +87,47 @@ def _plot_ready(tab, selector: str) -> None:
     tab.wait_for_timeout(400)  # let plotly finish painting the layout images before a screenshot
 
 
+_HIGHLIGHT_POINT = """() => {
+    // Screen position of a cell of one merged group, on the right-hand panel of the Explore figure.
+    const gd = document.querySelector('#explore-plot .js-plotly-plot');
+    const meta = gd.layout.meta.vdr_highlight, full = gd._fullLayout, [xr, yr] = meta.axes[1];
+    const xa = full[xr.replace('x', 'xaxis')], ya = full[yr.replace('y', 'yaxis')];
+    const box = gd.getBoundingClientRect();
+    const [group, outline] = Object.entries(meta.groups)[0];
+    // The outline's first segment is a cell edge; the group's cell is on one of its two sides.
+    const x = (outline.x[0] + outline.x[1]) / 2, y = (outline.y[0] + outline.y[1]) / 2;
+    return [group, box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)];
+}"""
+
+
+def _highlighted_group(tab) -> str:
+    return tab.evaluate("() => document.querySelector('#explore-plot svg.vdr-highlight')?.dataset.group || ''")
+
+
 def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_path):
     shots = Shots(tmp_path)
     tab, engine = page, app_url[1]
 
     tab.set_input_files("#upload input[type=file]", str(sample_docs / "pdfs" / SHORT_PDF))
     tab.click("#index-btn")
+    # The progress bar is on screen within 2 s of the click, over an emptied status box.
+    tab.wait_for_selector("#library-status .progress-text, #library-status .meta-text, #library-status .eta-bar",
+                          timeout=2000)
+    # ... and never over the old text: the status box is emptied first.
+    tab.wait_for_function("() => !document.querySelector('#library-status').innerText.includes('Progress and results')")
+    shots(tab, "library-indexing")
     _wait_text(tab, "#library-status", f"{SHORT_PDF}: 2 pages indexed")
     _wait_text(tab, "#documents", SHORT_PDF)
     _wait_text(tab, "#library-totals", "1 document · 2 pages")
+    tab.wait_for_function("() => !document.querySelector('#upload')?.innerText.includes('.pdf')")  # box cleared
     shots(tab, "library")
 
     tab.get_by_role("tab", name="Explore").click()
     _plot_ready(tab, "#explore-plot")
     _wait_text(tab, "#explore-numbers", "docpruner")
     _wait_text(tab, "#explore-numbers", "(pruning)")
+    _wait_text(tab, "#explore-plot", "final-token attention")
+    _wait_text(tab, "#explore-plot", "pruned (grey wash)")
     shots(tab, "explore-pruning")
 
     _choose(tab, "explore-strategy", "cluster (merging)")
@@ -109,7 +135,18 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
     _plot_ready(tab, "#explore-plot")
     patches = engine.store.page_embedding(engine.pages()[0].id).n_patches
     _wait_text(tab, "#explore-numbers", f"{patches} → {patches // 9} image patches")
-    shots(tab, "explore-merging")
+    _wait_text(tab, "#explore-plot", "merged groups (outlined")
+    assert "pruned (grey wash)" not in tab.inner_text("#explore-plot")  # nothing pruned: no such legend
+    # Hovering a cell of a merged group outlines that group on the page.
+    tab.locator("#explore-plot").scroll_into_view_if_needed()
+    group, x, y = tab.evaluate(_HIGHLIGHT_POINT)
+    for dy in (-3, 3):
+        tab.mouse.move(x, y + dy)
+        tab.wait_for_timeout(400)
+        if _highlighted_group(tab):
+            break
+    assert _highlighted_group(tab) == group
+    shots(tab, "explore-merging-highlight")
 
     tab.get_by_role("tab", name="Search").click()
     tab.fill("#query textarea", "canvas drawing")
@@ -120,11 +157,70 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
     tab.click("#search-btn")
     tab.wait_for_selector("#results .thumbnail-item img")
     _wait_text(tab, "#comparison", "vs full index")
+    captions = tab.locator("#results .caption-label").all_inner_texts()
+    assert captions and all(" · p. " in c for c in captions), captions
+    assert not tab.locator("#selected-page").is_visible()  # no raw id box
     tab.locator("#results .thumbnail-item").first.click()
     _plot_ready(tab, "#search-plot")
     _wait_text(tab, "#search-plot", "similarity to")
+    tab.wait_for_function("() => { const r = document.querySelector('#search-map').getBoundingClientRect();"
+                          " return r.top >= -5 && r.top < window.innerHeight - 200; }")  # scrolled into view
     shots(tab, "search")
-    assert len(shots.saved) == 4
+
+    tab.fill("#query textarea", "colour of the text")
+    tab.click("#search-btn")
+    _wait_text(tab, "#search-plot", "Click a result")  # the first query's map is gone
+    assert "similarity to" not in tab.inner_text("#search-plot")
+    shots(tab, "search-second-query")
+
+    tab.get_by_role("tab", name="Library").click()
+    tab.click("#delete-btn")
+    _wait_text(tab, "#delete-confirm-text", f"Delete {SHORT_PDF}")
+    shots(tab, "delete-confirm")
+    tab.click("#delete-cancel-btn")
+    tab.wait_for_selector("#delete-confirm-text", state="hidden")
+    assert [d.name for d in engine.list_documents()] == [SHORT_PDF]  # asking deleted nothing
+    tab.click("#delete-btn")
+    tab.click("#delete-confirm-btn")
+    _wait_text(tab, "#library-status", f"Deleted {SHORT_PDF}")
+    _wait_text(tab, "#library-totals", "0 documents")
+    assert engine.list_documents() == []
+    shots(tab, "deleted")
+    assert len(shots.saved) == 8
+
+
+def test_restart_uses_the_store_model_without_trying_the_hub(tiny_checkpoint, tmp_path, sample_docs):
+    """A store built with one model, the app restarted with no model asked for: it loads the
+    store's model (no attempt at the default hub checkpoint) and says it is ready."""
+    import dataclasses
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from vdr_app.engine import Engine
+
+    model = str(tiny_checkpoint("colidefics3"))
+    settings = app_settings(tmp_path / "data", model)
+    (tmp_path / "data").mkdir()
+    engine = Engine(settings)
+    engine.add_files([sample_docs / "pdfs" / SHORT_PDF])
+    engine.store.close()
+
+    restarted = dataclasses.replace(settings, model="vidore/colSmol-256M", model_given=False)
+    started = time.perf_counter()
+    with running_app(restarted) as (url, engine, demo):
+        took = time.perf_counter() - started
+        assert demo.model_status.state == "ready", demo.model_status.error
+        assert engine.settings.model == engine.store.model_id == str(Path(model).resolve())
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            tab.goto(url)
+            _wait_text(tab, "#model-status", "ready")
+            assert "could not be loaded" not in tab.inner_text("#model-status")
+            Shots(tmp_path)(tab, "restart-ready")
+            browser.close()
+    print(f"restart on the stored model: ready in {took:.1f} s")
 
 
 def test_errors_show_in_the_page_and_change_nothing(page, app_url, sample_docs, tmp_path):
@@ -132,12 +228,13 @@ def test_errors_show_in_the_page_and_change_nothing(page, app_url, sample_docs, 
     tab, engine = page, app_url[1]
     before = [d.id for d in engine.list_documents()], engine.store.page_ids()
 
-    tab.set_input_files("#upload input[type=file]", str(sample_docs / "bad" / BAD_PDF))
+    tab.set_input_files("#upload input[type=file]", [str(sample_docs / "pdfs" / OTHER_PDF),
+                                                     str(sample_docs / "bad" / BAD_PDF)])
     tab.click("#index-btn")
-    tab.get_by_text(BAD_PDF, exact=False).last.wait_for()
+    _wait_text(tab, "#library-status", "Nothing was indexed")
+    assert BAD_PDF in tab.inner_text("#library-status")  # named in the status, which stays
     toast = tab.locator(".toast-body").last
     toast.wait_for()
-    assert BAD_PDF in toast.inner_text()
     tab.wait_for_timeout(500)  # the toast slides in
     shots(tab, "error-bad-pdf")
 

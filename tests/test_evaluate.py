@@ -322,7 +322,13 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         assert data["labelled_queries"] == 2 and data["queries"] == 3
         assert [row[0] for row in table["data"]] == ["full", "pool1d:factor=4", "random:keep=0.5,seed=0"]
         assert "2 views" in summary and "nDCG@5" in summary
+        assert "2 labelled from the file" in summary and "1 typed in the box" in summary
         assert figure is not None
+        # Views computed for a run are removed afterwards unless the user keeps them.
+        assert fake_engine.store.view_specs() == [] and "removed again" in summary
+        _, _, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, True, api_name="/lab_run")
+        assert fake_engine.store.view_specs() == ["pool1d:factor=4"] and "kept in the store" in summary
+        fake_engine.delete_view("pool1d:factor=4")
 
         # Without labels the tab still works (fidelity only); a bad spec is a readable error.
         _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, api_name="/lab_run")

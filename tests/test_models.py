@@ -423,7 +423,7 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
         load_encoder("vdr-app-tests/no-such-model", device="cpu")
     message = str(info.value)
     assert "'vdr-app-tests/no-such-model' is not in the local Hugging Face cache" in message
-    assert "huggingface-cli download vdr-app-tests/no-such-model" in message
+    assert "hf download vdr-app-tests/no-such-model" in message
     for hint in ("VDR_MODEL", "make-tiny-model", "text-layout-minilm"):
         assert hint in message
 

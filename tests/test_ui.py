@@ -35,7 +35,9 @@ def app(tiny_checkpoint, tmp_path_factory):
 def indexed(app, sample_docs):
     """The app with SHORT_PDF uploaded through the API; returns the upload's status text."""
     client = app[0]
-    return client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    status, result, files = client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    assert files is None  # the upload box is cleared once the files are indexed
+    return status, result
 
 
 def _array(value) -> np.ndarray:
@@ -61,12 +63,32 @@ def test_every_event_has_an_api_name(app):
 
 
 def test_upload_indexes_every_page(app, indexed, sample_docs):
-    _, engine, _ = app
+    client, engine, _ = app
     docs = engine.list_documents()
     assert [d.name for d in docs] == [SHORT_PDF]
     assert docs[0].n_pages == 2
-    assert f"**{SHORT_PDF}**: 2 pages indexed" in indexed
+    status, result = indexed
+    assert f"**{SHORT_PDF}**: 2 pages indexed" in status
+    assert result == dict(documents=[dict(file=SHORT_PDF, doc_id=docs[0].id, pages=2, added=True)], skipped=[],
+                          pages_indexed=2)
     assert len(engine.pages(docs[0].id)) == 2
+    # The same bytes again: skipped, and said why.
+    _, again, _ = client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    assert again["pages_indexed"] == 0
+    assert again["skipped"] == [dict(file=SHORT_PDF, reason=f"already in the library (document {docs[0].id})")]
+
+
+def test_every_endpoint_is_described_with_named_outputs(app):
+    """The API page: each documented endpoint has its own description (not "partial(...)") and
+    outputs named after what they are (not "value_12")."""
+    client = app[0]
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/add_documents", "/delete_document", "/explore", "/search", "/explain", "/use_fallback",
+                 "/retry_model", "/delete_view"):
+        info = endpoints[name]
+        assert info["description"] and "partial" not in info["description"], name
+        labels = [r["label"] for r in info["returns"]]
+        assert not any(label.startswith("value_") for label in labels), (name, labels)
 
 
 def test_explore_reports_what_each_strategy_keeps(app, indexed):
@@ -118,18 +140,22 @@ def test_explore_figure_places_every_patch(app, indexed):
 
 def test_search_ranks_pages_like_the_engine(app, indexed):
     client, engine, _ = app
-    gallery, comparison, hits, _ = client.predict("canvas drawing", "full", 5, api_name="/search")
+    gallery, comparison, hits, *_ = client.predict("canvas drawing", "full", 5, api_name="/search")
     expected = engine.search("canvas drawing", k=5)
     assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
     assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
     assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:]))
     assert len(gallery) == len(hits) == 2
-    assert "full index" in comparison
+    assert "full index" in comparison and "Score = MaxSim" in comparison
+    for item, hit in zip(gallery, hits):  # "document · p. N · score"
+        assert item["caption"].endswith(f" · p. {hit['page_number']} · {hit['score']:.2f}")
+        assert item["caption"].startswith(SHORT_PDF[:10])
+        assert f"| {hit['rank']} | {hit['doc_name']} | {hit['page_number']} |" in comparison
 
 
 def test_search_over_a_view_compares_with_the_full_index(app, indexed):
     client, engine, _ = app
-    _, comparison, hits, _ = client.predict("canvas drawing", "cluster:factor=9", 5, api_name="/search")
+    _, comparison, hits, *_ = client.predict("canvas drawing", "cluster:factor=9", 5, api_name="/search")
     reference = engine.compare("canvas drawing", k=5, view="cluster:factor=9")
     assert [h["page_id"] for h in hits] == [h.page_id for h in reference.view]
     assert f"overlap of the top {len(reference.full)} = **{reference.overlap:.0%}**" in comparison
@@ -159,13 +185,19 @@ def test_explain_maps_a_token_back_through_the_view(app, indexed):
     assert json.loads(plot["plot"])["data"]
 
 
-def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, sample_docs):
+def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, sample_docs, tmp_path):
     from gradio_client.exceptions import AppError
 
     client, engine, _ = app
     before = _store_state(engine)
-    with pytest.raises(AppError, match=BAD_PDF):
-        client.predict([handle_file(str(sample_docs / "bad" / BAD_PDF))], api_name="/add_documents")
+    not_a_pdf = tmp_path / "notes.pdf"
+    not_a_pdf.write_text("only text, not a PDF")
+    status, result, _ = client.predict(
+        [handle_file(str(sample_docs / "pdfs" / OTHER_PDF)), handle_file(str(sample_docs / "bad" / BAD_PDF)),
+         handle_file(str(not_a_pdf))], api_name="/add_documents")
+    assert status.startswith("**Nothing was indexed:** 2 of 3 files cannot be read")
+    assert [s["file"] for s in result["skipped"]] == [BAD_PDF, "notes.pdf"] and result["documents"] == []
+    assert f"- **{BAD_PDF}**" in status and "- **notes.pdf**" in status
     with pytest.raises(AppError, match="query is empty"):
         client.predict("   ", "full", 5, api_name="/search")
     assert _store_state(engine) == before
@@ -192,7 +224,7 @@ def test_searches_run_while_a_document_is_indexed(app, indexed, sample_docs):
         jobs = [client.submit(f"canvas query {i}", "full", 3, api_name="/search") for i in range(10)]
         results = [job.result(timeout=120) for job in jobs]
         assert not release.is_set()
-        for _, _, hits, _ in results:
+        for _, _, hits, *_ in results:
             assert [h["rank"] for h in hits] == [1, 2]
     finally:
         release.set()
@@ -219,12 +251,13 @@ def test_delete_removes_only_that_document(app, indexed, sample_docs):
     client.predict([handle_file(str(sample_docs / "pdfs" / OTHER_PDF))], api_name="/add_documents")
     doc = next(d for d in engine.list_documents() if d.name == OTHER_PDF)
     pages = {p.id for p in engine.pages(doc.id)}
-    status = client.predict(doc.id, api_name="/delete_document")
-    assert status == f"Deleted document {doc.id}."
+    status, result, files = client.predict(doc.id, api_name="/delete_document")
+    assert status == f"Deleted **{OTHER_PDF}** (document {doc.id}, 1 page)."
+    assert result == dict(deleted=dict(doc_id=doc.id, name=OTHER_PDF, pages=1)) and files is None
     assert OTHER_PDF not in [d.name for d in engine.list_documents()]
     assert SHORT_PDF in [d.name for d in engine.list_documents()]
     assert not pages & set(engine.store.page_ids())
-    _, _, hits, _ = client.predict("canvas drawing", "full", 50, api_name="/search")
+    _, _, hits, *_ = client.predict("canvas drawing", "full", 50, api_name="/search")
     assert not pages & {h["page_id"] for h in hits}
 
 
@@ -248,8 +281,10 @@ def test_unloadable_model_keeps_the_app_up_and_offers_the_fallback(tmp_path, sam
         assert demo.model_status.state == "failed"
         client = Client(url, verbose=False)
         banner = client.predict(api_name="/model_status")[0]
-        assert "could not be loaded" in banner and "What to do" in banner
-        assert "text-layout-minilm" in banner and "not by how the page looks" in banner
+        assert "could not be loaded" in banner and "To fix" in banner and "Retry" in banner
+        assert "text-layout-minilm" in banner and "not by how they look" in banner
+        assert "huggingface-cli" not in banner
+        assert _banner(demo.model_status)[3]["visible"] is True  # the retry button
         assert _banner(demo.model_status)[1]["visible"] is True  # the "continue with" button
         # A few KB against a 1 KB limit: gradio_client refuses before sending (the page does the same).
         with pytest.raises((AppError, ValueError), match="maximum file size"):
@@ -287,11 +322,11 @@ def test_importing_app_is_cheap():
     assert out.stdout.strip() == "[]"
 
 
-def test_search_filters_by_document(app, indexed, corpus_dir):
+def test_search_filters_by_document(app, indexed, sample_docs):
     """The Search tab's document filter is the /search API's fourth parameter (ids; empty: all)."""
     client, engine, _ = app
     if len(engine.list_documents()) < 2:
-        client.predict([handle_file(str(corpus_dir / "pdfs" / OTHER_PDF))], api_name="/add_documents")
+        client.predict([handle_file(str(sample_docs / "pdfs" / OTHER_PDF))], api_name="/add_documents")
     docs = engine.list_documents()
     chosen = docs[-1].id
     _, _, hits, _ = client.predict("canvas drawing", "full", 10, [chosen], api_name="/search")

@@ -37,7 +37,7 @@ EXIT_ERROR = 1
 
 def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.ArgumentParser:
     parser.add_argument("--store", type=Path, default=default, help="SQLite store file (default: $VDR_DATA_DIR/vdr.sqlite)")
-    parser.add_argument("--model", default=default, help="checkpoint (hub id or folder) or encoder name (default: $VDR_MODEL)")
+    parser.add_argument("--model", default=default, help="checkpoint (hub id or folder) or encoder name (default: $VDR_MODEL, else the store's own model)")
     parser.add_argument("--device", default=default, help="auto, cpu, cuda, mps (default: $VDR_DEVICE or auto)")
     parser.add_argument("--index", default=default, choices=("memory", "qdrant"),
                         help="search index: memory or qdrant (default: $VDR_INDEX or memory)")
@@ -139,6 +139,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["store_path"] = args.store
     if getattr(args, "model", None):
         overrides["model"] = args.model
+        overrides["model_given"] = True
     if getattr(args, "device", None):
         overrides["device"] = args.device
     if getattr(args, "index", None):

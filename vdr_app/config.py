@@ -65,6 +65,8 @@ class Settings:
             (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
             quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
             collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
+        model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
+            not, a store that already holds vectors is opened with its own model.
     """
 
     model: str = DEFAULT_MODEL
@@ -96,6 +98,7 @@ class Settings:
     qdrant_quantization: str = ""
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
+    model_given: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -123,6 +126,7 @@ class Settings:
         port_name = "VDR_PORT" if env.get("VDR_PORT", "").strip() else "PORT"
         return cls(
             model=read.text("VDR_MODEL", defaults.model),
+            model_given=bool(env.get("VDR_MODEL", "").strip()),
             data_dir=read.path("VDR_DATA_DIR", defaults.data_dir, must_be="dir"),
             device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
             store_path=store,

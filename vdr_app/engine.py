@@ -25,7 +25,8 @@ from . import heatmap
 from . import reduce as reduce_lib
 from .config import Settings
 from .errors import (
-    EncodeError, IndexUnavailableError, InvalidQueryError, InvalidSpecError, NotFoundError, PdfTooLargeError, VdrError,
+    EncodeError, IndexUnavailableError, InvalidQueryError, InvalidSpecError, ModelMismatchError, NotFoundError,
+    PdfError, PdfTooLargeError, VdrError,
 )
 from .index import IndexStatus, SearchIndex, SyncReport, open_index
 from .memory import MemorySummary, summarize
@@ -35,6 +36,14 @@ from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
 from .types import PageEmbedding, Progress, QueryEmbedding, Reduction, SearchHit, log_progress, scaled_progress
 
 log = logging.getLogger(__name__)
+
+
+def expected_model_id(model: str) -> str:
+    """The model id an encoder loaded from `model` records in the store (without loading it): a
+    local folder's absolute path, else the hub id or encoder name as given."""
+    text = (model or "").strip()
+    path = Path(text).expanduser()
+    return str(path.resolve()) if text and path.is_dir() else text
 
 
 @dataclass
@@ -93,6 +102,32 @@ class Explanation:
     tokens: list[int]  # indices of the query tokens worth a map (see heatmap.content_tokens)
 
 
+def _phase(progress: Progress, name: str, phase: str, n_pages: int | None = None) -> Progress:
+    """A Progress that words a step's callbacks as "NAME: PHASE page i/n".
+
+    Rendering reports "rendered page i/n" after each page; encoders report after each batch. For
+    encoding, the page named is the next one being worked on. Messages naming OCR pass through
+    (OCR takes seconds a page: the user should see it is running).
+    """
+
+    def report(fraction: float, message: str) -> None:
+        if "OCR" in message or "reading the text" in message:
+            progress(fraction, f"{name}: {message}")
+            return
+        if n_pages:
+            page = min(n_pages, int(round(fraction * n_pages)) + (1 if fraction < 1 else 0))
+            progress(fraction, f"{name}: {phase} page {max(page, 1)}/{n_pages}")
+            return
+        words = message.rsplit("page ", 1)
+        progress(fraction, f"{name}: {phase} page {words[1]}" if len(words) == 2 else f"{name}: {phase}")
+
+    return report
+
+
+def _prefixed(progress: Progress, prefix: str) -> Progress:
+    return lambda fraction, message: progress(fraction, prefix + message)
+
+
 class Engine:
     """Index PDFs, keep views, search.
 
@@ -121,12 +156,24 @@ class Engine:
         # SQLite is written first, the index second; see vdr_app.index for what happens when the
         # second step fails (the document stays stored and is reported pending).
         self.index = index or open_index(self.settings, self.store)
+        self._load_error: Exception | None = None
+        stored = self.store.model_id
+        if encoder is None and stored and not self.settings.model_given and stored != self.settings.model:
+            # No model asked for: the store's own model is the one that can search it.
+            log.info("no model given: using the store's model %s", stored)
+            self.settings = dataclasses.replace(self.settings, model=stored)
 
     # -- model ------------------------------------------------------------------------------------
 
     @property
     def encoder(self) -> Encoder:
-        """The encoder, loaded on first use (raises ModelLoadError with what to do)."""
+        """The encoder, loaded on first use (raises ModelLoadError with what to do).
+
+        A model the store was not built with is refused before loading (ModelMismatchError), and
+        a failed load is remembered: later calls raise the same error at once instead of trying
+        again (a hub id without network costs ~20 s of retries) until `retry_model` or
+        `set_model`.
+        """
         if self._model_owner is not None:
             return self._model_owner.encoder
         if self._encoder is None:
@@ -134,9 +181,16 @@ class Engine:
 
             with self._encode_lock:
                 if self._encoder is None:
-                    self._encoder = load_encoder(
-                        self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
-                    )
+                    if self._load_error is not None:
+                        raise self._load_error
+                    try:
+                        self.check_store_model()
+                        self._encoder = load_encoder(
+                            self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
+                        )
+                    except Exception as error:
+                        self._load_error = error
+                        raise
         return self._encoder
 
     @property
@@ -152,14 +206,38 @@ class Engine:
         other._encode_lock = self._encode_lock
         return other
 
+    @property
+    def model_error(self) -> str:
+        """The remembered load failure ('' when none)."""
+        error = self._load_error
+        if error is None:
+            return ""
+        return str(error) if isinstance(error, VdrError) else f"{type(error).__name__}: {error}"
+
+    def check_store_model(self) -> None:
+        """Refuse at once (ModelMismatchError, one line) a model the store was not built with."""
+        stored = self.store.model_id
+        wanted = expected_model_id(self.settings.model)
+        if stored and wanted != stored:
+            raise ModelMismatchError(
+                f"this store holds vectors of '{stored}', not '{self.settings.model}': "
+                f"leave the model unset to use the store's, or use another store (--store PATH / VDR_DATA_DIR)"
+            )
+
+    def retry_model(self) -> None:
+        """Forget a failed load, so the next use tries to load the model again."""
+        with self._encode_lock:
+            self._load_error = None
+
     def set_model(self, model: str) -> None:
         """Use another checkpoint or encoder name from now on (loaded lazily like the first).
 
         The web app offers this when the configured checkpoint cannot be loaded.
         """
         with self._encode_lock:
-            self.settings = dataclasses.replace(self.settings, model=model)
+            self.settings = dataclasses.replace(self.settings, model=model, model_given=True)
             self._encoder = None
+            self._load_error = None
 
     # -- documents --------------------------------------------------------------------------------
 
@@ -167,7 +245,8 @@ class Engine:
         """Render, encode, reduce for every stored view, and store one PDF in one transaction.
 
         Adding bytes already stored is a no-op (returns `added=False`). Bad files raise a PdfError
-        before anything is encoded or written.
+        before anything is encoded or written. Progress names the phase: "NAME: reading page
+        i/n", "loading the model", "encoding page i/n" (or "OCR page i/n"), "computing N views".
         """
         progress = progress or log_progress
         name = Path(name).name
@@ -178,21 +257,31 @@ class Engine:
             progress(1.0, f"{name}: already indexed")
             n_pages = next((d.n_pages for d in self.store.list_documents() if d.id == existing), 0)
             return AddResult(doc_id=existing, added=False, n_pages=n_pages)
-        pages = render_pdf(data, name, self.limits, scaled_progress(progress, 0.0, 0.1))
+        if not self.model_loaded:
+            self.check_store_model()  # a model this store cannot take is refused before rendering
+        progress(0.0, f"{name}: reading")
+        pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
+        if not self.model_loaded:
+            progress(0.1, f"{name}: loading the model {self.settings.model}")
         encoder = self.encoder
         self.store.check_model(encoder.model_id, encoder.dim)
+        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
         with self._encode_lock:
+            encoding(0.0, "")
             try:
-                embeddings = encoder.encode_pages(pages, scaled_progress(progress, 0.1, 0.9))
+                embeddings = encoder.encode_pages(pages, encoding)
             except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
                 log.warning("%s: encoding failed", name, exc_info=True)
                 raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
-        progress(0.9, f"{name}: computing {len(self.store.view_specs())} views")
+        specs = self.store.view_specs()
+        if specs:
+            progress(0.9, f"{name}: computing {len(specs)} view{'s' if len(specs) != 1 else ''}")
 
         def reduce_view(spec: str) -> list[Reduction]:
             return [reduce_lib.reduce_page(e, spec) for e in embeddings]
 
-        views = {spec: reduce_view(spec) for spec in self.store.view_specs()}
+        views = {spec: reduce_view(spec) for spec in specs}
+        progress(0.97, f"{name}: saving")
         # A view stored meanwhile (another process, a racing view add) is computed inside the
         # store's transaction, so the document never lands with a view missing its pages.
         result = self.store.add_document(
@@ -207,39 +296,62 @@ class Engine:
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
-    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
-        """Add several PDFs, all or none: every file is checked before any is encoded, and if a later
-        file fails (in the encoder, say), the files this call already added are taken out again."""
-        progress = progress or log_progress
-        files = [Path(p) for p in paths]
-        for path in files:
+    def check_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, bytes | None, str]]:
+        """Read and check every file without encoding: (path, bytes or None, error message or '')."""
+        out = []
+        for path in (Path(p) for p in paths):
             if not path.is_file():
-                raise NotFoundError(f"{path.name}: no such file")
+                out.append((path, None, f"{path.name}: no such file"))
+                continue
             size = path.stat().st_size  # before reading: a 2 GB file is refused without loading it
             if size > self.limits.max_bytes:
-                raise PdfTooLargeError(
-                    f"{path.name}: {size / 1e6:.1f} MB exceeds the upload limit of {self.limits.max_bytes / 1e6:.1f} MB"
-                )
-        datas = [path.read_bytes() for path in files]
-        for path, data in zip(files, datas):
-            inspect_pdf(data, path.name, self.limits)
+                out.append((path, None, f"{path.name}: {size / 1e6:.1f} MB exceeds the upload limit of "
+                                        f"{self.limits.max_bytes / 1e6:.1f} MB"))
+                continue
+            data = path.read_bytes()
+            try:
+                inspect_pdf(data, path.name, self.limits)
+            except PdfError as error:
+                out.append((path, data, str(error)))
+            else:
+                out.append((path, data, ""))
+        return out
+
+    def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
+        """Add several PDFs, all or none. Every file is checked before any is encoded, so one bad
+        file changes nothing (the error names every bad file, one per line); if a later file fails
+        in the encoder, the files this call already added are taken out again."""
+        progress = progress or log_progress
+        files = [Path(p) for p in paths]
+        progress(0.0, f"reading {len(files)} file{'s' if len(files) != 1 else ''}")
+        checked = self.check_files(files)
+        missing = [error for _, data, error in checked if data is None and "no such file" in error]
+        if missing:
+            raise NotFoundError("\n".join(missing))
+        bad = [error for _, _, error in checked if error]
+        if len(bad) == 1:  # too large (never read) or refused by inspection
+            too_large = any(data is None and error for _, data, error in checked)
+            raise (PdfTooLargeError if too_large else PdfError)(bad[0])
+        if bad:
+            raise PdfError(f"{len(bad)} of {len(files)} files cannot be indexed; nothing was added:\n" + "\n".join(bad))
         results: list[AddResult] = []
         try:
-            for i, (path, data) in enumerate(zip(files, datas)):
+            for i, (path, data, _) in enumerate(checked):
                 sub = scaled_progress(progress, i / len(files), (i + 1) / len(files))
+                if len(files) > 1:
+                    sub = _prefixed(sub, f"file {i + 1}/{len(files)} · ")
                 results.append(self.add_pdf(data, path.name, sub))
         except BaseException as error:
-            added = [(path.name, r.doc_id) for path, r in zip(files, results) if r.added]
+            added = [(path.name, r.doc_id) for (path, _, _), r in zip(checked, results) if r.added]
             for _, doc_id in reversed(added):
                 self.store.delete_document(doc_id)
                 try:
                     self.index.remove_document(doc_id)
                 except VdrError:  # stale index pages are skipped by search; `index sync` removes them
                     log.warning("document %d taken out of the store; its index pages are pending removal", doc_id)
-            if added:
-                if isinstance(error, VdrError):
-                    names = ", ".join(n for n, _ in added)
-                    raise type(error)(f"{error}; nothing was added ({names} taken out again)") from error
+            if added and isinstance(error, VdrError):
+                names = ", ".join(n for n, _ in added)
+                raise type(error)(f"{error}; nothing was added ({names} taken out again)") from error
             raise
         return results
 

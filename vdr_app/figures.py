@@ -31,12 +31,23 @@ HEAT_SCALE = [
     [0.7, "rgba(240,59,32,0.6)"],
     [1.0, "rgba(165,0,38,0.8)"],
 ]
-PRUNED_COLOUR = "rgba(40,44,52,0.78)"
-KEPT_EDGE = "rgba(34,139,34,0.9)"
+# Attention: a sequential map whose every value is visible (the lowest cells a pale wash), dark
+# enough at the top to read at a glance, translucent enough to read the words under it.
+ATTENTION_SCALE = [
+    [0.0, "rgba(255,255,204,0.30)"],
+    [0.25, "rgba(254,217,118,0.45)"],
+    [0.5, "rgba(253,141,60,0.55)"],
+    [0.75, "rgba(227,26,28,0.60)"],
+    [1.0, "rgba(128,0,38,0.68)"],
+]
+PRUNED_COLOUR = "rgba(100,116,139,0.42)"  # a translucent grey wash: the words stay readable
+KEPT_EDGE = "rgba(21,128,61,0.95)"
+GROUP_EDGE = "rgba(15,23,42,0.85)"
+HIGHLIGHT_EDGE = "#facc15"
 GROUP_PALETTE = [
-    "rgba(31,119,180,0.55)", "rgba(255,127,14,0.55)", "rgba(44,160,44,0.55)", "rgba(214,39,40,0.55)",
-    "rgba(148,103,189,0.55)", "rgba(140,86,75,0.55)", "rgba(227,119,194,0.55)", "rgba(188,189,34,0.55)",
-    "rgba(23,190,207,0.55)", "rgba(127,127,127,0.55)",
+    "rgba(31,119,180,0.30)", "rgba(255,127,14,0.30)", "rgba(44,160,44,0.30)", "rgba(214,39,40,0.30)",
+    "rgba(148,103,189,0.30)", "rgba(140,86,75,0.30)", "rgba(227,119,194,0.30)", "rgba(188,189,34,0.30)",
+    "rgba(23,190,207,0.30)", "rgba(127,127,127,0.30)",
 ]  # fmt: skip
 _BINS = 10  # colour bins for free-form boxes
 
@@ -76,8 +87,9 @@ def page_background(image: Image.Image, max_side: int = 1000, quality: int = 80)
 
 @dataclass
 class _Layer:
-    """One per-patch layer of a panel. kind: "scale" (0-1 values on HEAT_SCALE), "mask" (one
-    colour where finite), "category" (palette index >= 0) or "hover" (transparent, carries text)."""
+    """One per-patch layer of a panel. kind: "scale" (0-1 values on `scale`), "mask" (one
+    colour where finite), "category" (palette index >= 0), "outline" (lines around every group of
+    equal labels >= 0) or "hover" (transparent, carries text and `custom` per patch)."""
 
     kind: str
     values: np.ndarray  # (n,) over all patches of the page; NaN / -1 = not drawn
@@ -85,9 +97,13 @@ class _Layer:
     colour: str = ""
     text: list[str] | None = None
     colorbar_title: str | None = None
+    scale: list | None = None  # colour scale of a "scale" layer (HEAT_SCALE by default)
+    width: float = 1.5  # line width of an "outline" layer
+    custom: np.ndarray | None = None  # (n,) int per patch carried by a "hover" layer (group ids)
 
 
-def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, with_bar: bool) -> dict:
+def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, with_bar: bool,
+                   bar_at: tuple[float, float] = (0.0, 1.0)) -> dict:
     """One layer over one regular region, as a heatmap trace (dict) placed on the page's pixels."""
     width, height = bg.width, bg.height
     dx = (grid.x1 - grid.x0) * width / grid.cols
@@ -101,10 +117,9 @@ def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, 
         name=layer.name, showscale=False, hoverinfo="skip", xgap=0, ygap=0,
     )  # fmt: skip
     if layer.kind == "scale":
-        kw.update(colorscale=HEAT_SCALE, zmin=0.0, zmax=1.0, showscale=with_bar)
-        if with_bar:
-            kw["colorbar"] = dict(title=dict(text=layer.colorbar_title or "", side="right"), thickness=12, len=0.6,
-                                  x=1.01)
+        kw.update(colorscale=layer.scale or HEAT_SCALE, zmin=0.0, zmax=1.0, showscale=with_bar)
+        if with_bar:  # horizontal, under its own panel (a bar at the far right would sit by the other one)
+            kw["colorbar"] = _colorbar(layer, bar_at)
     elif layer.kind == "mask":
         kw.update(colorscale=[[0, layer.colour], [1, layer.colour]], zmin=0, zmax=1,
                   z=np.where(np.isnan(z), np.nan, 1.0))
@@ -121,6 +136,10 @@ def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, 
         kw.update(z=np.where(np.isnan(z), np.nan, 0.0), colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
                   text=text, hoverinfo="text", hovertemplate="%{text}<extra></extra>")
         kw.pop("hoverinfo")
+        if layer.custom is not None:  # group ids, read by the page's group highlighter
+            custom = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
+            custom[grid.cells_rc[:, 0], grid.cells_rc[:, 1]] = np.asarray(layer.custom)[grid.members]
+            kw["customdata"] = custom
     return kw
 
 
@@ -132,11 +151,22 @@ def _box_traces(layer: _Layer, members: np.ndarray, boxes: np.ndarray, bg: PageB
     if layer.kind == "hover":
         cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
         text = [layer.text[i] for i in members.tolist()] if layer.text else None
-        return [dict(type="scatter", x=cx, y=cy, mode="markers", marker=dict(size=6, opacity=0), text=text,
-                     hovertemplate="%{text}<extra></extra>", showlegend=False)]
+        trace = dict(type="scatter", x=cx, y=cy, mode="markers", marker=dict(size=6, opacity=0), text=text,
+                     hovertemplate="%{text}<extra></extra>", showlegend=False)
+        if layer.custom is not None:
+            trace["customdata"] = np.asarray(layer.custom)[members]
+        return [trace]
+    if layer.kind == "outline":
+        sel = b[np.asarray(values)[members] >= 0]
+        xs, ys = [], []
+        for x0, y0, x1, y1 in sel.tolist():
+            xs += [x0, x1, x1, x0, x0, None]
+            ys += [y0, y0, y1, y1, y0, None]
+        return [dict(type="scatter", x=xs, y=ys, mode="lines", line=dict(color=layer.colour, width=layer.width),
+                     hoverinfo="skip", showlegend=False, name=layer.name)] if xs else []
     if layer.kind == "scale":
         bins = np.where(np.isfinite(values), np.minimum((np.nan_to_num(values) * _BINS).astype(int), _BINS - 1), -1)
-        colours = [_scale_colour((i + 0.5) / _BINS) for i in range(_BINS)]
+        colours = [_scale_colour((i + 0.5) / _BINS, layer.scale or HEAT_SCALE) for i in range(_BINS)]
     elif layer.kind == "mask":
         bins = np.where(np.isfinite(values), 0, -1)
         colours = [layer.colour]
@@ -158,22 +188,50 @@ def _box_traces(layer: _Layer, members: np.ndarray, boxes: np.ndarray, bg: PageB
     return traces
 
 
-def _scale_colour(t: float) -> str:
-    """The HEAT_SCALE colour at t in [0, 1] (for binned drawing)."""
-    for (t0, c0), (t1, c1) in zip(HEAT_SCALE, HEAT_SCALE[1:]):
+def _colorbar(layer: _Layer, at: tuple[float, float]) -> dict:
+    """A thin horizontal colour bar under the panel spanning `at` (paper x domain)."""
+    return dict(title=dict(text=layer.colorbar_title or "", side="right"), orientation="h", thickness=10,
+                len=0.6 * (at[1] - at[0]), lenmode="fraction", x=(at[0] + at[1]) / 2, xanchor="center", y=-0.01,
+                yanchor="top", tickvals=[0, 0.5, 1], ticktext=["low", "", "high"])
+
+
+def _outline_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground) -> dict | None:
+    """Lines along every edge where the layer's labels change (group outlines), one trace."""
+    segments, _ = heatmap.boundary_segments(grid, layer.values)
+    if not len(segments):
+        return None
+    return dict(type="scatter", mode="lines", hoverinfo="skip", showlegend=False, name=layer.name,
+                line=dict(color=layer.colour, width=layer.width), **_polyline(segments, bg))
+
+
+def _polyline(segments: np.ndarray, bg: PageBackground) -> dict:
+    """x and y lists (page pixels, None between segments) of (s, 4) segments in 0-1 coordinates."""
+    px = np.asarray(segments, dtype=np.float64) * np.array([bg.width, bg.height, bg.width, bg.height])
+    xs = np.full((len(px), 3), np.nan)
+    ys = np.full((len(px), 3), np.nan)
+    xs[:, 0], xs[:, 1], ys[:, 0], ys[:, 1] = px[:, 0], px[:, 2], px[:, 1], px[:, 3]
+    as_list = lambda a: [None if np.isnan(v) else round(float(v), 1) for v in a.ravel()]  # noqa: E731
+    return dict(x=as_list(xs), y=as_list(ys))
+
+
+def _scale_colour(t: float, scale: list | None = None) -> str:
+    """The colour of a colour scale (HEAT_SCALE by default) at t in [0, 1] (for binned drawing)."""
+    scale = scale or HEAT_SCALE
+    for (t0, c0), (t1, c1) in zip(scale, scale[1:]):
         if t <= t1:
             a = (t - t0) / (t1 - t0)
             v0 = np.array([float(x) for x in c0[5:-1].split(",")])
             v1 = np.array([float(x) for x in c1[5:-1].split(",")])
             r, g, b, alpha = v0 + a * (v1 - v0)
             return f"rgba({r:.0f},{g:.0f},{b:.0f},{alpha:.2f})"
-    return HEAT_SCALE[-1][1]
+    return scale[-1][1]
 
 
-def _legend_entry(name: str, colour: str) -> dict:
+def _legend_entry(name: str, colour: str, edge: str = "#555") -> dict:
     """A legend-only square marker (plotly heatmaps have no legend symbol of their own)."""
+    width = 1 if edge == "#555" else 2.5
     return dict(type="scatter", x=[None], y=[None], mode="markers", name=name, showlegend=True, hoverinfo="skip",
-                marker=dict(symbol="square", size=13, color=colour, line=dict(width=1, color="#555")))
+                marker=dict(symbol="square", size=13, color=colour, line=dict(width=width, color=edge)))
 
 
 def _domains(weights: list[float], spacing: float) -> list[tuple[float, float]]:
@@ -193,12 +251,17 @@ def _page_figure(
     cells: np.ndarray,
     panels: list[tuple[str, list[_Layer]]],
     title: str,
-    legend: list[tuple[str, str]] = (),
+    legend: list[tuple[str, ...]] = (),
     height: int | None = None,
-    width_hint: int = 900,
+    width_hint: int = 1300,
+    highlight: dict | None = None,
 ) -> go.Figure:
     """Lay out panels side by side, each the page image with its layers over region 0; other
     regions (colSmol's global thumbnail) go to a narrow column of small panels on the right.
+
+    `highlight` ({group id: {"x": [...], "y": [...]}} outlines in page pixels) goes into
+    `layout.meta` with the main panels' axes, for the page's script that outlines the group
+    under the mouse on every panel.
 
     The figure is assembled as plain dicts and wrapped without plotly's per-property validation:
     validating ~20 traces and axes costs ~50-100 ms, most of an Explore redraw.
@@ -209,7 +272,7 @@ def _page_figure(
     side = [g for g in grids if g not in main]
     n_main, n_side = len(panels), len(side) * len(panels)
     widths = [1.0] * n_main + ([0.42 if n_main > 1 else 0.3] if side else [])
-    columns = _domains(widths, 0.03)
+    columns = _domains(widths, 0.025)
     side_rows = list(reversed(_domains([1.0] * n_side, 0.08))) if side else []  # top to bottom
 
     # (x domain, y domain, title, font size, grid, layers) per subplot
@@ -221,39 +284,58 @@ def _page_figure(
     data: list[dict] = []
     layout: dict = dict(annotations=[])
     first_scale = True
+    main_axes = []
     for i, (xd, yd, name, size, grid, layers) in enumerate(cells_, start=1):
         suffix = "" if i == 1 else str(i)
         xref, yref = f"x{suffix}", f"y{suffix}"
         layout[f"xaxis{suffix}"] = dict(domain=list(xd), anchor=yref, visible=False, range=[0, bg.width],
                                         constrain="domain")
         layout[f"yaxis{suffix}"] = dict(domain=list(yd), anchor=xref, visible=False, range=[bg.height, 0],
-                                        constrain="domain", scaleanchor=xref)
+                                        constrain="domain", constraintoward="top", scaleanchor=xref)
         layout["annotations"].append(dict(text=name, x=(xd[0] + xd[1]) / 2, y=yd[1], xref="paper", yref="paper",
                                           xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=size)))
+        if grid in main:
+            main_axes.append([xref, yref])
         traces = [dict(type="image", source=bg.source, x0=0.5, y0=0.5, hoverinfo="skip")]
         for layer in layers:
-            if grid.regular:
-                traces.append(_heatmap_trace(layer, grid, bg, with_bar=first_scale and layer.kind == "scale"))
-                first_scale = first_scale and layer.kind != "scale"
+            with_bar = first_scale and layer.kind == "scale" and grid in main
+            if layer.kind == "outline" and grid.regular:
+                outline = _outline_trace(layer, grid, bg)
+                traces.extend([outline] if outline else [])
+            elif grid.regular:
+                traces.append(_heatmap_trace(layer, grid, bg, with_bar=with_bar, bar_at=xd))
             else:
                 traces.extend(_box_traces(layer, grid.members, boxes, bg))
+                if with_bar:  # free-form boxes are binned scatter fills: an invisible heatmap carries the bar
+                    traces.append(dict(type="heatmap", z=[[0.0, 1.0]], x=[None, None], y=[None, None],
+                                       colorscale=layer.scale or HEAT_SCALE, zmin=0.0, zmax=1.0, showscale=True,
+                                       hoverinfo="skip", colorbar=_colorbar(layer, xd), opacity=0))
+            first_scale = first_scale and not with_bar
         for trace in traces:
             trace.update(xaxis=xref, yaxis=yref)
         data.extend(traces)
-    data.extend(_legend_entry(name, colour) for name, colour in legend)
+    if highlight:
+        # The trace the page's script fills with the outline of the group under the mouse.
+        for xref, yref in main_axes:
+            data.append(dict(type="scatter", x=[], y=[], mode="lines", name="highlighted group", showlegend=False,
+                             hoverinfo="skip", line=dict(color=HIGHLIGHT_EDGE, width=4), xaxis=xref, yaxis=yref))
+        layout["meta"] = dict(vdr_highlight=dict(axes=main_axes, groups=highlight))
+    data.extend(_legend_entry(*entry) for entry in legend)
 
+    top, bottom = 92, (48 if not first_scale else 12)
     if height is None:
         # Fit the page's aspect: panels are as wide as the plot allows, so pick the height that
         # fills them instead of leaving bands above and below (width_hint: the usual plot width).
-        panel_width = width_hint * 0.94 / (n_main + (widths[-1] if side else 0.0))
-        height = int(min(max(panel_width * bg.height / max(bg.width, 1) + 110, 380), 900))
+        panel_width = width_hint * 0.96 / (n_main + (widths[-1] if side else 0.0))
+        height = int(min(max(panel_width * bg.height / max(bg.width, 1) + top + bottom, 380), 1000))
     layout.update(
-        title=dict(text=title, x=0.01, font=dict(size=15)),
+        title=dict(text=title, x=0.01, y=0.995, yref="container", yanchor="top", font=dict(size=15)),
         height=height,
-        margin=dict(l=10, r=10, t=60, b=10),
+        margin=dict(l=8, r=8, t=top, b=bottom),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        legend=dict(orientation="h", yanchor="bottom", y=-0.06, x=0.0),
+        legend=dict(orientation="h", yanchor="top", y=1.0, yref="container", x=0.99, xanchor="right",
+                    font=dict(size=12), bgcolor="rgba(255,255,255,0)"),
         hovermode="closest",
         showlegend=bool(legend),
     )
@@ -278,12 +360,15 @@ def exploration_figure(
     title: str = "",
     merging: bool = False,
     height: int | None = None,
+    attention_label: str = "final-token attention",
 ) -> go.Figure:
     """The Explore view: the model's attention, and what a reduction kept, pruned or merged.
 
-    Left panel: final-token attention per patch (robustly scaled to 0-1; transparent where low).
-    Right panel: pruned patches dimmed; for merging strategies every patch tinted with the colour
-    of the group it merged into (touching groups get different colours).
+    Left panel: attention per patch as a colour map (robustly scaled to 0-1).
+    Right panel: pruned patches under a translucent grey wash (the words stay readable), kept
+    patches outlined in green; for merging strategies every group outlined and tinted (touching
+    groups get different tints), and the group under the mouse outlined on both panels by the
+    page's script (`layout.meta.vdr_highlight`). The legend names only what is on the page.
 
     Args:
         bg: the page (from `page_background`).
@@ -292,8 +377,10 @@ def exploration_figure(
         groups: int (n,) `Reduction.groups` (-1 pruned).
         attention: float (n,) or None when the encoder gives none.
         title: figure title.
-        merging: colour patches by group (otherwise kept patches are left clear).
-        height: pixels; None fits the page's aspect to a ~900 px wide plot.
+        merging: outline and tint patches by group (otherwise kept patches are outlined as one).
+        height: pixels; None fits the page's aspect to a ~1300 px wide plot.
+        attention_label: what the attention is, as the left panel's title (e.g. a text
+            encoder's "[CLS] attention").
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = groups.shape[0]
@@ -304,21 +391,62 @@ def exploration_figure(
         att_text = [f"attention {a:.3g}" for a in att.tolist()]
     else:
         heat, att_text = np.full(n, np.nan, np.float32), ["attention: not given by this encoder"] * n
-    fate = [("pruned" if g < 0 else f"merged into vector {g} with {s - 1} other patches" if s > 1
+    fate = [("pruned" if g < 0 else f"group {g}: merged with {s - 1} other patches into one vector" if s > 1
              else f"kept as vector {g}") for g, s in zip(groups.tolist(), sizes.tolist())]
     hover = _patch_labels(cells, [att_text, fate])
+    any_pruned = bool((groups < 0).any())
+    any_kept = bool((groups >= 0).any())
     pruned = np.where(groups < 0, 1.0, np.nan)
-    att_name = "final-token attention" if attention is not None else "attention (not available)"
-    left = [_Layer("scale", heat, att_name, colorbar_title="attention"), _Layer("hover", heat, text=hover)]
+    att_name = attention_label if attention is not None else "attention (not available)"
+    left = [_Layer("scale", heat, att_name, colorbar_title="attention", scale=ATTENTION_SCALE),
+            _Layer("hover", heat, text=hover, custom=groups if merging else None)]
     right: list[_Layer] = []
-    legend = [("pruned (dimmed)", PRUNED_COLOUR)]
+    legend: list[tuple[str, ...]] = []
+    highlight = None
     if merging:
         right.append(_Layer("category", heatmap.colour_groups(groups, cells, len(GROUP_PALETTE)), "merged groups"))
-        legend.append(("merged: colour = group", GROUP_PALETTE[0]))
-    right.append(_Layer("mask", pruned, "pruned", colour=PRUNED_COLOUR))
-    right.append(_Layer("hover", heat, text=hover))
-    decision = "merged groups / pruned" if merging else "kept / pruned"
-    return _page_figure(bg, boxes, cells, [(att_name, left), (decision, right)], title, legend, height)
+        right.append(_Layer("outline", groups, "group outlines", colour=GROUP_EDGE, width=1.2))
+        n_groups = len(np.unique(groups[groups >= 0]))
+        legend.append((f"{n_groups} merged groups (outlined; hover to highlight one)", GROUP_PALETTE[0], GROUP_EDGE))
+        highlight = _group_outlines(bg, boxes, cells, groups)
+    elif any_pruned and any_kept:
+        right.append(_Layer("outline", np.where(groups >= 0, 0, -1), "kept", colour=KEPT_EDGE, width=2.0))
+        legend.append(("kept (outlined)", "rgba(255,255,255,0)", KEPT_EDGE))
+    if any_pruned:
+        right.append(_Layer("mask", pruned, "pruned", colour=PRUNED_COLOUR))
+        legend.append(("pruned (grey wash)", PRUNED_COLOUR))
+    right.append(_Layer("hover", heat, text=hover, custom=groups if merging else None))
+    if merging:
+        decision = "merged groups" + (" / pruned" if any_pruned else "")
+    elif any_pruned:
+        decision = "kept / pruned"
+    else:
+        decision = "every patch kept"
+    return _page_figure(bg, boxes, cells, [(att_name, left), (decision, right)], title, legend, height,
+                        highlight=highlight)
+
+
+def _group_outlines(bg: PageBackground, boxes: np.ndarray, cells: np.ndarray, groups: np.ndarray) -> dict:
+    """{group id (str): {"x": [...], "y": [...]}}: each group's outline on the page, in pixels."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    per_group: dict[int, list[np.ndarray]] = {}
+    for grid in heatmap.region_grids(boxes, cells):
+        if grid.region != 0:
+            continue
+        if grid.regular:
+            segments, sides = heatmap.boundary_segments(grid, groups)
+            for side in (0, 1):
+                for g in np.unique(sides[:, side]).tolist():
+                    if g >= 0:
+                        per_group.setdefault(g, []).append(segments[sides[:, side] == g])
+        else:  # free-form boxes: each member's rectangle
+            for i in grid.members.tolist():
+                g = int(groups[i])
+                if g >= 0:
+                    x0, y0, x1, y1 = boxes[i]
+                    per_group.setdefault(g, []).append(
+                        np.array([[x0, y0, x1, y0], [x1, y0, x1, y1], [x1, y1, x0, y1], [x0, y1, x0, y0]]))
+    return {str(g): _polyline(np.concatenate(parts), bg) for g, parts in per_group.items()}
 
 
 def similarity_figure(

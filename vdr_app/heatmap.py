@@ -338,3 +338,72 @@ def robust_normalise(values: np.ndarray, upper_percentile: float = 99.0) -> np.n
         return normalise(values)
     high = float(np.percentile(values[finite], upper_percentile))
     return normalise(np.where(finite, np.minimum(values, high), np.nan))
+
+
+def boundary_segments(grid: RegionGrid, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cell edges of a regular region where the label changes: the outlines of every group.
+
+    Each edge between two grid cells (or between a cell and the outside) is returned when the
+    labels on its two sides differ and at least one side is a group (label >= 0). Cells without a
+    patch, and patches labelled < 0 (pruned), are outside every group.
+
+    Args:
+        grid: a regular region (`RegionGrid.regular`).
+        labels: int (n,) over all patches of the page: a group id >= 0, or < 0 for none.
+
+    Returns:
+        segments float (s, 4) as (x0, y0, x1, y1) in 0-1 page coordinates, and sides int (s, 2):
+        the labels on both sides of each segment (-1 for none).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    lab = np.full((grid.rows + 2, grid.cols + 2), -1, dtype=np.int64)  # padded with "none"
+    own = np.where(labels[grid.members] >= 0, labels[grid.members], -1)
+    lab[grid.cells_rc[:, 0] + 1, grid.cells_rc[:, 1] + 1] = own
+    dx = (grid.x1 - grid.x0) / grid.cols
+    dy = (grid.y1 - grid.y0) / grid.rows
+    # Horizontal edges: between row r-1 and row r (r = 0..rows), for columns 0..cols-1.
+    above, below = lab[:-1, 1:-1], lab[1:, 1:-1]  # (rows + 1, cols)
+    r, c = np.nonzero((above != below) & ((above >= 0) | (below >= 0)))
+    horizontal = np.stack([grid.x0 + c * dx, grid.y0 + r * dy, grid.x0 + (c + 1) * dx, grid.y0 + r * dy], axis=1)
+    h_sides = np.stack([above[r, c], below[r, c]], axis=1)
+    # Vertical edges: between column c-1 and column c, for rows 0..rows-1.
+    left, right = lab[1:-1, :-1], lab[1:-1, 1:]  # (rows, cols + 1)
+    r, c = np.nonzero((left != right) & ((left >= 0) | (right >= 0)))
+    vertical = np.stack([grid.x0 + c * dx, grid.y0 + r * dy, grid.x0 + c * dx, grid.y0 + (r + 1) * dy], axis=1)
+    v_sides = np.stack([left[r, c], right[r, c]], axis=1)
+    segments = np.concatenate([horizontal, vertical]).reshape(-1, 4).astype(np.float64)
+    sides = np.concatenate([h_sides, v_sides]).reshape(-1, 2).astype(np.int64)
+    return segments, sides
+
+
+def query_words(tokens: list[str], indices: list[int]) -> list[tuple[str, list[int]]]:
+    """Group sub-word query tokens into the words a person typed.
+
+    WordPiece marks a continuation with "##" ("hi", "##gh" -> "high"); byte-level BPE and
+    SentencePiece mark a word's *start* with "Ġ" / "▁", so in a query that uses those markers a
+    token without one continues the previous word. Only tokens in `indices` (the content tokens)
+    are grouped; a word never spans a dropped token.
+
+    Args:
+        tokens: the q token strings of the query.
+        indices: increasing indices of the content tokens (see `content_tokens`).
+
+    Returns:
+        (word, token indices) pairs in query order.
+    """
+    marked = any(str(t).startswith(("Ġ", "▁")) for t in tokens)
+    words: list[tuple[str, list[int]]] = []
+    previous = None
+    for i in indices:
+        token = str(tokens[i])
+        continues = previous is not None and previous == i - 1 and (
+            token.startswith("##") or (marked and not token.startswith(("Ġ", "▁", "Ċ")))
+        )
+        piece = token[2:] if token.startswith("##") else display_token(token)
+        if continues:
+            word, members = words[-1]
+            words[-1] = (word + piece, members + [i])
+        else:
+            words.append((piece, [i]))
+        previous = i
+    return words

@@ -140,7 +140,7 @@ def offline_message(repo_id: str, what: str = "checkpoint") -> str:
     return (
         f"{what} {repo_id!r} is not in the local Hugging Face cache and {why}. "
         f"To use it: connect to the internet once (it is cached on first use); or pre-download it "
-        f"with `huggingface-cli download {repo_id}`; or set VDR_MODEL to a local checkpoint "
+        f"with `hf download {repo_id}`; or set VDR_MODEL to a local checkpoint "
         f"folder; or write a tiny offline test model with `python -m vdr_app make-tiny-model DIR` "
         f"and set VDR_MODEL=DIR; or use the offline encoder `text-layout-minilm`."
     )
@@ -180,7 +180,7 @@ def _hub_config(repo_id: str, what: str) -> tuple[str, Path] | None:
         except RepositoryNotFoundError as error:
             raise ModelLoadError(
                 f"{what} {repo_id!r} does not exist on the Hugging Face hub (or it is private or "
-                "gated: log in with `huggingface-cli login`)"
+                "gated: log in with `hf auth login`)"
             ) from error
         except HfHubHTTPError as error:
             raise ModelLoadError(f"could not fetch {name} of {repo_id!r}: {error}") from error

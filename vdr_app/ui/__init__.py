@@ -38,19 +38,36 @@ def _header() -> str:
 
 
 def _banner(status: ModelStatus):
-    """Banner text, fallback button visibility, and whether the timer keeps polling."""
+    """Banner text, fallback and retry button visibility, and whether the timer keeps polling."""
     return (
         access.redact(status.markdown()),
         gr.update(visible=status.state == FAILED and bool(status.fallback),
                   value=f"Continue with {status.fallback} (text-layout retriever, not visual)"),
         gr.Timer(active=status.state == LOADING),
+        gr.update(visible=status.state == FAILED),
     )
 
 
 def _use_fallback(status: ModelStatus):
+    """Switch to the fallback encoder (a text-layout retriever) and load it in the background.
+
+    Returns:
+        model_status: the banner text (Markdown).
+    """
     access.require("switch the model for everyone")
     status.use_fallback()
-    return _banner(status)
+    return status.markdown()
+
+
+def _retry_model(status: ModelStatus):
+    """Try loading the configured model again (a failed load is otherwise remembered).
+
+    Returns:
+        model_status: the banner text (Markdown).
+    """
+    access.require("retry loading the model for everyone")
+    status.retry()
+    return status.markdown()
 
 
 def _end_session() -> None:
@@ -102,13 +119,18 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     settings = engine.settings
     app_access, engine, pages = _session_objects(engine, settings)
     cache_s = int(settings.cache_minutes * 60)
-    with access.building(app_access), gr.Blocks(title=TITLE, delete_cache=(cache_s, cache_s)) as demo:
+    with access.building(app_access), gr.Blocks(title=TITLE, delete_cache=(cache_s, cache_s), fill_width=True) as demo:
         gr.HTML(_header())
         if settings.mode in _MODE_NOTES:
             gr.Markdown(_MODE_NOTES[settings.mode], elem_id="mode-note")
-        with gr.Row(elem_id="model-banner"):
-            banner = gr.Markdown(status.markdown(), elem_id="model-status")
-            fallback = gr.Button(visible=False, variant="secondary", scale=0, min_width=260, elem_id="use-fallback")
+        with gr.Column(elem_id="model-banner"):
+            banner = gr.Markdown(status.markdown(), elem_id="model-status", label="model_status")
+            # Below the text, on the left: error toasts appear top right and must not cover them.
+            with gr.Row(elem_id="model-actions"):
+                retry = gr.Button("Retry loading the model", visible=False, size="sm", scale=0, min_width=200,
+                                  elem_id="retry-model")
+                fallback = gr.Button(visible=False, variant="secondary", size="sm", scale=0, min_width=260,
+                                     elem_id="use-fallback")
         timer = gr.Timer(1.5, active=status.state == LOADING)
         with gr.Tabs():
             with gr.Tab("Library", id="library"):
@@ -120,10 +142,14 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
             with gr.Tab("Lab", id="lab"):
                 build_lab_tab(engine)
 
-        banner_outputs = [banner, fallback, timer]
+        banner_outputs = [banner, fallback, timer, retry]
         timer.tick(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
-        fallback.click(bind(_use_fallback, status), None, banner_outputs, api_name="use_fallback")
+        buttons = lambda: _banner(status)[1:]  # noqa: E731
+        fallback.click(bind(_use_fallback, status), None, [banner], api_name="use_fallback").then(
+            buttons, None, banner_outputs[1:], api_name="banner_after_fallback", api_visibility="undocumented")
+        retry.click(bind(_retry_model, status), None, [banner], api_name="retry_model").then(
+            buttons, None, banner_outputs[1:], api_name="banner_after_retry", api_visibility="undocumented")
 
         documents = bind(explore.document_choices, engine)
         search_documents = bind(search.document_filter_choices, engine)
@@ -147,8 +173,8 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict:
-    """Keyword arguments for `demo.launch`: address, upload limit, styling (Gradio 6 takes css
-    and theme at launch)."""
+    """Keyword arguments for `demo.launch`: address, upload limit, styling and the page script
+    (Gradio 6 takes css, js and theme at launch)."""
     css = ASSETS / "style.css"
     options = dict(
         server_name=settings.host,
@@ -161,6 +187,9 @@ def launch_options(settings: Settings) -> dict:
     )
     if css.is_file():
         options["css_paths"] = [str(css)]
+    script = ASSETS / "highlight.js"
+    if script.is_file():  # Explore: outline the merged group under the mouse
+        options["js"] = script.read_text(encoding="utf-8")
     favicon = ASSETS / "logo.svg"
     if favicon.is_file():
         options["favicon_path"] = str(favicon)

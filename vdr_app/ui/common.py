@@ -71,8 +71,15 @@ def _error_title(error: VdrError) -> str:
 
 
 def bind(fn: Callable, *args: Any) -> Callable:
-    """fn with its leading arguments (the engine, caches) bound, errors translated."""
-    return user_errors(functools.partial(fn, *args))
+    """fn with its leading arguments (the engine, caches) bound, errors translated.
+
+    The result keeps fn's name and docstring, which Gradio shows as the endpoint's description on
+    the API page (a bare partial would show "partial(func, *args, **keywords)").
+    """
+    bound = functools.partial(fn, *args)
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(bound, attribute, getattr(fn, attribute, None))
+    return user_errors(bound)
 
 
 def progress_adapter(progress: gr.Progress) -> Callable[[float, str], None]:

@@ -46,6 +46,26 @@ def _number(value) -> str:
     return str(value)
 
 
+def attention_label(ex) -> str:
+    """What the page's attention is, in words true to the encoder that made it."""
+    if ex.embedding.attention is None:
+        return "attention (not given by this encoder)"
+    if "text_source" in (ex.page.info or {}) or "text_source" in ex.embedding.info:  # text-layout: MiniLM's [CLS]
+        return "[CLS] attention to each text cell (MiniLM, not a visual model)"
+    return "final-token attention to each patch"
+
+
+def _nominal_keep(spec: str) -> float | None:
+    """The share of patches a spec asks to keep ("factor=9" -> 1/9, "keep=0.5" -> 0.5), or None."""
+    params = dict(part.split("=", 1) for part in spec.partition(":")[2].split(",") if "=" in part)
+    try:
+        if "factor" in params:
+            return 1.0 / float(params["factor"])
+        return float(params["keep"]) if "keep" in params else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def summary(ex) -> tuple[str, dict]:
     """Markdown for people and a dict for API clients: vectors and bytes before -> after."""
     emb, red = ex.embedding, ex.reduction
@@ -55,22 +75,30 @@ def summary(ex) -> tuple[str, dict]:
     facts = {k: v for k, v in red.info.items() if k not in _STANDARD_INFO}
     pruned = int((red.groups < 0).sum())
     regions = sorted(set(emb.cells[:, 0].tolist())) if n else []
-    lines = [
-        f"**{ex.page.doc_name} · page {ex.page.page_number}**  ",
-        f"view `{ex.spec}` ({ex.kind})",
-        "",
-        f"- vectors: **{ex.full_vectors} → {ex.view_vectors}** ({n} → {kept} image patches, + {m} other tokens)",
-        f"- memory: **{format_bytes(ex.full_bytes)} → {format_bytes(ex.view_bytes)}** (float16)",
-        f"- ratio: **{ratio:.3f}**" + (f" ({1 / ratio:.1f}× smaller)" if ratio > 0 else ""),
-        f"- pruned: {pruned} of {n} patches",
+    smaller = f" ({1 / ratio:.1f}× smaller)" if ratio > 0 else ""
+    stats = [
+        f"vectors **{ex.full_vectors} → {ex.view_vectors}** ({n} → {kept} image patches, + {m} other tokens)",
+        f"memory **{format_bytes(ex.full_bytes)} → {format_bytes(ex.view_bytes)}**{smaller}",
+        f"ratio **{ratio:.3f}**",
+        f"pruned {pruned} of {n}",
     ]
-    if facts:
-        lines += [f"- {k}: **{_number(v)}**" for k, v in facts.items()]
+    stats += [f"{k} **{_number(v)}**" for k, v in facts.items()]
+    lines = [
+        f"**{ex.page.doc_name} · page {ex.page.page_number}** · view `{ex.spec}` ({ex.kind})",
+        "",
+        " · ".join(stats),
+    ]
+    nominal = _nominal_keep(ex.spec)
+    if ex.kind == "merging" and nominal and n and kept > 1.25 * max(1, int(n * nominal)):
+        realised = n / max(kept, 1)
+        lines += ["", (f"_Asked for 1 vector per {1 / nominal:.0f} patches; this page realises **{realised:.1f}×**. "
+                       f"`{red.info.get('strategy', ex.spec.split(':')[0])}` merges fixed blocks of neighbouring "
+                       "cells, and only cells that hold a patch count: on a sparse page (text-layout cells exist "
+                       "only where there is text) most blocks are partial, so they merge fewer patches._")]
     if len(regions) > 1:
         extra_tokens = int((emb.cells[:, 0] > 0).sum())
-        lines.append("")
-        lines.append(f"_The {extra_tokens} global-thumbnail tokens of this model are drawn in the small panels on the "
-                     "right, not over the page._")
+        lines += ["", f"_The {extra_tokens} global-thumbnail tokens of this model are drawn in the small panels on "
+                      "the right, not over the page._"]
     details = dict(
         page_id=ex.page.id, doc_name=ex.page.doc_name, page_number=ex.page.page_number, spec=ex.spec, kind=ex.kind,
         patches_before=n, patches_after=kept, extra_tokens=m, vectors_before=ex.full_vectors,
@@ -82,7 +110,18 @@ def summary(ex) -> tuple[str, dict]:
 
 
 def explore(engine, pages: PageImages, page_id, spec):
-    """Figure, summary and details for one page under one view spec."""
+    """One page under one view: what the reduction kept, pruned or merged, over the attention.
+
+    Args:
+        page_id: the page's id (from /search hits or the Library).
+        spec: a view spec, e.g. "docpruner:k=-0.25", "cluster:factor=9" or "full".
+
+    Returns:
+        figure: the page with the attention map and the reduction's decision (plotly).
+        summary: vectors and bytes before and after, as Markdown.
+        details: the same as data: patches_before/after, vectors_before/after, bytes_before/after,
+            ratio, pruned, info (the strategy's own facts, e.g. DocPruner's threshold).
+    """
     if page_id is None or page_id == "":
         return figures.message_figure("Add a PDF in the Library tab, then pick a document and a page."), "", {}
     ex = engine.explore(int(page_id), spec or FULL)
@@ -92,7 +131,7 @@ def explore(engine, pages: PageImages, page_id, spec):
         return figures.message_figure(f"{title}: this page has no patches to draw"), text, details
     fig = figures.exploration_figure(
         pages.background(ex.page.id), ex.embedding.boxes, ex.embedding.cells, ex.reduction.groups,
-        ex.embedding.attention, title=title, merging=ex.kind == "merging",
+        ex.embedding.attention, title=title, merging=ex.kind == "merging", attention_label=attention_label(ex),
     )
     return fig, text, details
 
@@ -102,16 +141,22 @@ def build(engine, pages: PageImages) -> ExploreTab:
     strategies = engine.strategies()
     names = [s["name"] for s in strategies]
     default = "docpruner" if "docpruner" in names else next((n for n in names if n != "identity"), FULL)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=260):
-            document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc")
-            page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page")
-            controls = view_controls(strategies, default, include_full=True, prefix="explore")
-            numbers = gr.Markdown(elem_id="explore-numbers")
-            with gr.Accordion("details (JSON)", open=False):
-                details = gr.JSON(label="exploration")
-        with gr.Column(scale=4):
-            plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
+    # Controls in one row above the page, so the page gets the whole width.
+    with gr.Row(equal_height=True, elem_id="explore-controls"):
+        document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc", scale=3,
+                               min_width=320)
+        page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page", scale=1,
+                           min_width=120)
+        controls = view_controls(strategies, default, include_full=True, prefix="explore")
+        for component, scale in ((controls.strategy, 2), (controls.keep, 2), (controls.factor, 2), (controls.k, 2),
+                                 (controls.spec, 2)):
+            component.scale, component.min_width = scale, 200
+    numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
+    plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
+    gr.Markdown("_Hover a merged group to outline it on both panels (click to keep it outlined). Drag on the page "
+                "to zoom in; double-click to zoom out._", elem_id="explore-hint")
+    with gr.Accordion("details (JSON)", open=False):
+        details = gr.JSON(label="exploration")
 
     outputs = [plot, numbers, details]
     run = bind(explore, engine, pages)

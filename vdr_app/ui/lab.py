@@ -9,7 +9,7 @@ The work is `run_lab` (plain Python, no gradio); `build_lab_tab(engine)` only la
 and wires events, each with an api_name so gradio_client can drive it:
 
     /lab_views   () -> the view choices (stored views + the sweep grid)
-    /lab_run     (views, sweep, queries, labels_file) -> (figure, table, json_file, summary)
+    /lab_run     (views, sweep, queries, labels_file, keep_views) -> (figure, table, json_file, summary)
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def run_lab(
     labels_path: str | Path | None,
     progress: Callable[[float, str], None] | None = None,
     out_dir: str | Path | None = None,
+    keep_views: bool = False,
 ):
     """Evaluate the chosen views and return what the tab shows.
 
@@ -91,6 +92,8 @@ def run_lab(
         labels_path: a JSON-lines label file naming stored documents, or None.
         progress: progress(fraction, message).
         out_dir: where the JSON export is written (a fresh temp folder by default).
+        keep_views: keep the views computed for this evaluation in the store; by default they are
+            removed afterwards (a stored view is computed again for every later upload).
 
     Returns:
         (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
@@ -109,7 +112,14 @@ def run_lab(
     specs = list(views or []) + (sweep_specs() if sweep else [])
     if not specs:
         raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
-    evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True)
+    stored_before = set(engine.store.view_specs())
+    try:
+        evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True)
+    finally:
+        added = [v for v in engine.store.view_specs() if v not in stored_before]
+        if not keep_views:
+            for spec in added:
+                engine.delete_view(spec)
     y, y_title = curve_metric(evaluation)
     data = evaluation.as_dict()
     figure = retention_figure(data["views"], y=y, y_title=y_title)
@@ -117,16 +127,26 @@ def run_lab(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "evaluation.json"
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    summary = _summary(evaluation)
+    labelled = {label.query.strip() for label in labels}
+    summary = _summary(evaluation, len(labels), len({q for q in queries if q.strip() not in labelled}))
+    if added:
+        summary += (f" {len(added)} new view{'s were' if len(added) != 1 else ' was'} computed for this run and "
+                    + ("**kept in the store**." if keep_views else
+                       "removed again (tick *keep the evaluated views* to store them)."))
     return figure, results_table(evaluation), str(path), summary
 
 
-def _summary(evaluation: Evaluation) -> str:
+def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0) -> str:
     evaluated = [v for v in evaluation.views[1:] if not v.skipped]
     skipped = [v for v in evaluation.views if v.skipped]
+    sources = []
+    if n_labels:
+        sources.append(f"{n_labels} labelled from the file (all metrics)")
+    if n_typed:
+        sources.append(f"{n_typed} typed in the box (fidelity only)")
     text = (f"**{len(evaluated)} views** against the full index on {evaluation.pages} pages of "
             f"{evaluation.documents} documents, {len(evaluation.queries)} queries "
-            f"({evaluation.labelled} labelled).")
+            f"({'; '.join(sources) if sources else f'{evaluation.labelled} labelled'}).")
     if evaluation.labelled:
         full = evaluation.full.metrics
         text += (f" Full index: nDCG@5 {full['ndcg@5']:.3f}, recall@1 {full['recall@1']:.3f}, "
@@ -158,16 +178,19 @@ def build_lab_tab(engine) -> dict:
             )
             with gr.Row():
                 sweep = gr.Checkbox(label=f"default sweep ({len(sweep_specs())} views)", value=False)
+                keep = gr.Checkbox(label="keep the evaluated views in the store", value=False,
+                                   info="off: views computed for this run are removed afterwards")
                 refresh = gr.Button("↻ views", size="sm")
         with gr.Column(scale=2):
             queries = gr.Textbox(label="Queries, one per line", lines=5,
-                                 placeholder="revenue by region in 2023\nwho signed the contract?")
+                                 placeholder="revenue by region in 2023\nwho signed the contract?",
+                                 info="used together with a label file: these add fidelity, the file's add every metric")
             labels = gr.File(label="Label file (optional, .jsonl)", file_types=[".jsonl", ".json", ".txt"],
                              type="filepath")
     run = gr.Button("Run evaluation", variant="primary")
     summary = gr.Markdown()
     plot = gr.Plot(label="Retention vs memory")
-    table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True)
+    table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="lab-table")
     export = gr.File(label="Export (JSON, every figure)", interactive=False)
 
     @user_errors  # the call's session and mode (public-demo: the visitor's own library)
@@ -175,16 +198,32 @@ def build_lab_tab(engine) -> dict:
         return gr.Dropdown(choices=view_choices(engine))
 
     @user_errors
-    def on_run(view_list, use_sweep, query_text, labels_file, progress=gr.Progress()):
+    def on_run(view_list, use_sweep, query_text, labels_file, keep_views, progress=gr.Progress()):
+        """Evaluate views against the full index: retention (with a label file) and fidelity.
+
+        Args:
+            view_list: view specs to evaluate.
+            use_sweep: add the default sweep grid.
+            query_text: queries, one per line (fidelity; combined with the label file's queries).
+            labels_file: JSON-lines label file, or None.
+            keep_views: keep the views computed for this run in the store.
+
+        Returns:
+            curve: the retention (or fidelity) vs memory figure.
+            table: one row per view.
+            export: every figure as a JSON file.
+            summary: what was evaluated, as Markdown.
+        """
         access.require("run evaluations (they save views)")
         try:
-            return run_lab(engine, view_list, use_sweep, query_text, labels_file,
-                           progress=lambda f, m: progress(f, desc=m))
+            figure, frame, path, text = run_lab(engine, view_list, use_sweep, query_text, labels_file,
+                                                progress=lambda f, m: progress(f, desc=m), keep_views=keep_views)
         except VdrError as error:
             raise gr.Error(str(error)) from error
+        return figure, frame, path, text
 
     refresh.click(on_refresh, outputs=views, api_name="lab_views")
-    run.click(on_run, inputs=[views, sweep, queries, labels], outputs=[plot, table, export, summary],
+    run.click(on_run, inputs=[views, sweep, queries, labels, keep], outputs=[plot, table, export, summary],
               api_name="lab_run")
-    return dict(views=views, sweep=sweep, refresh=refresh, queries=queries, labels=labels, run=run,
+    return dict(views=views, sweep=sweep, keep=keep, refresh=refresh, queries=queries, labels=labels, run=run,
                 summary=summary, plot=plot, table=table, export=export)

@@ -34,32 +34,86 @@ def _paths(files) -> list[str]:
     return [str(f if isinstance(f, (str, Path)) else getattr(f, "path", None) or f.name) for f in items]
 
 
-def add_documents(engine, pages: PageImages, files, progress=gr.Progress()) -> str:
-    """Index the uploaded PDFs (all checked before any is encoded; the same bytes twice: no-op)."""
+def add_documents(engine, pages: PageImages, files, progress=gr.Progress()):
+    """Index PDFs. Every file is checked before any is encoded: if one cannot be read, nothing is
+    added and every bad file is named. The same bytes twice are skipped (already in the library).
+
+    Args:
+        files: the PDF files.
+
+    Returns:
+        status: what happened, per file (Markdown).
+        result: the same as data: documents [{file, doc_id, pages, added}], skipped [{file, reason}],
+            pages_indexed (pages newly encoded).
+        files: the upload box, cleared once the files are indexed.
+    """
     access.require("add documents")
     paths = _paths(files)
     if not paths:
         raise gr.Error("choose one or more PDF files first", title="Nothing to index")
+    progress(0.0, desc=f"reading {len(paths)} file{'s' if len(paths) != 1 else ''}")
+    bad = [(path, error) for path, data, error in engine.check_files(paths) if error]
+    if bad:
+        skipped = [dict(file=path.name, reason=error) for path, error in bad]
+        lines = [f"**Nothing was indexed:** {len(bad)} of {len(paths)} files cannot be read. "
+                 "Remove them from the box and click **Index PDFs** again."]
+        lines += [f"- **{path.name}**: {error}" for path, error in bad]
+        gr.Warning(f"{len(bad)} file{'s' if len(bad) != 1 else ''} cannot be read: nothing was indexed", title="Bad file")
+        return "\n".join(lines), dict(documents=[], skipped=skipped, pages_indexed=0), gr.update()
     results = engine.add_files(paths, progress=progress_adapter(progress))
     pages.clear()
-    lines = []
+    lines, documents, skipped = [], [], []
     for path, result in zip(paths, results):
-        state = "indexed" if result.added else "already in the library"
-        lines.append(f"- **{Path(path).name}**: {result.n_pages} pages {state} (document {result.doc_id})")
-        blank, reason = engine.pages_without_text(result.doc_id)
-        if blank:
-            lines.append(f"  - no text found on page(s) {', '.join(map(str, blank))}" + (f": {reason}" if reason else ""))
-    return "\n".join(lines)
+        name = Path(path).name
+        documents.append(dict(file=name, doc_id=result.doc_id, pages=result.n_pages, added=result.added))
+        if result.added:
+            lines.append(f"- **{name}**: {result.n_pages} pages indexed (document {result.doc_id})")
+            blank, reason = engine.pages_without_text(result.doc_id)
+            if blank:
+                lines.append(f"  - no text found on page(s) {', '.join(map(str, blank))}" + (f": {reason}" if reason else ""))
+        else:
+            skipped.append(dict(file=name, reason=f"already in the library (document {result.doc_id})"))
+            lines.append(f"- **{name}**: already in the library (document {result.doc_id}), skipped")
+    data = dict(documents=documents, skipped=skipped,
+                pages_indexed=sum(d["pages"] for d in documents if d["added"]))
+    return "\n".join(lines), data, None
 
 
-def delete_document(engine, pages: PageImages, doc) -> str:
-    """Delete a document (id or file name) and everything derived from it."""
+def confirm_delete(engine, doc):
+    """The confirmation row for deleting a document, naming it (shown before anything is deleted)."""
+    if doc is None or str(doc).strip() == "":
+        raise gr.Error("pick a document to delete", title="Nothing selected")
+    row = next((d for d in engine.list_documents() if str(d.id) == str(doc) or d.name == str(doc)), None)
+    if row is None:
+        raise gr.Error(f"no document {doc!r} in the library", title="Not found")
+    text = (f"Delete **{row.name}** ({row.n_pages} pages, {format_bytes(row.vector_bytes)} of vectors, and its "
+            "pages in every view)? This cannot be undone.")
+    return gr.update(visible=True), text
+
+
+def delete_document(engine, pages: PageImages, doc):
+    """Delete a document (id or file name) and everything derived from it.
+
+    Args:
+        doc: the document's id or file name.
+
+    Returns:
+        status: what was deleted (Markdown).
+        result: the same as data: deleted {doc_id, name, pages}.
+        files: the upload box, cleared (so a deleted file is not re-added by the next click).
+        confirm: the confirmation row, hidden.
+    """
     access.require("delete documents")
     if doc is None or str(doc).strip() == "":
         raise gr.Error("pick a document to delete", title="Nothing selected")
+    before = {d.id: d for d in engine.list_documents()}
     doc_id = engine.delete_document(doc)
     pages.clear()
-    return f"Deleted document {doc_id}."
+    row = before.get(doc_id)
+    name, n_pages = (row.name, row.n_pages) if row else (str(doc), 0)
+    data = dict(deleted=dict(doc_id=doc_id, name=name, pages=n_pages))
+    counted = f"{n_pages} page" + ("" if n_pages == 1 else "s")
+    return f"Deleted **{name}** (document {doc_id}, {counted}).", data, None, gr.update(visible=False)
 
 
 def delete_view(engine, spec) -> str:
@@ -122,11 +176,17 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
             files = gr.File(file_count="multiple", file_types=[".pdf"], type="filepath",
                             label=f"PDF files (up to {max_upload_mb:g} MB each)", elem_id="upload")
             index_btn = gr.Button("Index PDFs", variant="primary", elem_id="index-btn")
-            status = gr.Markdown(elem_id="library-status")
+            status = gr.Markdown("_Progress and results of indexing appear here._", elem_id="library-status",
+                                 label="status")
         with gr.Column(scale=1):
             totals = gr.Markdown(elem_id="library-totals")
             doc_choice = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="delete-doc")
-            delete_btn = gr.Button("Delete document", variant="stop", elem_id="delete-btn")
+            delete_btn = gr.Button("Delete document…", variant="stop", elem_id="delete-btn")
+            with gr.Group(visible=False, elem_id="delete-confirm") as confirm:
+                confirm_text = gr.Markdown(elem_id="delete-confirm-text")
+                with gr.Row():
+                    confirm_btn = gr.Button("Delete it", variant="stop", size="sm", elem_id="delete-confirm-btn")
+                    cancel_btn = gr.Button("Cancel", size="sm", elem_id="delete-cancel-btn")
     documents = gr.Dataframe(headers=DOC_HEADERS, label="documents", interactive=False, elem_id="documents",
                              wrap=True)
     with gr.Accordion("Memory by view", open=True):
@@ -134,14 +194,24 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
         with gr.Row():
             view_choice = gr.Dropdown([], label="stored view", allow_custom_value=True, elem_id="delete-view")
             delete_view_btn = gr.Button("Delete view", elem_id="delete-view-btn")
+    with gr.Accordion("last result (JSON)", open=False):
+        result = gr.JSON(label="result", elem_id="library-result")
 
     outputs = [documents, totals, views, doc_choice, view_choice]
+    # Clear the old result first, so the progress bar is drawn over an empty box from the click on.
     upload_event = index_btn.click(
-        bind(add_documents, engine, pages), [files], [status], api_name="add_documents",
-        concurrency_limit=1, concurrency_id="encode",
+        lambda: "_Indexing…_", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
+    ).then(
+        bind(add_documents, engine, pages), [files], [status, result, files], api_name="add_documents",
+        concurrency_limit=1, concurrency_id="encode", show_progress="full",
     ).success(bind(refresh, engine), None, outputs, api_name="library", api_visibility="undocumented")
-    delete_event = delete_btn.click(
-        bind(delete_document, engine, pages), [doc_choice], [status], api_name="delete_document",
+    delete_btn.click(bind(confirm_delete, engine), [doc_choice], [confirm, confirm_text], queue=False,
+                     api_name="confirm_delete", api_visibility="undocumented")
+    cancel_btn.click(lambda: gr.update(visible=False), None, [confirm], queue=False, api_name="cancel_delete",
+                     api_visibility="undocumented")
+    delete_event = confirm_btn.click(
+        bind(delete_document, engine, pages), [doc_choice], [status, result, files, confirm],
+        api_name="delete_document",
     ).success(bind(refresh, engine), None, outputs, api_name="library_after_delete", api_visibility="undocumented")
     delete_view_btn.click(bind(delete_view, engine), [view_choice], [status], api_name="delete_view").success(
         bind(refresh, engine), None, outputs, api_name="library_after_view_delete", api_visibility="undocumented"

@@ -24,8 +24,8 @@ class ModelStatus:
     def __init__(self, engine):
         self.engine = engine
         self._lock = threading.Lock()
-        self.state = READY if engine.model_loaded else LOADING
-        self.error = ""
+        self.state = READY if engine.model_loaded else (FAILED if engine.model_error else LOADING)
+        self.error = engine.model_error
         self.model = engine.settings.model
         self._thread: threading.Thread | None = None
 
@@ -55,6 +55,11 @@ class ModelStatus:
         else:
             with self._lock:
                 self.state = READY
+
+    def retry(self) -> None:
+        """Forget the failed load and try the configured model again (in the background)."""
+        self.engine.retry_model()
+        self.start()
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -100,19 +105,20 @@ class ModelStatus:
             return f"**Model:** `{encoder.model_id}` ({encoder.family}, {encoder.dim}-d vectors) · ready"
         if self.state == LOADING:
             return f"**Loading model** `{self.model}` … the Library and Explore tabs work meanwhile."
-        lines = [
-            f"### The model `{self.model}` could not be loaded",
-            f"> {self.error}",
-            "",
-            (
-                "**What to do:** set `VDR_MODEL` to a checkpoint that is in the local Hugging Face cache "
-                "(or a local folder), or allow network access to the Hub, then restart the app. "
-                "Already indexed documents can still be explored."
-            ),
-        ]
+        first = self.error.split(". ")[0].strip().rstrip(".")
+        lines = [f"**The model `{self.model}` could not be loaded:** {first}."]
+        fix = "**To fix:** "
+        if _looks_like_hub_id(self.model) and not self.error.startswith("this store holds"):
+            fix += f"`hf download {self.model}` on a machine with network, or "
+        fix += "set `VDR_MODEL` to a local checkpoint folder, then **Retry**."
         if self.fallback:
-            lines.append(
-                f"Or continue with **`{self.fallback}`**, an offline *text-layout* retriever: it ranks pages by "
-                "their text (PDF text layer / OCR) and its layout, **not by how the page looks**."
-            )
-        return "\n".join(lines)
+            fix += f" Or continue with `{self.fallback}`, which ranks pages by their text and its layout, not by how they look."
+        lines.append(fix)
+        if first.rstrip(".") != self.error.strip().rstrip("."):
+            lines.append(f"<details><summary>full message</summary>\n\n{self.error}\n\n</details>")
+        return "\n\n".join(lines)
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = str(model).split("/")
+    return len(parts) == 2 and all(parts) and not str(model).startswith((".", "/", "~"))

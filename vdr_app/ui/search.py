@@ -4,6 +4,7 @@ differs from the full one, and open a result to see which patches matched which 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -13,6 +14,9 @@ from . import access
 from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
 
 
+_SCROLL_TO_MAP = "() => document.getElementById('search-map')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
+
+
 @dataclass
 class SearchTab:
     query: gr.Textbox
@@ -20,14 +24,32 @@ class SearchTab:
     documents: gr.Dropdown  # document filter; refreshed by the app after uploads and deletes
 
 
-def _caption(hit: dict) -> str:
-    return f"{hit['rank']}. {hit['doc_name']} · p. {hit['page_number']} · {hit['score']:.3f}"
+SCORE_NOTE = (
+    "_Score = MaxSim: each query token's best cosine similarity with any vector of the page, summed over "
+    "the query's tokens, so a query of n tokens scores at most n. Compare scores within one query only._"
+)
+MAP_PROMPT = "Click a result to see which parts of the page matched each word of the query."
+
+
+def _caption(hit: dict, width: int = 18) -> str:
+    """"document · p. N · score", the document's name shortened so the page and score stay visible."""
+    name = Path(hit["doc_name"]).stem
+    name = name if len(name) <= width else name[: width - 1] + "…"
+    return f"{name} · p. {hit['page_number']} · {hit['score']:.2f}"
+
+
+def results_markdown(hits: list[dict]) -> str:
+    """The hits as a compact list: rank, document, page, score."""
+    lines = ["| # | document | page | score |", "|---:|---|---:|---:|"]
+    lines += [f"| {h['rank']} | {h['doc_name']} | {h['page_number']} | {h['score']:.3f} |" for h in hits]
+    return "\n".join(lines)
 
 
 def comparison_markdown(comparison, spec: str, k: int) -> str:
     """How the view's top-k differs from the full index's top-k."""
     if spec == FULL:
-        return f"Ranked over the **full index** (top {k}). Pick a view to compare a reduced index with it."
+        return (f"Ranked over the **full index** (top {k}). Pick a view to compare a reduced index with it.\n\n"
+                + results_markdown([h.as_dict() for h in comparison.view]))
     full_ids = {h.page_id for h in comparison.full}
     view_ids = {h.page_id for h in comparison.view}
     dropped = [h for h in comparison.full if h.page_id not in view_ids]
@@ -63,19 +85,34 @@ def document_filter_choices(engine, current=None):
 
 
 def search(engine, pages: PageImages, query, spec, k, docs=None):
-    """Gallery of the view's hits, the comparison with the full index, and the hits as data.
+    """Rank pages for a query by MaxSim over the full index or a view, and compare with the full index.
 
-    `docs`: document ids (or names) to search within; empty or None for every document."""
+    Args:
+        query: the question or keywords.
+        spec: "full" or a view spec such as "cluster:factor=9" (computed and stored on first use).
+        k: how many pages to return.
+        docs: document ids (or names) to search within; empty or None for every document.
+
+    Returns:
+        results: the result pages as a gallery, captioned "document · p. N · score".
+        comparison: the ranked list, and for a view how its top k differs from the full index's (Markdown).
+        hits: the results as data: rank, score, doc_id, doc_name, page_id, page_number.
+        page_id: cleared (a new search clears the previous similarity map).
+        similarity_map: a prompt to click a result.
+        token: cleared.
+        token_info: cleared.
+    """
     k = int(k or 5)
     if access.mode() == "shared" and not engine.store.has_view(engine.canonical_view(spec or FULL)):
         access.require("save a new view")  # searching a view stores it for everyone
     comparison = engine.compare(query, k=k, view=spec or FULL, docs=list(docs) if docs else None)
     spec = engine.canonical_view(spec)
     hits = [h.as_dict() for h in comparison.view]
+    cleared = (None, figures.message_figure(MAP_PROMPT), gr.update(choices=[], value=None), "")
     if not hits:
-        return [], "No pages indexed yet: add PDFs in the Library tab.", [], None
+        return [], "No pages indexed yet: add PDFs in the Library tab.", [], *cleared
     gallery = [(pages.thumbnail(h["page_id"]), _caption(h)) for h in hits]
-    return gallery, comparison_markdown(comparison, spec, k), hits, None
+    return gallery, comparison_markdown(comparison, spec, k) + "\n\n" + SCORE_NOTE, hits, *cleared
 
 
 def select_result(hits, evt: gr.SelectData):
@@ -87,35 +124,53 @@ def select_result(hits, evt: gr.SelectData):
 
 
 def explain(engine, pages: PageImages, query, page_id, spec, token):
-    """The similarity map of one query token over a result page (for a view: mapped back through
-    its groups), with the token choices; the default token is the one matching this page best."""
+    """Which patches of a result page matched one word of the query (for a view: mapped back through its groups).
+
+    Args:
+        query: the query text.
+        page_id: the page (a hit's page_id).
+        spec: "full" or the view spec searched.
+        token: index of the query token (a word's first token, from the returned choices); empty for the
+            word that matches this page best.
+
+    Returns:
+        similarity_map: the word's similarity to every patch, over the page (plotly).
+        token: the words of the query as (word, token index) choices, and the one shown.
+        token_info: the word and its best similarity, as Markdown.
+    """
     if page_id is None or page_id == "":
-        return figures.message_figure("Search, then click a result to see which patches matched."), gr.update(), ""
+        return figures.message_figure(MAP_PROMPT), gr.update(), ""
     ex = engine.explain(query, int(page_id), spec or FULL)
     if ex.maps.shape[1] == 0:
         return figures.message_figure("This page has no patches to draw."), gr.update(choices=[], value=None), ""
     tokens = ex.query.tokens or [str(i) for i in range(len(ex.query.vectors))]
-    choices = [(f"{heatmap.display_token(tokens[i])} (#{i})", i) for i in ex.tokens]
-    # Best match per token, -inf where the view pruned every patch the token could see.
-    peaks = np.where(np.isfinite(ex.maps), ex.maps, -np.inf).max(axis=1)  # (q,)
-    best = max(ex.tokens, key=lambda i: peaks[i])
-    index = int(token) if token is not None and token != "" and int(token) in ex.tokens else best
-    label = heatmap.display_token(tokens[index])
+    words = heatmap.query_words(tokens, ex.tokens)
+    # A word's map: the best of its sub-word tokens on each patch (NaN stays NaN where pruned).
+    maps = [np.fmax.reduce(ex.maps[members], axis=0) for _, members in words]
+    peaks = [float(np.max(np.where(np.isfinite(m), m, -np.inf))) for m in maps]
+    choices = [(word, members[0]) for word, members in words]
+    chosen = int(token) if token is not None and token != "" else None
+    index = next((w for w, (_, members) in enumerate(words) if chosen in members), None)
+    if index is None:
+        index = int(np.argmax(peaks))
+    word = words[index][0]
     title = f"{ex.page.doc_name} · page {ex.page.page_number} · {ex.spec}"
     fig = figures.similarity_figure(pages.background(ex.page.id), ex.embedding.boxes, ex.embedding.cells,
-                                    ex.maps[index], label, title=title)
-    pruned = int((~np.isfinite(ex.maps[index])).sum())
-    text = f"token **“{label}”**: best patch similarity {peaks[index]:.3f}"
+                                    maps[index], word, title=title)
+    pruned = int((~np.isfinite(maps[index])).sum())
+    text = f"word **“{word}”**: best patch similarity {peaks[index]:.3f}"
+    if len(words[index][1]) > 1:
+        text += f" (best of its {len(words[index][1])} tokens)"
     if pruned:
-        text += f" · {pruned} patches pruned in this view (dimmed)"
-    return fig, gr.update(choices=choices, value=index), text
+        text += f" · {pruned} patches pruned in this view (grey)"
+    return fig, gr.update(choices=choices, value=words[index][1][0]), text
 
 
 def build(engine, pages: PageImages) -> SearchTab:
     """Lay out the Search tab and wire its events (call inside `with gr.Tab(...)`)."""
     strategies = engine.strategies()
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=280):
+        with gr.Column(scale=1, min_width=300):
             query = gr.Textbox(label="query", placeholder="e.g. quarterly revenue by region", elem_id="query")
             controls = view_controls(strategies, FULL, include_full=True, prefix="search", label="view")
             k = gr.Slider(1, 50, value=8, step=1, label="top-k")
@@ -125,32 +180,37 @@ def build(engine, pages: PageImages) -> SearchTab:
                                     label="only these documents (empty: all)",
                                     elem_id="search-documents")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-        with gr.Column(scale=3):
-            gallery = gr.Gallery(label="results", columns=5, height=380, object_fit="contain", allow_preview=False,
+        with gr.Column(scale=2, min_width=420):
+            gallery = gr.Gallery(label="results", columns=3, height=440, object_fit="contain", allow_preview=False,
                                  elem_id="results")
-            comparison = gr.Markdown(elem_id="comparison")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=280):
-            page_id = gr.Number(label="selected page id", precision=0, interactive=True, elem_id="selected-page")
-            token = gr.Dropdown([], label="query token", allow_custom_value=True, elem_id="token")
-            token_info = gr.Markdown()
-        with gr.Column(scale=3):
-            plot = gr.Plot(label="similarity map", elem_id="search-plot")
+        with gr.Column(scale=2, min_width=360):
+            comparison = gr.Markdown(elem_id="comparison", label="ranking")
+    with gr.Row(equal_height=False, elem_id="search-map"):
+        with gr.Column(scale=1, min_width=300):
+            # The clicked page, for the API (/explain takes a page id); people click a result instead.
+            page_id = gr.Number(label="page_id", precision=0, visible=False, elem_id="selected-page")
+            token = gr.Dropdown([], label="word of the query", allow_custom_value=True, elem_id="token")
+            token_info = gr.Markdown(elem_id="token-info", label="token_info")
+        with gr.Column(scale=4):
+            plot = gr.Plot(figures.message_figure(MAP_PROMPT), label="similarity map", elem_id="search-plot",
+                           show_label=False)
     with gr.Accordion("results (JSON)", open=False):
         hits = gr.JSON(label="hits")
 
     run = bind(search, engine, pages)
+    explain_outputs = [plot, token, token_info]
     for trigger in (search_btn.click, query.submit):
-        trigger(run, [query, controls.spec, k, documents], [gallery, comparison, hits, page_id],
+        trigger(run, [query, controls.spec, k, documents], [gallery, comparison, hits, page_id, *explain_outputs],
                 api_name="search" if trigger == search_btn.click else "search_submit",
                 api_visibility="public" if trigger == search_btn.click else "undocumented",
                 concurrency_limit=4, concurrency_id="search")
     show = bind(explain, engine, pages)
-    explain_outputs = [plot, token, token_info]
-    gallery.select(select_result, [hits], [page_id], api_name="select_result", api_visibility="undocumented",
-                   queue=False).then(
-        show, [query, page_id, controls.spec, gr.State(None)], explain_outputs, api_name="explain_selected",
-        api_visibility="undocumented")
+    selected = gallery.select(select_result, [hits], [page_id], api_name="select_result",
+                              api_visibility="undocumented", queue=False)
+    selected.then(show, [query, page_id, controls.spec, gr.State(None)], explain_outputs, api_name="explain_selected",
+                  api_visibility="undocumented")
+    selected.then(None, None, None, js=_SCROLL_TO_MAP, api_name="scroll_to_map", api_visibility="undocumented",
+                  queue=False)
     token.input(show, [query, page_id, controls.spec, token], explain_outputs, api_name="explain")
     page_id.submit(show, [query, page_id, controls.spec, gr.State(None)], explain_outputs,
                    api_name="explain_page", api_visibility="undocumented")

@@ -190,7 +190,12 @@ class TextLayoutEncoder(Encoder):
         try:
             for first in range(0, total, self.batch_size):
                 chunk = pages[first:first + self.batch_size]
-                texts = [read_page_text(page, documents, ocr=self.ocr) for page in chunk]
+                texts = []
+                for number, page in enumerate(chunk, start=first + 1):
+                    if progress:
+                        progress((number - 1) / total, f"reading the text of page {number}/{total}")
+                    on_ocr = (lambda n=number: progress((n - 1) / total, f"OCR page {n}/{total}")) if progress else None
+                    texts.append(read_page_text(page, documents, ocr=self.ocr, on_ocr=on_ocr))
                 out.extend(self._encode_texts(chunk, texts))
                 if progress:
                     done = first + len(chunk)

@@ -8,6 +8,7 @@ reason in its info (OCR off, OCR unavailable, nothing read).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ...types import PageImage
 from . import ocr as ocr_module
@@ -30,6 +31,7 @@ def read_page_text(
     documents: PdfDocuments | None = None,
     ocr: bool = True,
     min_text_layer_chars: int = MIN_TEXT_LAYER_CHARS,
+    on_ocr: Callable[[], None] | None = None,
 ) -> PageText:
     """The best text available for a page: its text layer, else OCR of its image, else none.
 
@@ -39,6 +41,7 @@ def read_page_text(
         ocr: whether OCR may run (it is the slow part: seconds per page on a CPU).
         min_text_layer_chars: a text layer with fewer letters/digits counts as missing; OCR
             runs and its result is used if it read more.
+        on_ocr: called just before OCR starts (so progress can say so: it takes seconds).
 
     Returns:
         PageText whose `source` says where the text came from ("none" if nowhere); `info`
@@ -62,6 +65,8 @@ def read_page_text(
     if not ocr:
         info["ocr"] = "off"
         return layer if layer.text else PageText(source=NO_TEXT, info=info)
+    if on_ocr is not None:
+        on_ocr()
     try:
         scanned = ocr_module.ocr_image(page.image)
     except ocr_module.OcrUnavailable as error:  # said once at load; recorded on every page it costs
