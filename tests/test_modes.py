@@ -48,7 +48,7 @@ def pdfs(pdf_factory):
 
 
 def _docs(client: Client) -> set[str]:
-    _, _, hits, _ = client.predict("text", "full", 50, api_name="/search")
+    _, _, hits, *_ = client.predict("text", "full", 50, api_name="/search")
     return {h["doc_name"] for h in hits}
 
 
@@ -116,7 +116,7 @@ def test_shared_mode_needs_a_login_for_the_app_and_its_api(tmp_path, pdfs):
         assert [d.id for d in engine.list_documents()] == [doc]
         # Signed in, the same call deletes.
         client = Client(url, auth=("ada", "secret"), verbose=False)
-        assert client.predict(doc, api_name="/delete_document") == f"Deleted document {doc}."
+        assert client.predict(doc, api_name="/delete_document")[1]["deleted"]["doc_id"] == doc
         assert engine.list_documents() == []
 
 
@@ -137,7 +137,7 @@ def test_shared_mode_handlers_refuse_destructive_actions_without_a_user(tmp_path
     with pytest.raises(gr.Error, match="sign in to delete documents"):
         delete("alice.pdf", anonymous)
     assert len(engine.list_documents()) == 1
-    assert delete("alice.pdf", signed_in).startswith("Deleted document")
+    assert delete("alice.pdf", signed_in)[0].startswith("Deleted **alice.pdf**")
 
 
 def test_local_is_the_default_and_listens_on_loopback(tmp_path):
