@@ -35,12 +35,16 @@ SAMPLE_BAD_FILES = {  # made in code: tests/documents.py
 }
 
 
+def _assert_its_own_clear_error(folder, name, expected):
+    error_type, words = expected[name]
+    with pytest.raises(error_type, match=words) as info:
+        render_pdf((folder / "bad" / name).read_bytes(), name)
+    assert name in str(info.value)
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLE_BAD_FILES))
 def test_each_kind_of_bad_file_gets_its_own_clear_error(sample_docs, name):
-    error_type, words = SAMPLE_BAD_FILES[name]
-    with pytest.raises(error_type, match=words) as info:
-        render_pdf((sample_docs / "bad" / name).read_bytes(), name)
-    assert name in str(info.value)
+    _assert_its_own_clear_error(sample_docs, name, SAMPLE_BAD_FILES)
 
 
 def test_sample_documents_render_with_their_page_counts(sample_docs):
@@ -50,10 +54,7 @@ def test_sample_documents_render_with_their_page_counts(sample_docs):
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_each_bad_corpus_file_gets_its_own_clear_error(corpus_dir, name):
-    error_type, words = BAD_FILES[name]
-    with pytest.raises(error_type, match=words) as info:
-        render_pdf((corpus_dir / "bad" / name).read_bytes(), name)
-    assert name in str(info.value)
+    _assert_its_own_clear_error(corpus_dir, name, BAD_FILES)
 
 
 @pytest.mark.parametrize("data", [b"", b"hello, I am a text file", b"\x89PNG\r\n\x1a\n" + b"0" * 100])
