@@ -11,7 +11,7 @@
 #
 #   --root DIR        where to build the root (new or empty; default: a fresh /tmp/vdr-slim-root.*)
 #   --keep            keep the root afterwards (default: deleted; it is ~2 GB)
-#   --wheels DIR      local wheels offered to the torch step's fallback (default: /opt/wheels if present)
+#   --wheels DIR      local wheels offered to the torch step's fallback (default: $LOCAL_WHEELS, else none)
 #   --torch-index URL the PyTorch CPU index the Dockerfile uses (default: https://download.pytorch.org/whl/cpu)
 #   --sources FILE    apt sources for the root (default: this host's Debian sources)
 #   --real-scan PDF   also index a real scan (default: the corpus' Slerexe fax letter, if found)
@@ -28,10 +28,10 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT="" KEEP=0 TORCH_INDEX=https://download.pytorch.org/whl/cpu
-WHEELS=""; [ -d /opt/wheels ] && WHEELS=/opt/wheels
+WHEELS=${LOCAL_WHEELS:-}  # a folder of wheels (e.g. a CPU torch) for machines that cannot reach the PyTorch index
 SOURCES=/etc/apt/sources.list.d/debian.sources; [ -f "$SOURCES" ] || SOURCES=/etc/apt/sources.list
 REAL_SCAN=""
-for candidate in "${VDR_CORPUS_DIR:-}" "$REPO/../shared/corpus" /work/shared/corpus; do
+for candidate in "${VDR_CORPUS_DIR:-}" "$REPO/../shared/corpus"; do
   if [ -n "$candidate" ] && [ -f "$candidate/pdfs/slerexe-fax-letter-scan.pdf" ]; then
     REAL_SCAN=$candidate/pdfs/slerexe-fax-letter-scan.pdf; break
   fi
