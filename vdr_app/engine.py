@@ -296,25 +296,27 @@ class Engine:
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
-    def check_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, bytes | None, str]]:
-        """Read and check every file without encoding: (path, bytes or None, error message or '')."""
-        out = []
+    def check_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, bytes | None, VdrError | None]]:
+        """Read and check every file without encoding: (path, bytes or None if not read, the error
+        it would raise or None). A file over the size limit is refused before it is read."""
+        out: list[tuple[Path, bytes | None, VdrError | None]] = []
         for path in (Path(p) for p in paths):
             if not path.is_file():
-                out.append((path, None, f"{path.name}: no such file"))
+                out.append((path, None, NotFoundError(f"{path.name}: no such file")))
                 continue
             size = path.stat().st_size  # before reading: a 2 GB file is refused without loading it
             if size > self.limits.max_bytes:
-                out.append((path, None, f"{path.name}: {size / 1e6:.1f} MB exceeds the upload limit of "
-                                        f"{self.limits.max_bytes / 1e6:.1f} MB"))
+                out.append((path, None, PdfTooLargeError(
+                    f"{path.name}: {size / 1e6:.1f} MB exceeds the upload limit of {self.limits.max_bytes / 1e6:.1f} MB"
+                )))
                 continue
             data = path.read_bytes()
             try:
                 inspect_pdf(data, path.name, self.limits)
             except PdfError as error:
-                out.append((path, data, str(error)))
+                out.append((path, data, error))
             else:
-                out.append((path, data, ""))
+                out.append((path, data, None))
         return out
 
     def add_files(self, paths: Sequence[str | Path], progress: Progress | None = None) -> list[AddResult]:
@@ -325,15 +327,15 @@ class Engine:
         files = [Path(p) for p in paths]
         progress(0.0, f"reading {len(files)} file{'s' if len(files) != 1 else ''}")
         checked = self.check_files(files)
-        missing = [error for _, data, error in checked if data is None and "no such file" in error]
+        missing = [str(error) for _, _, error in checked if isinstance(error, NotFoundError)]
         if missing:
             raise NotFoundError("\n".join(missing))
-        bad = [error for _, _, error in checked if error]
-        if len(bad) == 1:  # too large (never read) or refused by inspection
-            too_large = any(data is None and error for _, data, error in checked)
-            raise (PdfTooLargeError if too_large else PdfError)(bad[0])
+        bad = [error for _, _, error in checked if error is not None]
+        if len(bad) == 1:
+            raise bad[0]
         if bad:
-            raise PdfError(f"{len(bad)} of {len(files)} files cannot be indexed; nothing was added:\n" + "\n".join(bad))
+            raise PdfError(f"{len(bad)} of {len(files)} files cannot be indexed; nothing was added:\n"
+                           + "\n".join(map(str, bad)))
         results: list[AddResult] = []
         try:
             for i, (path, data, _) in enumerate(checked):

@@ -52,7 +52,7 @@ def add_documents(engine, pages: PageImages, files, progress=gr.Progress()):
     if not paths:
         raise gr.Error("choose one or more PDF files first", title="Nothing to index")
     progress(0.0, desc=f"reading {len(paths)} file{'s' if len(paths) != 1 else ''}")
-    bad = [(path, error) for path, data, error in engine.check_files(paths) if error]
+    bad = [(path, str(error)) for path, _, error in engine.check_files(paths) if error is not None]
     if bad:
         skipped = [dict(file=path.name, reason=error) for path, error in bad]
         lines = [f"**Nothing was indexed:** {len(bad)} of {len(paths)} files cannot be read. "
