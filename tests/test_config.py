@@ -30,6 +30,14 @@ def test_values_are_parsed_into_their_types():
     assert Settings.from_env({"PORT": "7861"}).port == 7861  # the Spaces variable, when VDR_PORT is unset
 
 
+def test_batch_size_defaults_to_chosen_per_device():
+    # 0 = "choose" (models.resources.choose_batch_size): 1 page per forward on CPU, by memory on CUDA.
+    assert Settings().batch_size == 0
+    assert Settings.from_env({"VDR_BATCH_SIZE": "0"}).batch_size == 0
+    with pytest.raises(ConfigError, match="VDR_BATCH_SIZE='-1'.*from 0 to"):
+        Settings.from_env({"VDR_BATCH_SIZE": "-1"})
+
+
 @pytest.mark.parametrize(
     "name, value, allowed",
     [
