@@ -316,7 +316,7 @@ def run_family(
                 print(f"PASS {family} {name} repeat {r}: wall {wall / len(pages):.1f} s/page, "
                       f"cpu {cpu / len(pages):.1f} s/page, peak RSS {rss.peak / 1024**3:.2f} GiB", flush=True)
                 if not together:
-                    del encoder
+                    del encoder, timer  # the timer holds the encoder: both go, or the weights stay
                     gc.collect()
         reference = next((outputs[n] for n in configs if results[n]["dtype"] == "float32" and n != "before"), None)
         for name in configs:

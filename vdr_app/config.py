@@ -32,6 +32,8 @@ class Settings:
         model: checkpoint (hub id or local folder) or registered encoder name (`VDR_MODEL`).
         data_dir: where the SQLite store and caches live, created on first use (`VDR_DATA_DIR`).
         device: "auto", "cpu", "cuda", "cuda:1", "mps" (`VDR_DEVICE`).
+        dtype: model weights' dtype: "auto" (bfloat16 on CUDA and on CPUs with native bfloat16,
+            float16 on MPS, float32 elsewhere), "float32", "bfloat16" or "float16" (`VDR_DTYPE`).
         store_path: SQLite file; defaults to `data_dir / "vdr.sqlite"` (`VDR_STORE`).
         dpi: rendering resolution of PDF pages (`VDR_DPI`).
         max_pages: pages read per PDF; longer PDFs are refused (`VDR_MAX_PAGES`).
@@ -73,6 +75,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     data_dir: Path = _default_data_dir()
     device: str = "auto"
+    dtype: str = "auto"
     store_path: Path | None = None
     dpi: int = 120
     max_pages: int = 200
@@ -130,6 +133,8 @@ class Settings:
             model_given=bool(env.get("VDR_MODEL", "").strip()),
             data_dir=read.path("VDR_DATA_DIR", defaults.data_dir, must_be="dir"),
             device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
+            dtype=read.choice("VDR_DTYPE", defaults.dtype, re.compile("auto|float32|bfloat16|float16"),
+                              "auto, float32, bfloat16 or float16"),
             store_path=store,
             dpi=read.integer("VDR_DPI", defaults.dpi, 30, 600),
             max_pages=read.integer("VDR_MAX_PAGES", defaults.max_pages, 1, 100_000),
