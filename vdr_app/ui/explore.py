@@ -20,6 +20,7 @@ class ExploreTab:
     document: gr.Dropdown
     page: gr.Dropdown
     controls: ViewControls
+    view_page: gr.Button  # opens the page viewer (wired by the app)
 
 
 def document_choices(engine, current=None):
@@ -151,7 +152,9 @@ def build(engine, pages: PageImages) -> ExploreTab:
         for component, scale in ((controls.strategy, 2), (controls.keep, 2), (controls.factor, 2), (controls.k, 2),
                                  (controls.spec, 2)):
             component.scale, component.min_width = scale, 200
-    numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
+    with gr.Row(equal_height=False):
+        numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
+        view_page = gr.Button("View page full size", size="sm", scale=0, min_width=190, elem_id="explore-view-btn")
     plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
     gr.Markdown("_Hover a merged group to outline it on both panels (click to keep it outlined). Drag on the page "
                 "to zoom in; double-click to zoom out._", elem_id="explore-hint")
@@ -177,7 +180,7 @@ def build(engine, pages: PageImages) -> ExploreTab:
             api_visibility="undocumented", queue=False,
         ).then(run, [page, controls.spec], outputs, api_name=f"explore_after_{slider_name(slider)}",
                api_visibility="undocumented", trigger_mode="always_last")
-    return ExploreTab(document, page, controls)
+    return ExploreTab(document, page, controls, view_page)
 
 
 def slider_name(slider: gr.Slider) -> str:
