@@ -144,8 +144,8 @@ def build(engine, pages: PageImages) -> ExploreTab:
     default = "docpruner" if "docpruner" in names else next((n for n in names if n != "identity"), FULL)
     # Controls in one row above the page, so the page gets the whole width.
     with gr.Row(equal_height=True, elem_id="explore-controls"):
-        document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc", scale=3,
-                               min_width=320)
+        document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc", scale=4,
+                               min_width=400)
         page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page", scale=1,
                            min_width=120)
         controls = view_controls(strategies, default, include_full=True, prefix="explore")
@@ -156,8 +156,9 @@ def build(engine, pages: PageImages) -> ExploreTab:
         numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
         view_page = gr.Button("View page full size", size="sm", scale=0, min_width=190, elem_id="explore-view-btn")
     plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
-    gr.Markdown("_Hover a merged group to outline it on both panels (click to keep it outlined). Drag on the page "
-                "to zoom in; double-click to zoom out._", elem_id="explore-hint")
+    gr.Markdown("_Drag on the page to zoom in; double-click to zoom out. In a merging view, hover a group to outline it "
+                "on both panels (click to keep it outlined). **View page full size** shows the page as stored._",
+                elem_id="explore-hint")
     with gr.Accordion("details (JSON)", open=False):
         details = gr.JSON(label="exploration")
 
