@@ -49,8 +49,9 @@ def main() -> None:
     from vdr_app.ui import launch_options
 
     demo, settings = create_app(settings)
+    # The model the engine settled on (the store's own when none was asked for), not the default.
     logging.getLogger("app").info("mode %s, data folder %s, store %s, model %s", settings.mode, settings.data_dir,
-                                  settings.store_file, settings.model)
+                                  settings.store_file, demo.model_status.model)
     demo.launch(**launch_options(settings))
 
 

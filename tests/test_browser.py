@@ -100,6 +100,26 @@ _HIGHLIGHT_POINT = """() => {
 }"""
 
 
+def _overlap(tab, first: str, second: str) -> bool:
+    """Whether two elements' boxes on screen intersect (False when either is missing)."""
+    a, b = tab.locator(first).bounding_box(), tab.locator(second).bounding_box()
+    assert a and b, f"{first} or {second} not drawn"
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def _viewer_opened(tab, title: str, row) -> None:
+    """The page viewer is open over the app with this title and the page's stored image, whole."""
+    tab.wait_for_selector(".vdr-viewer img")
+    _wait_text(tab, ".vdr-viewer-title", title)
+    tab.wait_for_function("() => document.querySelector('.vdr-viewer')?.dataset.fit === '1'")
+    natural = tab.evaluate("() => { const i = document.querySelector('.vdr-viewer img');"
+                           " return [i.naturalWidth, i.naturalHeight]; }")
+    assert natural == [row.width, row.height]  # the store's full resolution, not a thumbnail
+    box = tab.locator(".vdr-viewer-box").bounding_box()
+    assert box["width"] > 1000 and box["height"] > 800  # over the app, nearly the whole window
+
+
 def _highlighted_group(tab) -> str:
     return tab.evaluate("() => document.querySelector('#explore-plot svg.vdr-highlight')?.dataset.group || ''")
 
@@ -115,6 +135,8 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
                           timeout=2000)
     # ... and never over the old text: the status box is emptied first.
     tab.wait_for_function("() => !document.querySelector('#library-status').innerText.includes('Progress and results')")
+    # Once: the upload box carries no second progress overlay.
+    assert tab.locator("#upload .eta-bar, #upload .progress-text, #upload .meta-text").count() == 0
     shots(tab, "library-indexing")
     _wait_text(tab, "#library-status", f"{SHORT_PDF}: 2 pages indexed")
     _wait_text(tab, "#documents", SHORT_PDF)
@@ -128,7 +150,17 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
     _wait_text(tab, "#explore-numbers", "(pruning)")
     _wait_text(tab, "#explore-plot", "final-token attention")
     _wait_text(tab, "#explore-plot", "pruned (grey wash)")
+    tab.locator("#explore-plot .js-plotly-plot").hover()  # the modebar shows while the mouse is over the plot
+    assert not _overlap(tab, "#explore-plot .modebar", "#explore-plot .legend"), "legend under the toolbar"
     shots(tab, "explore-pruning")
+
+    # The page viewer: the stored page at full resolution, zoomable, closed with Esc.
+    tab.click("#explore-view-btn")
+    first = engine.pages()[0]
+    _viewer_opened(tab, f"{Path(SHORT_PDF).name} · p. 1", first)
+    shots(tab, "explore-viewer")
+    tab.keyboard.press("Escape")
+    tab.wait_for_selector(".vdr-viewer", state="detached")
 
     _choose(tab, "explore-strategy", "cluster (merging)")
     _wait_text(tab, "#explore-numbers", "cluster:factor=9")
@@ -161,6 +193,15 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
     assert captions and all(" · p. " in c for c in captions), captions
     assert not tab.locator("#selected-page").is_visible()  # no raw id box
     tab.locator("#results .thumbnail-item").first.click()
+    top = engine.compare("canvas drawing", k=1, view="cluster:factor=9").view[0]
+    _viewer_opened(tab, f"{top.doc_name} · p. {top.page_number} · score", engine.store.page_rows([top.page_id])[0])
+    zoom = float(tab.get_attribute(".vdr-viewer", "data-zoom"))
+    tab.click(".vdr-viewer button[data-action=in]")
+    tab.wait_for_function("z => Number(document.querySelector('.vdr-viewer').dataset.zoom) > z * 1.2", arg=zoom)
+    assert tab.get_attribute(".vdr-viewer", "data-fit") == "0"
+    shots(tab, "search-viewer")
+    tab.click(".vdr-viewer-close")
+    tab.wait_for_selector(".vdr-viewer", state="detached")
     _plot_ready(tab, "#search-plot")
     _wait_text(tab, "#search-plot", "similarity to")
     tab.wait_for_function("() => { const r = document.querySelector('#search-map').getBoundingClientRect();"
@@ -186,7 +227,7 @@ def test_upload_explore_search_in_the_browser(page, app_url, sample_docs, tmp_pa
     _wait_text(tab, "#library-totals", "0 documents")
     assert engine.list_documents() == []
     shots(tab, "deleted")
-    assert len(shots.saved) == 8
+    assert len(shots.saved) == 10
 
 
 def test_restart_uses_the_store_model_without_trying_the_hub(tiny_checkpoint, tmp_path, sample_docs):

@@ -335,3 +335,25 @@ def test_search_filters_by_document(app, indexed, sample_docs):
     assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
     _, _, everything, *_ = client.predict("canvas drawing", "full", 10, [], api_name="/search")
     assert {h["doc_id"] for h in everything} == {d.id for d in docs}
+
+
+def test_viewer_shows_the_stored_page_at_full_resolution(app, indexed):
+    """The page viewer sends the store's own JPEG (not a thumbnail), titled with document and page."""
+    import io
+    import re
+
+    import gradio as gr
+    from PIL import Image
+
+    from vdr_app.ui import viewer
+
+    engine = app[1]
+    row = engine.pages()[-1]
+    markup = viewer.open_page(engine, row.id)
+    data = base64.b64decode(re.search(r'src="data:image/jpeg;base64,([^"]+)"', markup).group(1))
+    assert data == engine.store.page_jpeg(row.id)
+    assert Image.open(io.BytesIO(data)).size == (row.width, row.height)
+    assert f"{row.doc_name} · p. {row.page_number}" in markup
+    assert 'data-action="close"' in markup and 'data-action="in"' in markup
+    with pytest.raises(gr.Error, match="pick a document and a page"):
+        viewer.open_page(engine, None)

@@ -379,6 +379,17 @@ class Engine:
     def page_image(self, page_id: int) -> Image.Image:
         return self.store.page_image(page_id)
 
+    def page_jpeg(self, page_id: int) -> bytes:
+        """The stored page image, undecoded (JPEG at the rendering resolution): for a viewer."""
+        return self.store.page_jpeg(int(page_id))
+
+    def page(self, page_id: int) -> PageRow:
+        """One page's row (document name, page number, size), or NotFoundError."""
+        rows = self.store.page_rows_existing([int(page_id)])
+        if not rows:
+            raise NotFoundError(f"no page with id {page_id}")
+        return rows[0]
+
     def pages_without_text(self, doc_id: int) -> tuple[list[int], str | None]:
         """Page numbers of a document where the encoder found no text, and the known cause when
         there is one (e.g. "OCR unavailable: ..."), so that nobody mistakes it for a blank page."""

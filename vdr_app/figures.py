@@ -50,6 +50,7 @@ GROUP_PALETTE = [
     "rgba(23,190,207,0.30)", "rgba(127,127,127,0.30)",
 ]  # fmt: skip
 _BINS = 10  # colour bins for free-form boxes
+LEGEND_TOP_PX = 34  # the legend starts below the toolbar's row (plotly's modebar is ~30 px high)
 
 
 @dataclass(frozen=True)
@@ -334,8 +335,10 @@ def _page_figure(
         margin=dict(l=8, r=8, t=top, b=bottom),
         plot_bgcolor="white",
         paper_bgcolor="white",
-        legend=dict(orientation="h", yanchor="top", y=1.0, yref="container", x=0.99, xanchor="right",
-                    font=dict(size=12), bgcolor="rgba(255,255,255,0)"),
+        # Second row of the top margin, right: the first row holds the title and plotly's toolbar
+        # (modebar, top right), which a legend there would cover or be covered by.
+        legend=dict(orientation="h", yanchor="top", y=1.0 - LEGEND_TOP_PX / height, yref="container", x=0.99,
+                    xanchor="right", font=dict(size=12), bgcolor="rgba(255,255,255,0)"),
         hovermode="closest",
         showlegend=bool(legend),
     )

@@ -447,11 +447,15 @@ class Store:
         return self.page_rows([i for i in page_ids if i in present])
 
     def page_image(self, page_id: int) -> Image.Image:
+        return Image.open(io.BytesIO(self.page_jpeg(page_id))).convert("RGB")
+
+    def page_jpeg(self, page_id: int) -> bytes:
+        """The page as rendered and stored (JPEG bytes at the store's full resolution)."""
         with self._lock:
             row = self.db.execute("SELECT image FROM pages WHERE id = ?", [page_id]).fetchone()
         if row is None:
             raise NotFoundError(f"no page with id {page_id}")
-        return Image.open(io.BytesIO(row[0])).convert("RGB")
+        return row[0]
 
     def page_embedding(self, page_id: int) -> PageEmbedding:
         """The full embedding of one page, as stored (float16 values, returned as float32)."""

@@ -1,7 +1,9 @@
 """The web app: `build_demo(engine)` -> gr.Blocks. The only package that imports gradio.
 
 Tabs: Library (upload, list, delete), Explore (one page under one view), Search (rank, compare
-with the full index, per-token similarity maps), and Lab (evaluation of views). The engine is captured in the handlers' closures; nothing heavy lives in gr.State.
+with the full index, per-token similarity maps), and Lab (evaluation of views); a page viewer (zoom) drawn over
+them, opened from a Search result or Explore. The engine is captured in the handlers' closures; nothing heavy lives
+in gr.State.
 
     from vdr_app.engine import Engine
     from vdr_app.ui import build_demo, launch_options
@@ -17,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import Settings
-from . import access, explore, library, search
+from . import access, explore, library, search, viewer
 from .lab import build_lab_tab
 from .common import ASSETS, PageImages, bind, user_errors
 from .model_status import FAILED, LOADING, ModelStatus
@@ -141,6 +143,11 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
                 srch = search.build(engine, pages)
             with gr.Tab("Lab", id="lab"):
                 build_lab_tab(engine)
+        page_viewer = viewer.build()  # drawn over the whole app when a page is opened
+        srch.gallery.select(bind(viewer.open_result, engine), [srch.hits], [page_viewer], api_name="view_result",
+                            api_visibility="undocumented", queue=False)
+        exp.view_page.click(bind(viewer.open_page, engine), [exp.page], [page_viewer], api_name="view_page",
+                            api_visibility="undocumented", queue=False)
 
         banner_outputs = [banner, fallback, timer, retry]
         timer.tick(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="model_status",

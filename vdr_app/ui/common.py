@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import threading
+import typing
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +60,17 @@ def user_errors(fn: Callable) -> Callable:
                 raise gr.Error(access.redact(str(error)), title=_error_title(error), print_exception=False) from error
 
     wrapper.__signature__ = signature.replace(parameters=[*params[:at], request_param, *params[at:]])
-    wrapper.__annotations__ = {"vdr_request": gr.Request}  # what Gradio reads to inject the request
+    # What Gradio reads to inject the request, and the handler's own hints (e.g. gr.SelectData), resolved.
+    wrapper.__annotations__ = {**_type_hints(fn), "vdr_request": gr.Request}
     return wrapper
+
+
+def _type_hints(fn: Callable) -> dict:
+    """fn's annotations as objects (this package writes them as strings: `from __future__ import annotations`)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - a hint that does not resolve is one Gradio cannot use either
+        return {}
 
 
 def _error_title(error: VdrError) -> str:
@@ -79,6 +89,7 @@ def bind(fn: Callable, *args: Any) -> Callable:
     bound = functools.partial(fn, *args)
     for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(bound, attribute, getattr(fn, attribute, None))
+    bound.__annotations__ = _type_hints(fn)  # a partial has none; resolved here, where fn's module is known
     return user_errors(bound)
 
 

@@ -20,6 +20,7 @@ class ExploreTab:
     document: gr.Dropdown
     page: gr.Dropdown
     controls: ViewControls
+    view_page: gr.Button  # opens the page viewer (wired by the app)
 
 
 def document_choices(engine, current=None):
@@ -143,18 +144,21 @@ def build(engine, pages: PageImages) -> ExploreTab:
     default = "docpruner" if "docpruner" in names else next((n for n in names if n != "identity"), FULL)
     # Controls in one row above the page, so the page gets the whole width.
     with gr.Row(equal_height=True, elem_id="explore-controls"):
-        document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc", scale=3,
-                               min_width=320)
+        document = gr.Dropdown([], label="document", allow_custom_value=True, elem_id="explore-doc", scale=4,
+                               min_width=400)
         page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page", scale=1,
                            min_width=120)
         controls = view_controls(strategies, default, include_full=True, prefix="explore")
         for component, scale in ((controls.strategy, 2), (controls.keep, 2), (controls.factor, 2), (controls.k, 2),
                                  (controls.spec, 2)):
             component.scale, component.min_width = scale, 200
-    numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
+    with gr.Row(equal_height=False):
+        numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
+        view_page = gr.Button("View page full size", size="sm", scale=0, min_width=190, elem_id="explore-view-btn")
     plot = gr.Plot(label="page", elem_id="explore-plot", show_label=False)
-    gr.Markdown("_Hover a merged group to outline it on both panels (click to keep it outlined). Drag on the page "
-                "to zoom in; double-click to zoom out._", elem_id="explore-hint")
+    gr.Markdown("_Drag on the page to zoom in; double-click to zoom out. In a merging view, hover a group to outline it "
+                "on both panels (click to keep it outlined). **View page full size** shows the page as stored._",
+                elem_id="explore-hint")
     with gr.Accordion("details (JSON)", open=False):
         details = gr.JSON(label="exploration")
 
@@ -177,7 +181,7 @@ def build(engine, pages: PageImages) -> ExploreTab:
             api_visibility="undocumented", queue=False,
         ).then(run, [page, controls.spec], outputs, api_name=f"explore_after_{slider_name(slider)}",
                api_visibility="undocumented", trigger_mode="always_last")
-    return ExploreTab(document, page, controls)
+    return ExploreTab(document, page, controls, view_page)
 
 
 def slider_name(slider: gr.Slider) -> str:

@@ -67,7 +67,8 @@ def add_documents(engine, pages: PageImages, files, progress=gr.Progress()):
         name = Path(path).name
         documents.append(dict(file=name, doc_id=result.doc_id, pages=result.n_pages, added=result.added))
         if result.added:
-            lines.append(f"- **{name}**: {result.n_pages} pages indexed (document {result.doc_id})")
+            pages_word = "page" if result.n_pages == 1 else "pages"
+            lines.append(f"- **{name}**: {result.n_pages} {pages_word} indexed (document {result.doc_id})")
             blank, reason = engine.pages_without_text(result.doc_id)
             if blank:
                 lines.append(f"  - no text found on page(s) {', '.join(map(str, blank))}" + (f": {reason}" if reason else ""))
@@ -200,10 +201,11 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
     outputs = [documents, totals, views, doc_choice, view_choice]
     # Clear the old result first, so the progress bar is drawn over an empty box from the click on.
     upload_event = index_btn.click(
-        lambda: "_Indexing…_", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
+        lambda: "", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
     ).then(
         bind(add_documents, engine, pages), [files], [status, result, files], api_name="add_documents",
         concurrency_limit=1, concurrency_id="encode", show_progress="full",
+        show_progress_on=[status],  # once, in the status box (not over the upload box too)
     ).success(bind(refresh, engine), None, outputs, api_name="library", api_visibility="undocumented")
     delete_btn.click(bind(confirm_delete, engine), [doc_choice], [confirm, confirm_text], queue=False,
                      api_name="confirm_delete", api_visibility="undocumented")

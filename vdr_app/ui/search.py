@@ -22,6 +22,8 @@ class SearchTab:
     query: gr.Textbox
     controls: ViewControls
     documents: gr.Dropdown  # document filter; refreshed by the app after uploads and deletes
+    gallery: gr.Gallery  # a click opens the page viewer too (wired by the app)
+    hits: gr.JSON
 
 
 SCORE_NOTE = (
@@ -222,4 +224,4 @@ def build(engine, pages: PageImages) -> SearchTab:
                        [controls.strategy, *controls.sliders], [controls.spec],
                        api_name=f"search_{str(slider.label).split(' ')[0]}", api_visibility="undocumented",
                        queue=False)
-    return SearchTab(query, controls, documents)
+    return SearchTab(query, controls, documents, gallery, hits)
