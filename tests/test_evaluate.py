@@ -165,15 +165,21 @@ def test_sweep_covers_every_family_at_the_documented_ratios():
     from vdr_app.reduce import parse_spec
 
     specs = ev.sweep_specs()
-    assert len(specs) == len(set(specs)) and all(str(parse_spec(s)) == s for s in specs)
+    assert len(specs) == len(set(specs)) and all(Engine.canonical_view(s) == s for s in specs)
     by_family: dict[str, list] = {}
     for spec in specs:
-        by_family.setdefault(ev.view_family(spec), []).append(parse_spec(spec))
+        if parse_spec(spec).quant is None:
+            by_family.setdefault(ev.view_family(spec), []).append(parse_spec(spec))
     for family in ("random", "attention", "pool1d", "pool2d", "cluster"):
         keeps = sorted(round(1 / s.nominal_keep) for s in by_family[family])
         assert keeps == [2, 4, 9, 25, 49], family
     assert sorted(float(s.params["k"]) for s in by_family["docpruner"]) == [-0.5, -0.25, 0, 0.5, 1]
     assert len(by_family["prune_then_merge"]) == 4
+    quantised = [s for s in specs if parse_spec(s).quant]
+    assert {"full@int8", "full@binary", "cluster:factor=9,features=profile@binary"} <= set(quantised)
+    assert len(quantised) == 2 * len(ev.SWEEP_QUANTISED)
+    # every quantised variant is the quantised twin of a float view of the sweep (or of full)
+    assert all(str(parse_spec(s).base) in specs or s.startswith("full@") for s in quantised)
 
 
 # -- evaluate through the engine (fake encoder) -----------------------------------------------------

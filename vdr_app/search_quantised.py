@@ -271,7 +271,7 @@ class QuantisedMaxSimIndex:
 
     def _get_plan(self) -> list[_Block]:
         if self._plan is None:
-            size = INT8_BLOCK_VECTORS if self._kind == "int8" else max(1024, BINARY_BLOCK_BYTES // self._codes.shape[1])
+            size = INT8_BLOCK_VECTORS if self._kind == "int8" else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
             self._plan = _make_plan(self._offsets, size)
         return self._plan
 
