@@ -214,6 +214,48 @@ def _ratio(view: float, full: float) -> float | None:
     return view / full if full > 0 else None
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes: less memory (x) and at least as
+    much quality (y), or as little memory and more quality. Best memory first.
+
+    Args:
+        points: (memory, quality) pairs; NaN or None entries are never on the front.
+
+    Returns:
+        indices into `points`, sorted by memory (ascending), quality rising along the front.
+    """
+    valid = [i for i, (x, y) in enumerate(points)
+             if x is not None and y is not None and x == x and y == y]
+    order = sorted(valid, key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def frontier_rows(views: Sequence[dict], y: str = "retention.ndcg@5") -> list[dict]:
+    """The rows of `Evaluation.as_dict()["views"]` on the memory (bytes) / quality Pareto front."""
+    rows = [r for r in views if not r.get("skipped")]
+    points = [(_row_bytes(r), _dotted_value(r, y)) for r in rows]
+    return [rows[i] for i in pareto_front(points)]
+
+
+def _row_bytes(row: dict) -> float | None:
+    value = (row.get("memory") or {}).get("bytes")
+    return float(value) if value else None
+
+
+def _dotted_value(row: dict, path: str):
+    value = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return None if value is None else float(value)
+
+
 # -- label and query files ------------------------------------------------------------------------
 
 
@@ -863,6 +905,7 @@ __all__ = [
     "fidelity_metrics",
     "first_relevant_rank",
     "folder_pdfs",
+    "frontier_rows",
     "kendall_tau_at_k",
     "label_metrics",
     "load_labels",
@@ -871,6 +914,7 @@ __all__ = [
     "ndcg_at_k",
     "overlap_at_k",
     "parse_labels",
+    "pareto_front",
     "parse_queries",
     "recall_at_k",
     "sweep_specs",
