@@ -279,19 +279,14 @@ class QuantisedMaxSimIndex:
 def exact_scores(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
     """float32 MaxSim of a few float pages (the rescoring step): (len(pages),), -inf for empty pages.
 
-    One sgemm over the pages packed together, then each page's max and the sum over tokens, all
-    float32 (the same arithmetic as a per-page loop up to float32 summation order).
+    One sgemm per page ((q, d) @ (d, n_i)), its max over the page's vectors and the sum over
+    tokens, all float32: the same arithmetic as a plain loop (no packed copy of the candidates).
     """
     q = np.ascontiguousarray(query, dtype=np.float32)
     out = np.full(len(pages), -np.inf, dtype=np.float32)
-    lengths = np.array([p.shape[0] for p in pages], dtype=np.int64)
-    nonempty = np.flatnonzero(lengths > 0)
-    if nonempty.size == 0:
-        return out
-    packed = np.concatenate([np.asarray(pages[i], dtype=np.float32) for i in nonempty])  # (V, d)
-    sims = packed @ q.T  # (V, q)
-    starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
-    out[nonempty] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
+    for i, page in enumerate(pages):
+        if len(page):
+            out[i] = (q @ np.asarray(page, dtype=np.float32).T).max(axis=1).sum()  # (q, n) -> (q,) -> ()
     return out
 
 

@@ -663,10 +663,11 @@ class Store:
             out_ids, out = [out_ids[i] for i in order], [out[i] for i in order]
         return out_ids, out
 
-    def rescore_inputs(self, spec: str, page_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """What rebuilds a view's float vectors for some pages: page id -> (patches float32 (n, d),
-        extra float32 (m, d), groups int64 (n,)), from the stored full embeddings and the view's
-        groups (pages no longer stored are left out)."""
+    def rescore_inputs(self, spec: str, page_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # noqa: E501
+        """What rebuilds a view's float vectors for some pages: page id -> (patches float16 (n, d),
+        extra float16 (m, d), groups int32 (n,)), read-only arrays straight from the stored full
+        embeddings and the view's groups (pages no longer stored are left out). The caller widens
+        them (numpy's own float16 -> float32 cast is slow; see vdr_app.search)."""
         wanted = sorted({int(i) for i in page_ids})
         out = {}
         for start in range(0, len(wanted), 500):
@@ -677,9 +678,7 @@ class Store:
                     "JOIN view_pages v ON v.page_id = e.page_id AND v.spec = ? "
                     f"WHERE e.page_id IN ({','.join('?' * len(chunk))})", [spec, *chunk]).fetchall()
             for pid, n, m, d, patches, extra, groups in rows:
-                out[pid] = (_array(patches, "<f2", (n, d)).astype(np.float32),
-                            _array(extra, "<f2", (m, d)).astype(np.float32),
-                            _array(groups, "<i4", (n,)).astype(np.int64))
+                out[pid] = (_array(patches, "<f2", (n, d)), _array(extra, "<f2", (m, d)), _array(groups, "<i4", (n,)))
         return out
 
     def view_reduction(self, spec: str, page_id: int) -> Reduction:

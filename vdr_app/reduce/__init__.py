@@ -144,7 +144,10 @@ def rebuild_vectors(patches: np.ndarray, groups: np.ndarray, spec: str | ViewSpe
         return np.zeros((0, patches.shape[1]), np.float32)
     if MERGING in parse_spec(spec).kinds:
         return group_means(patches, groups)
+    members = np.flatnonzero(groups >= 0)
+    if members.size == k and (k < 2 or bool((np.diff(groups[members]) == 1).all())) and groups[members[0]] == 0:
+        # the usual case: kept patches in page order (identity keeps all of them)
+        return patches if k == patches.shape[0] else patches[members]
     vectors = np.empty((k, patches.shape[1]), np.float32)
-    members = groups >= 0
     vectors[groups[members]] = patches[members]
     return vectors
