@@ -17,6 +17,8 @@ pages and the same machine load:
                  row itself, dtype and batch chosen for the device
     nocapture    as "after" but no attention captured (the floor for the capture cost)
     bf16         as "after" in bfloat16
+    after-fp32   as "after" in float32 (on a CPU with native bfloat16, "after" is bfloat16; this
+                 is then the float32 reference its embeddings are compared with)
     eager-b1     as "before" with batch 1
 Each row: pages/s and s/page (wall, median of --repeats), CPU seconds per page (all threads;
 steadier than wall time on a shared host), s/query (8 queries), peak RSS while encoding, and
@@ -72,6 +74,7 @@ CONFIGS = {
     "after": dict(attn="auto", dtype="auto", batch=0, capture=True),
     "nocapture": dict(attn="auto", dtype="auto", batch=0, capture=False),
     "bf16": dict(attn="auto", dtype="bfloat16", batch=0, capture=True),
+    "after-fp32": dict(attn="auto", dtype="float32", batch=0, capture=True),
     "after-b2": dict(attn="auto", dtype="auto", batch=2, capture=True),
 }
 STAGES = ["preprocess", "vision", "lm", "capture", "other_fwd", "postprocess"]
@@ -313,7 +316,7 @@ def run_family(
                 print(f"PASS {family} {name} repeat {r}: wall {wall / len(pages):.1f} s/page, "
                       f"cpu {cpu / len(pages):.1f} s/page, peak RSS {rss.peak / 1024**3:.2f} GiB", flush=True)
                 if not together:
-                    del encoder
+                    del encoder, timer  # the timer holds the encoder: both go, or the weights stay
                     gc.collect()
         reference = next((outputs[n] for n in configs if results[n]["dtype"] == "float32" and n != "before"), None)
         for name in configs:

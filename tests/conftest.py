@@ -19,6 +19,23 @@ ensure_torchvision()
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tests hold encoders to exact float32 references (eager attention, one page at a time), and
+# CI machines differ in CPU flags: with "auto" a CPU with native bfloat16 would run the models in
+# bfloat16. float32 everywhere makes the suite the same on every machine; the bfloat16 path has
+# its own tests, which ask for it by name. The variable reaches subprocesses (CLI, app); the
+# fixture below covers encoders loaded in-process with dtype "auto".
+os.environ.setdefault("VDR_DTYPE", "float32")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_native_bfloat16():
+    from vdr_app.models import resources
+
+    real = resources.cpu_flags
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resources, "cpu_flags", lambda: real() - {"avx512_bf16", "amx_bf16"})
+        yield
+
 
 def _corpus_dir() -> Path:
     env = os.environ.get("VDR_CORPUS_DIR")

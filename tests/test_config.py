@@ -30,6 +30,15 @@ def test_values_are_parsed_into_their_types():
     assert Settings.from_env({"PORT": "7861"}).port == 7861  # the Spaces variable, when VDR_PORT is unset
 
 
+def test_batch_size_defaults_to_chosen_per_device():
+    # 0 = "choose" (models.resources.choose_batch_size): 1 page per forward on CPU, by memory on CUDA.
+    assert Settings().batch_size == 0
+    assert Settings().dtype == "auto" and Settings.from_env({"VDR_DTYPE": "bfloat16"}).dtype == "bfloat16"
+    assert Settings.from_env({"VDR_BATCH_SIZE": "0"}).batch_size == 0
+    with pytest.raises(ConfigError, match="VDR_BATCH_SIZE='-1'.*from 0 to"):
+        Settings.from_env({"VDR_BATCH_SIZE": "-1"})
+
+
 @pytest.mark.parametrize(
     "name, value, allowed",
     [
@@ -42,6 +51,7 @@ def test_values_are_parsed_into_their_types():
         ("VDR_BATCH_SIZE", "9" * 5000, "whole number"),
         ("VDR_PORT", "99999", "65,535"),
         ("VDR_DEVICE", "gpu", "auto, cpu, cuda"),
+        ("VDR_DTYPE", "int8", "auto, float32, bfloat16 or float16"),
         ("VDR_MODEL", "   ", "must not be empty"),
     ],
 )

@@ -31,7 +31,7 @@ class CountingLoader:
         self.calls: list[str] = []
         self.fail = fail
 
-    def __call__(self, name, device="auto", batch_size=4):
+    def __call__(self, name, device="auto", batch_size=0, dtype="auto"):
         self.calls.append(name)
         if self.fail:
             raise ModelLoadError(f"checkpoint {name!r} is not in the local cache")

@@ -208,6 +208,34 @@ def test_captured_attention_equals_eager(encoders, eager_encoders, family):
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
+def test_bfloat16_stays_within_tolerance_of_float32(encoders, tiny_checkpoint, family):
+    """The dtype a CPU with native bfloat16 picks: same geometry, vectors within the stated
+    tolerance of float32 (README: cosine >= 0.998 per vector; 0.9988 was the minimum on the
+    full-size models), the same final-row capture, and MaxSim scores within 1 %."""
+    import torch
+
+    from vdr_app.search import MaxSimIndex
+
+    fp32 = encoders(family)
+    bf16 = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2, dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16 and bf16.capture == "final-row"
+    pages = mixed_pages()
+    ours, reference = bf16.encode_pages(pages), fp32.encode_pages(pages)
+    for a, b in zip(ours, reference, strict=True):
+        assert a.patches.dtype == np.float32  # stored as float32 whatever the model ran in
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert (a.patches * b.patches).sum(1).min() >= 0.998
+        np.testing.assert_allclose(a.attention, b.attention, atol=5e-3)
+    texts = ["revenue growth?", "bar chart of sales by year in region three", "signature and date"]
+    index32 = MaxSimIndex([np.vstack([p.patches, p.extra]) for p in reference])
+    index16 = MaxSimIndex([np.vstack([p.patches, p.extra]) for p in ours])
+    for q32, q16 in zip(fp32.encode_queries(texts), bf16.encode_queries(texts), strict=True):
+        assert (q32.vectors * q16.vectors).sum(1).min() >= 0.998
+        # Scores, not the top page: random tiny models leave near-ties that 0.3 % of drift can swap.
+        np.testing.assert_allclose(index16.scores(q16.vectors), index32.scores(q32.vectors), rtol=1e-2)
+
+
 @pytest.mark.parametrize("family", ["colidefics3", "colpali"])
 def test_captured_attention_equals_eager_output_attentions(encoders, eager_encoders, family):
     """The captured row equals the eager backbone's own output_attentions (last layer)."""

@@ -32,13 +32,16 @@ class Settings:
         model: checkpoint (hub id or local folder) or registered encoder name (`VDR_MODEL`).
         data_dir: where the SQLite store and caches live, created on first use (`VDR_DATA_DIR`).
         device: "auto", "cpu", "cuda", "cuda:1", "mps" (`VDR_DEVICE`).
+        dtype: model weights' dtype: "auto" (bfloat16 on CUDA and on CPUs with native bfloat16,
+            float16 on MPS, float32 elsewhere), "float32", "bfloat16" or "float16" (`VDR_DTYPE`).
         store_path: SQLite file; defaults to `data_dir / "vdr.sqlite"` (`VDR_STORE`).
         dpi: rendering resolution of PDF pages (`VDR_DPI`).
         max_pages: pages read per PDF; longer PDFs are refused (`VDR_MAX_PAGES`).
         max_upload_mb: size limit per uploaded file (`VDR_MAX_UPLOAD_MB`).
         max_image_pixels: pixel limit per rendered page, against decompression bombs
             (`VDR_MAX_IMAGE_PIXELS`).
-        batch_size: pages per encoder forward pass (`VDR_BATCH_SIZE`).
+        batch_size: pages per encoder forward pass (`VDR_BATCH_SIZE`); 0 = chosen for the device
+            (1 on CPU, by free memory on CUDA: `models.resources.choose_batch_size`).
         max_query_chars: longest accepted query (`VDR_MAX_QUERY_CHARS`).
         host, port: where the web app listens (`VDR_HOST`, `VDR_PORT`/`PORT`); host defaults to
             127.0.0.1 (0.0.0.0 on a Hugging Face Space, which sets `SPACE_ID`; the Dockerfile
@@ -72,12 +75,13 @@ class Settings:
     model: str = DEFAULT_MODEL
     data_dir: Path = _default_data_dir()
     device: str = "auto"
+    dtype: str = "auto"
     store_path: Path | None = None
     dpi: int = 120
     max_pages: int = 200
     max_upload_mb: float = 100.0
     max_image_pixels: int = 40_000_000
-    batch_size: int = 4
+    batch_size: int = 0
     max_query_chars: int = 1000
     host: str = "127.0.0.1"
     port: int = 7860
@@ -129,12 +133,14 @@ class Settings:
             model_given=bool(env.get("VDR_MODEL", "").strip()),
             data_dir=read.path("VDR_DATA_DIR", defaults.data_dir, must_be="dir"),
             device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
+            dtype=read.choice("VDR_DTYPE", defaults.dtype, re.compile("auto|float32|bfloat16|float16"),
+                              "auto, float32, bfloat16 or float16"),
             store_path=store,
             dpi=read.integer("VDR_DPI", defaults.dpi, 30, 600),
             max_pages=read.integer("VDR_MAX_PAGES", defaults.max_pages, 1, 100_000),
             max_upload_mb=read.number("VDR_MAX_UPLOAD_MB", defaults.max_upload_mb, 0.01, 100_000),
             max_image_pixels=read.integer("VDR_MAX_IMAGE_PIXELS", defaults.max_image_pixels, 100_000, 1_000_000_000),
-            batch_size=read.integer("VDR_BATCH_SIZE", defaults.batch_size, 1, 1024),
+            batch_size=read.integer("VDR_BATCH_SIZE", defaults.batch_size, 0, 1024),
             max_query_chars=read.integer("VDR_MAX_QUERY_CHARS", defaults.max_query_chars, 1, 1_000_000),
             host=read.text("VDR_HOST", "0.0.0.0" if on_space else defaults.host),
             port=read.integer(port_name, defaults.port, 1, 65535),

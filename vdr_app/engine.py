@@ -215,7 +215,8 @@ class Engine:
                     try:
                         self.check_store_model()
                         self._encoder = load_encoder(
-                            self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size
+                            self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size,
+                            dtype=self.settings.dtype,
                         )
                     except Exception as error:
                         self._load_error = error

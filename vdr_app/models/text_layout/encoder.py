@@ -158,7 +158,8 @@ class TextLayoutEncoder(Encoder):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.batch_size = max(1, int(batch_size))
+        # 0 = "choose" (the app's default): a few pages per step keeps progress fine-grained.
+        self.batch_size = int(batch_size) if int(batch_size) >= 1 else 4
         self.ocr = ocr
         self.grid_cells = int(grid_cells)
         self.dim = int(model.config.hidden_size)
@@ -379,7 +380,7 @@ def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells
 
     Args:
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
-        batch_size: pages read and encoded per step (progress is reported per step).
+        batch_size: pages read and encoded per step (progress is reported per step); 0 = 4.
         ocr: read pages without a text layer by OCR (slow); off, such pages are marked no_text.
         grid_cells: about how many cells the page grid has.
 
