@@ -397,7 +397,8 @@ def exploration_figure(
             encoder's "[CLS] attention").
         quant_cosine: for a quantised view, float (n,) the cosine between the float vector that
             stands for each patch and its dequantised code (NaN where pruned): drawn as a third
-            panel of the error 1 - cos, scaled to the page's largest error (the bar gives values).
+            panel of the error 1 - cos, scaled from the page's smallest to its largest error (the
+            bar gives the values).
         quant: the quantiser's name ("int8", "binary") for that panel's title.
     """
     groups = np.asarray(groups, dtype=np.int64)
@@ -449,11 +450,14 @@ def exploration_figure(
     if quant_cosine is not None:
         error = 1.0 - np.asarray(quant_cosine, dtype=np.float64)
         finite = error[np.isfinite(error)]
-        top = float(finite.max()) if finite.size else 0.0
-        scaled = np.where(np.isfinite(error), error / top if top > 0 else 0.0, np.nan).astype(np.float32)
+        low, top = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if top - low < 0.05 * top:  # nearly uniform: show it against 0 rather than amplify noise
+            low = 0.0
+        span = top - low
+        scaled = np.where(np.isfinite(error), (error - low) / span if span > 0 else 0.0, np.nan).astype(np.float32)
         panels.append((f"{quant or 'quantisation'} error per patch (1 − cos)", [
             _Layer("scale", scaled, "quantisation error", colorbar_title=f"1 − cos, float vs {quant or 'code'}",
-                   scale=ERROR_SCALE, ticktext=("0", f"{top / 2:.2g}", f"{top:.2g}")),
+                   scale=ERROR_SCALE, ticktext=(f"{low:.2g}", f"{(low + top) / 2:.2g}", f"{top:.2g}")),
             _Layer("hover", scaled, text=hover, custom=groups if merging else None),
         ]))
     return _page_figure(bg, boxes, cells, panels, title, legend, height, highlight=highlight)

@@ -174,8 +174,7 @@ class ViewControls:
         return [self.strategy, *self.sliders, self.precision]
 
 
-PRECISIONS = [("float16 (no quantisation)", "float16"), ("int8 (d + 4 bytes a vector)", "int8"),
-              ("binary (1 bit a value)", "binary")]
+PRECISIONS = [("float16", "float16"), ("int8", "int8"), ("binary", "binary")]
 
 
 def _ratio_is_factor(strategy: dict) -> bool:

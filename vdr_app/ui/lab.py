@@ -200,10 +200,10 @@ def build_lab_tab(engine) -> dict:
                                  placeholder="revenue by region in 2023\nwho signed the contract?",
                                  info="used together with a label file: these add fidelity, the file's add every metric")
             labels = gr.File(label="Label file (optional, .jsonl)", file_types=[".jsonl", ".json", ".txt"],
-                             type="filepath")
+                             type="filepath", elem_id="lab-labels")
     run = gr.Button("Run evaluation", variant="primary")
     summary = gr.Markdown()
-    plot = gr.Plot(label="Retention vs memory")
+    plot = gr.Plot(label="Retention vs memory", elem_id="lab-plot")
     table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="lab-table")
     export = gr.File(label="Export (JSON, every figure)", interactive=False)
 
