@@ -170,9 +170,10 @@ def test_search_over_a_quantised_view_takes_the_rescoring_depth(app, indexed):
         want = engine.search("canvas drawing", k=5, view="full@binary", rescore=rescore)
         assert [(h["page_id"], round(h["score"], 4)) for h in hits] == [(h.page_id, round(h.score, 4)) for h in want]
         assert "full@binary" in comparison
-    exact = engine.search("canvas drawing", k=5, view="full", rescore=0)
-    assert [round(h["score"], 3) for h in hits] == [round(h.score, 3) for h in exact]  # rescored: the float scores
-    with pytest.raises(Exception, match="rescore"):
+    # rescored: the float view's scores (the full index serves bfloat16, within its rounding of them)
+    exact = engine.search("canvas drawing", k=5, view="full")
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in exact], rel=4e-3)
+    with pytest.raises(Exception, match="rescore|less than minimum"):  # the box itself refuses it, or the engine
         client.predict("canvas drawing", "full@binary", 5, [], -1, api_name="/search")
 
 

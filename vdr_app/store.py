@@ -653,7 +653,8 @@ class Store:
             where, params = ("", []) if chunk is None else (f" AND p.id IN ({','.join('?' * len(chunk))})", chunk)
             with self._lock:
                 rows = self.db.execute(
-                    "SELECT v.page_id, v.n_vectors, v.vectors, v.scales FROM view_pages v JOIN pages p ON p.id = v.page_id "
+                    "SELECT v.page_id, v.n_vectors, v.vectors, v.scales FROM view_pages v "
+                    "JOIN pages p ON p.id = v.page_id "
                     f"WHERE v.spec = ?{where} ORDER BY p.doc_id, p.page_number", [spec, *params]).fetchall()
             out_ids += [r[0] for r in rows]
             out += [self._codes(kind, r[2], r[3], r[1], d) for r in rows]
@@ -663,7 +664,8 @@ class Store:
             out_ids, out = [out_ids[i] for i in order], [out[i] for i in order]
         return out_ids, out
 
-    def rescore_inputs(self, spec: str, page_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:  # noqa: E501
+    def rescore_inputs(self, spec: str, page_ids: Iterable[int]
+                       ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """What rebuilds a view's float vectors for some pages: page id -> (patches float16 (n, d),
         extra float16 (m, d), groups int32 (n,)), read-only arrays straight from the stored full
         embeddings and the view's groups (pages no longer stored are left out). The caller widens

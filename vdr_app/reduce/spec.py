@@ -265,7 +265,8 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
     body, quant = _split_quantiser(source)
     name, _, rest = body.partition(":")
     if not name.strip():
-        raise InvalidSpecError(f"no strategy before '@' in {source!r}; expected e.g. 'full@int8' or 'cluster:factor=9@binary'")
+        raise InvalidSpecError(
+            f"no strategy before '@' in {source!r}; expected e.g. 'full@int8' or 'cluster:factor=9@binary'")
     strat = get_strategy(name.strip().lower())
     raw: dict[str, str] = {}
     if rest.strip():

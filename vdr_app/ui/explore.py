@@ -13,7 +13,8 @@ from ..memory import format_bytes
 from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
 
 # Facts every Reduction.info has; anything else is the strategy's own (e.g. DocPruner's threshold).
-_STANDARD_INFO = {"spec", "strategy", "quant", "n_patches", "n_vectors", "n_extra", "keep_ratio", "memory_ratio", "pruned"}
+_STANDARD_INFO = {"spec", "strategy", "quant", "n_patches", "n_vectors", "n_extra", "keep_ratio", "memory_ratio",
+                  "pruned"}
 
 
 @dataclass
