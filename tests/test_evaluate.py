@@ -165,15 +165,21 @@ def test_sweep_covers_every_family_at_the_documented_ratios():
     from vdr_app.reduce import parse_spec
 
     specs = ev.sweep_specs()
-    assert len(specs) == len(set(specs)) and all(str(parse_spec(s)) == s for s in specs)
+    assert len(specs) == len(set(specs)) and all(Engine.canonical_view(s) == s for s in specs)
     by_family: dict[str, list] = {}
     for spec in specs:
-        by_family.setdefault(ev.view_family(spec), []).append(parse_spec(spec))
+        if parse_spec(spec).quant is None:
+            by_family.setdefault(ev.view_family(spec), []).append(parse_spec(spec))
     for family in ("random", "attention", "pool1d", "pool2d", "cluster"):
         keeps = sorted(round(1 / s.nominal_keep) for s in by_family[family])
         assert keeps == [2, 4, 9, 25, 49], family
     assert sorted(float(s.params["k"]) for s in by_family["docpruner"]) == [-0.5, -0.25, 0, 0.5, 1]
     assert len(by_family["prune_then_merge"]) == 4
+    quantised = [s for s in specs if parse_spec(s).quant]
+    assert {"full@int8", "full@binary", "cluster:factor=9,features=profile@binary"} <= set(quantised)
+    assert len(quantised) == 2 * len(ev.SWEEP_QUANTISED)
+    # every quantised variant is the quantised twin of a float view of the sweep (or of full)
+    assert all(str(parse_spec(s).base) in specs or s.startswith("full@") for s in quantised)
 
 
 # -- evaluate through the engine (fake encoder) -----------------------------------------------------
@@ -363,7 +369,45 @@ def test_retention_figure_draws_one_line_per_family_with_intervals():
     ]
     figure = retention_figure(rows)
     traces = {t.name: t for t in figure.data}
-    assert set(traces) == {"full index", "cluster", "random"}
+    assert set(traces) == {"full index", "cluster", "random", "Pareto frontier"}
     assert list(traces["cluster"].x) == [0.11, 0.5]  # sorted by memory
     assert list(traces["cluster"].error_y.arrayminus) == pytest.approx([0.03, 0.01])
     assert traces["random"].error_y.array is None
+    # cluster:factor=9 beats everything smaller; cluster:factor=2 beats random at the same memory
+    assert list(traces["Pareto frontier"].x) == [0.11, 0.5, 1.0]
+
+
+def test_retention_figure_plots_bytes_and_marks_the_frontier_across_both_axes():
+    from vdr_app.figures import retention_figure
+
+    def row(view, family, nbytes, value, quant=None, rescore=None):
+        return dict(view=view, label=view if rescore is None else f"{view} rescore={rescore}", family=family,
+                    quant=quant, rescore=rescore, memory={"bytes": nbytes}, memory_ratio=nbytes / 1000,
+                    retention={"ndcg@5": value})
+
+    rows = [
+        row("full", "full", 1000, 1.0),
+        row("full@int8", "full", 520, 0.999, "int8", 0),
+        row("full@binary", "full", 62, 0.80, "binary", 0),
+        row("full@binary", "full", 62, 0.98, "binary", 100),
+        row("cluster:factor=9", "cluster", 111, 0.94),
+        row("cluster:factor=9@binary", "cluster", 7, 0.70, "binary", 0),
+        row("cluster:factor=9@int8", "cluster", 58, 0.93, "int8", 0),
+    ]
+    figure = retention_figure(rows)
+    traces = {t.name: t for t in figure.data}
+    assert {"full index", "full @int8 no rescoring", "full @binary no rescoring", "full @binary rescore 100",
+            "cluster", "cluster @binary no rescoring", "cluster @int8 no rescoring"} <= set(traces)
+    assert traces["cluster @int8 no rescoring"].marker.symbol == "square"
+    assert traces["cluster @binary no rescoring"].line.dash == "dot"
+    front = traces["Pareto frontier"]
+    # dominated: cluster:factor=9 (111 B, 0.94) by full@binary+rescore (62 B, 0.98); full@binary no
+    # rescoring (62 B, 0.80) by the same
+    assert list(front.x) == [7, 58, 62, 520, 1000]
+    assert list(front.y) == [0.70, 0.93, 0.98, 0.999, 1.0]
+    assert figure.layout.xaxis.type == "log" and "bytes" in figure.layout.xaxis.title.text
+
+
+def test_pareto_front():
+    assert ev.pareto_front([(1, 0.5), (2, 0.4), (2, 0.9), (3, 0.9), (0.5, float("nan")), (4, 1.0)]) == [0, 2, 5]
+    assert ev.pareto_front([]) == []

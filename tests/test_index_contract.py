@@ -286,3 +286,77 @@ def test_an_unreachable_qdrant_fails_in_one_line_naming_the_url(tmp_path):
     assert url in message and "\n" not in message and "intact" in message
     assert url in engine.index_problem()
     assert len(store.page_ids()) == 2 and store.integrity_ok()
+
+
+# -- quantised views (issue 14) ---------------------------------------------------------------------
+
+QUANTISED = ["full@int8", "cluster:factor=4,features=profile@binary", f"{VIEW}@binary"]
+
+
+def float_view_reference(store: Store, spec: str, query: np.ndarray, doc_ids=None) -> dict[int, float]:
+    """page id -> exact MaxSim over the view's float vectors rebuilt from the stored full embeddings."""
+    base = reduce_lib.parse_spec(spec).base
+    docs = dict(store.page_docs())
+    out = {}
+    for pid in store.page_ids():
+        if doc_ids is not None and docs[pid] not in doc_ids:
+            continue
+        v = reduce_lib.reduce_page(store.page_embedding(pid), base).all_vectors().astype(np.float64)
+        out[pid] = float((np.asarray(query, np.float64) @ v.T).max(axis=1).sum())
+    return out
+
+
+@pytest.mark.parametrize("spec", QUANTISED)
+def test_quantised_views_rescored_in_full_give_the_float_views_scores(kind, ragged, spec):
+    """Every backend: with rescoring deeper than the store, a quantised view ranks and scores pages
+    exactly as its float view. (Qdrant's local mode ignores quantisation and always searches the
+    float originals exactly; the memory index scores the codes, then re-scores the candidates.)"""
+    engine, rng = ragged
+    canonical = engine.add_view(spec)
+    n_pages = len(engine.store.page_ids())
+    doc_ids = [d.id for d in engine.list_documents()][:3]
+    for _ in range(2):
+        query = _query(rng)
+        ref = float_view_reference(engine.store, canonical, query.vectors)
+        assert_matches(engine.search_embedding(query, k=10, view=canonical, rescore=n_pages), ref, 10)
+        names = [d.name for d in engine.list_documents() if d.id in doc_ids]
+        assert_matches(engine.search_embedding(query, k=5, view=canonical, rescore=n_pages, docs=names),
+                       float_view_reference(engine.store, canonical, query.vectors, set(doc_ids)), 5)
+
+
+def test_qdrant_gets_its_own_quantisation_for_quantised_views(ragged, monkeypatch):
+    """Quantised specs create collections with Qdrant's int8 / binary quantisation and float32
+    originals on disk. (Local mode accepts and then drops the config, so the request is checked.)"""
+    engine, rng = ragged
+    if not isinstance(engine.index, QdrantIndex):
+        pytest.skip("Qdrant only")
+    from qdrant_client import models
+
+    created, searched = {}, []
+    client = engine.index.client
+    real_create, real_query = client.create_collection, client.query_points
+
+    def create(name, **kw):
+        created[name] = kw
+        return real_create(name, **kw)
+
+    def query(name, **kw):
+        searched.append(kw.get("search_params"))
+        return real_query(name, **kw)
+
+    monkeypatch.setattr(client, "create_collection", create)
+    monkeypatch.setattr(client, "query_points", query)
+    for spec, want in (("full@int8", models.ScalarQuantization), ("full@binary", models.BinaryQuantization),
+                       ("pool1d:factor=2", type(None))):
+        canonical = engine.add_view(spec)
+        kw = created[engine.index.collection(canonical)]
+        assert isinstance(kw["quantization_config"], want)
+        params = kw["vectors_config"]["page"]
+        assert params.on_disk == (want is not type(None))
+        assert params.datatype == (models.Datatype.FLOAT32 if want is not type(None) else models.Datatype.FLOAT16)
+    engine.search_embedding(_query(rng), k=5, view="full@binary", rescore=50)
+    engine.search_embedding(_query(rng), k=5, view="full@binary", rescore=0)
+    engine.search_embedding(_query(rng), k=5, view="pool1d:factor=2")
+    assert searched[0].quantization.rescore is True and searched[0].quantization.oversampling == 10.0
+    assert searched[1].quantization.rescore is False
+    assert searched[2] is None

@@ -506,3 +506,12 @@ def test_ward_tree_cache_gives_the_same_partitions_as_a_fresh_linkage():
         assert {frozenset(np.flatnonzero(cached == g)) for g in np.unique(cached)} == {
             frozenset(np.flatnonzero(fresh == g)) for g in np.unique(fresh)
         }
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_rebuild_from_groups_equals_the_reduction(spec, page):
+    """Every strategy's vectors follow from its groups (what exact rescoring of a quantised view uses)."""
+    from vdr_app.reduce import rebuild_vectors
+
+    red = reduce_page(page, spec)
+    assert np.array_equal(rebuild_vectors(page.patches, red.groups, spec), red.vectors)

@@ -5,6 +5,7 @@ folder, PDFs made in code (tests/documents.py)."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 import threading
@@ -160,6 +161,31 @@ def test_search_over_a_view_compares_with_the_full_index(app, indexed):
     assert [h["page_id"] for h in hits] == [h.page_id for h in reference.view]
     assert f"overlap of the top {len(reference.full)} = **{reference.overlap:.0%}**" in comparison
     assert "| view rank | page | score | full rank | moved |" in comparison
+
+
+def test_search_over_a_quantised_view_takes_the_rescoring_depth(app, indexed):
+    client, engine, _ = app
+    for rescore in (0, 100):
+        _, comparison, hits, *_ = client.predict("canvas drawing", "full@binary", 5, [], rescore, api_name="/search")
+        want = engine.search("canvas drawing", k=5, view="full@binary", rescore=rescore)
+        assert [(h["page_id"], round(h["score"], 4)) for h in hits] == [(h.page_id, round(h.score, 4)) for h in want]
+        assert "full@binary" in comparison
+    # rescored: the float view's scores (the full index serves bfloat16, within its rounding of them)
+    exact = engine.search("canvas drawing", k=5, view="full")
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in exact], rel=4e-3)
+    with pytest.raises(Exception, match="rescore|less than minimum"):  # the box itself refuses it, or the engine
+        client.predict("canvas drawing", "full@binary", 5, [], -1, api_name="/search")
+
+
+def test_explore_shows_the_quantisation_error_of_a_quantised_view(app, indexed):
+    client, engine, _ = app
+    page_id = engine.pages()[0].id
+    plot, summary, details = client.predict(page_id, "cluster:factor=4@binary", api_name="/explore")
+    assert details["precision"] == "binary" and 0 < details["quant_cosine_mean"] < 1
+    assert details["bytes_after"] == details["vectors_after"] * -(-engine.store.dim // 8)
+    assert "binary error per patch" in json.dumps(plot) and "binary: cos with the float vectors" in summary
+    _, _, details = client.predict(page_id, "cluster:factor=4", api_name="/explore")
+    assert details["precision"] == "float16" and details["quant_cosine_mean"] is None
 
 
 def test_explain_maps_a_token_back_through_the_view(app, indexed):

@@ -1,7 +1,7 @@
 """Command line: the same engine as the web app, from a terminal.
 
     python -m vdr_app add FILE...                 index PDFs (same bytes twice: no-op)
-    python -m vdr_app search QUERY [-k N] [--view SPEC] [--doc NAME]... [--json]
+    python -m vdr_app search QUERY [-k N] [--view SPEC] [--rescore N] [--doc NAME]... [--json]
     python -m vdr_app list [--json]               documents with pages and memory
     python -m vdr_app delete DOC                  by id, file name or sha256 prefix
     python -m vdr_app stats [--json]              totals and memory of every view
@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", parents=[common], help="rank pages for a query")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
-    search.add_argument("--view", default="full", help="view spec, e.g. cluster:factor=9 (default: full)")
+    search.add_argument("--view", default="full",
+                        help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
+    search.add_argument("--rescore", type=int, default=None, metavar="N",
+                        help="quantised views: re-score the best N candidates exactly with the float vectors "
+                             "(0 = none; default 100)")
     search.add_argument("--doc", action="append", metavar="NAME",
                         help="only pages of this document (id, file name or sha256 prefix; repeatable)")
     search.add_argument("--json", action="store_true", help="print JSON")
@@ -114,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sweep", action="store_true",
                     help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
                     "docpruner k=-0.5..1, prune_then_merge")
+    ev.add_argument("--rescore", type=int, nargs="+", default=None, metavar="N",
+                    help="quantised views: rescoring depth(s); several give one row per depth (default 100; 0 = none)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 
@@ -182,11 +188,12 @@ def _print_json(data) -> None:
 
 
 def _memory_table(views) -> str:
-    lines = [f"{'view':36} {'vectors':>10} {'per page min/mean/max':>24} {'bytes':>11} {'ratio':>7}"]
+    lines = [f"{'view':36} {'precision':>9} {'vectors':>10} {'per page min/mean/max':>24} {'bytes':>11} {'ratio':>7}"]
     for v in views:
         per_page = f"{v.per_page_min}/{v.per_page_mean:.1f}/{v.per_page_max}"
-        ratio = f"{v.ratio_to_full:.3f}" if v.ratio_to_full == v.ratio_to_full else "-"
-        lines.append(f"{v.view:36} {v.vectors:>10} {per_page:>24} {format_bytes(v.bytes):>11} {ratio:>7}")
+        ratio = f"{v.ratio_to_full:.4f}" if v.ratio_to_full == v.ratio_to_full else "-"
+        lines.append(f"{v.view:36} {v.precision:>9} {v.vectors:>10} {per_page:>24} {format_bytes(v.bytes):>11} "
+                     f"{ratio:>7}")
     return "\n".join(lines)
 
 
@@ -230,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         if engine.model_loaded and engine.encoder.kind != "visual":
             print(f"note: {engine.encoder.describe()} ranks pages by their text and its position, not by how they look")
     elif command == "search":
-        hits = engine.search(args.query, k=args.k, view=args.view, docs=args.doc)
+        hits = engine.search(args.query, k=args.k, view=args.view, docs=args.doc, rescore=args.rescore)
         if args.json:
             _print_json([h.as_dict() for h in hits])
         elif not hits:
@@ -357,7 +364,8 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
     if not views:
         raise InvalidSpecError("no views to evaluate: give --views SPEC [SPEC ...] or --sweep")
     with _Bar("evaluating") as bar:
-        evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep)
+        evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep,
+                              rescore=args.rescore)
     print(f"model {evaluation.model}  {evaluation.documents} documents, {evaluation.pages} pages  "
           f"{len(evaluation.queries)} queries ({evaluation.labelled} labelled)")
     print(evaluation.table())

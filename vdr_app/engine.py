@@ -30,12 +30,31 @@ from .errors import (
 )
 from .index import IndexStatus, SearchIndex, SyncReport, open_index
 from .memory import MemorySummary, summarize
+from .quantise import bytes_per_vector, cosine_error
 from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
 from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
 from .types import PageEmbedding, Progress, QueryEmbedding, Reduction, SearchHit, log_progress, scaled_progress
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_RESCORE = 100  # candidates of a quantised view re-scored exactly, unless the caller says otherwise
+MAX_RESCORE = 100_000
+
+
+def check_rescore(rescore: int | float | str | None) -> int:
+    """The rescoring depth as an int (None -> DEFAULT_RESCORE); InvalidQueryError when it is not a
+    whole number in [0, MAX_RESCORE]."""
+    if rescore is None or rescore == "":
+        return DEFAULT_RESCORE
+    try:
+        value = float(rescore)
+    except (TypeError, ValueError):
+        raise InvalidQueryError(f"rescore must be a whole number of pages (0 = none), got {rescore!r}") from None
+    if value != value or value != int(value) or not 0 <= value <= MAX_RESCORE:
+        raise InvalidQueryError(f"rescore must be a whole number from 0 to {MAX_RESCORE} (0 = none), got {rescore!r}")
+    return int(value)
 
 
 def expected_model_id(model: str) -> str:
@@ -58,6 +77,10 @@ class Exploration:
     full_vectors: int
     view_vectors: int
     dim: int
+    quant: str | None = None  # "int8" / "binary" for a quantised view
+    # float32 (n,) for a quantised view: per patch, the cosine between the float vector that stands
+    # for it and its dequantised code (NaN where pruned); None otherwise
+    quant_cosine: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -73,7 +96,8 @@ class Exploration:
 
     @property
     def view_bytes(self) -> int:
-        return self.view_vectors * self.dim * 2
+        """The view's real bytes for this page (codes and scales for a quantised view)."""
+        return self.view_vectors * bytes_per_vector(self.dim, self.quant)
 
 
 @dataclass
@@ -122,6 +146,11 @@ def _phase(progress: Progress, name: str, phase: str, n_pages: int | None = None
         progress(fraction, f"{name}: {phase} page {words[1]}" if len(words) == 2 else f"{name}: {phase}")
 
     return report
+
+
+def _first_rows(codes, k: int):
+    """The QuantisedVectors of the first k rows (a view's own vectors, without extra tokens)."""
+    return dataclasses.replace(codes, codes=codes.codes[:k], scales=None if codes.scales is None else codes.scales[:k])
 
 
 def _prefixed(progress: Progress, prefix: str) -> Progress:
@@ -402,11 +431,14 @@ class Engine:
 
     @staticmethod
     def canonical_view(spec: str | None) -> str:
-        """The canonical text of a view spec; "full" (and identity) for the stored embeddings."""
+        """The canonical text of a view spec; "full" (and identity) for the stored embeddings,
+        "full@int8" / "full@binary" for them quantised."""
         if spec is None or str(spec).strip() in ("", FULL_VIEW):
             return FULL_VIEW
         parsed = reduce_lib.parse_spec(str(spec))
-        return FULL_VIEW if parsed.strategy == "identity" else str(parsed)
+        if parsed.strategy == "identity":
+            return FULL_VIEW + (f"@{parsed.quant}" if parsed.quant else "")
+        return str(parsed)
 
     def add_view(self, spec: str, progress: Progress | None = None) -> str:
         """Compute and store a view over every page (no re-encoding). Returns its canonical spec."""
@@ -424,6 +456,7 @@ class Engine:
         self.store.add_view(
             canonical, reductions,
             reduce_page=lambda page_id: reduce_lib.reduce_page(self.store.page_embedding(page_id), canonical),
+            quant=reduce_lib.parse_spec(canonical).quant,
         )
         self.index.add_view(canonical, progress)
         return canonical
@@ -444,13 +477,14 @@ class Engine:
         return canonical
 
     def views(self) -> list[MemorySummary]:
-        """Memory of the full index and of every stored view."""
+        """Memory of the full index and of every stored view (real bytes: codes and scales for a
+        quantised view)."""
         dim = self.store.dim or 0
         full_counts = self.store.vector_counts(FULL_VIEW)
         total = int(full_counts.sum())
         out = [summarize(FULL_VIEW, full_counts, dim, total)]
         for spec in self.store.view_specs():
-            out.append(summarize(spec, self.store.vector_counts(spec), dim, total))
+            out.append(summarize(spec, self.store.vector_counts(spec), dim, total, self.store.view_quant(spec)))
         return out
 
     @staticmethod
@@ -465,6 +499,14 @@ class Engine:
         strategy = "identity" if canonical == FULL_VIEW else canonical
         reduction = reduce_lib.reduce_page(embedding, strategy)
         page = self.store.page_rows([page_id])[0]
+        quant = reduce_lib.parse_spec(strategy).quant
+        cosine = None
+        if reduction.quantised is not None:
+            # Per output vector, then mapped back to the patches it stands for (NaN where pruned).
+            per_vector = cosine_error(reduction.vectors, _first_rows(reduction.quantised, reduction.vectors.shape[0]))
+            cosine = np.full(embedding.n_patches, np.nan, dtype=np.float32)
+            kept = reduction.groups >= 0
+            cosine[kept] = per_vector[reduction.groups[kept]]
         return Exploration(
             page=page,
             embedding=embedding,
@@ -474,6 +516,8 @@ class Engine:
             full_vectors=embedding.n_patches + len(embedding.extra),
             view_vectors=reduction.n_vectors,
             dim=embedding.dim,
+            quant=quant,
+            quant_cosine=cosine,
         )
 
     # -- search -----------------------------------------------------------------------------------
@@ -516,15 +560,21 @@ class Engine:
         return True
 
     def search_embedding(self, query: QueryEmbedding, k: int = 10, view: str | None = None,
-                         docs: Sequence[str | int] | None = None) -> list[SearchHit]:
+                         docs: Sequence[str | int] | None = None, rescore: int | None = None) -> list[SearchHit]:
         """Rank pages for an encoded query by MaxSim over one view (computed on first use),
-        optionally only the pages of some documents (`docs`: ids, names or sha256 prefixes)."""
+        optionally only the pages of some documents (`docs`: ids, names or sha256 prefixes).
+
+        rescore: for a quantised view, re-score its quantised top max(rescore, k) exactly with
+            the float view's vectors (rebuilt from the full embeddings); 0 = quantised scores
+            only; None = `DEFAULT_RESCORE`. Ignored for float views.
+        """
         if k < 1:
             raise InvalidQueryError(f"k must be at least 1, got {k}")
+        rescore = check_rescore(rescore)
         self.sync_with_store()
         doc_ids = self.resolve_documents(docs)
         spec = self.ensure_view(view)
-        ranked = self.index.top_k(spec, query.vectors, k, doc_ids)
+        ranked = self.index.top_k(spec, query.vectors, k, doc_ids, rescore=rescore)
         rows = {r.id: r for r in self.store.page_rows_existing([pid for pid, _ in ranked])}
         hits = []
         for pid, score in ranked:
@@ -535,11 +585,13 @@ class Engine:
         return hits
 
     def search(self, query: str, k: int = 10, view: str | None = None,
-               docs: Sequence[str | int] | None = None) -> list[SearchHit]:
-        """Encode a query and rank pages by MaxSim over one view ("full" by default)."""
+               docs: Sequence[str | int] | None = None, rescore: int | None = None) -> list[SearchHit]:
+        """Encode a query and rank pages by MaxSim over one view ("full" by default); `rescore`
+        as in `search_embedding`."""
         view = self.canonical_view(view)  # a bad spec fails before the model is loaded
         self.resolve_documents(docs)  # so does an unknown document
-        return self.search_embedding(self.encode_query(query), k, view, docs)
+        check_rescore(rescore)
+        return self.search_embedding(self.encode_query(query), k, view, docs, rescore)
 
     # -- index ------------------------------------------------------------------------------------
 
@@ -562,12 +614,13 @@ class Engine:
             return str(error)
 
     def compare(self, query: str, k: int = 10, view: str | None = None,
-                docs: Sequence[str | int] | None = None) -> RankingComparison:
+                docs: Sequence[str | int] | None = None, rescore: int | None = None) -> RankingComparison:
         """Search the full index and a view with the same query; report overlap and moves."""
         self.resolve_documents(docs)
+        check_rescore(rescore)
         embedding = self.encode_query(query)
         full = self.search_embedding(embedding, k, FULL_VIEW, docs)
-        reduced = self.search_embedding(embedding, k, view, docs)
+        reduced = self.search_embedding(embedding, k, view, docs, rescore)
         full_rank = {h.page_id: h.rank for h in full}
         moved = [
             dict(
@@ -584,6 +637,9 @@ class Engine:
         """Per-token similarity maps of one page for a query, under a view ("full" by default).
 
         A stored view is read as stored; any other spec is reduced on the fly (nothing stored).
+        For a quantised view each vector is its dequantised code scaled to unit length, so a map
+        shows the cosine between the query token and what the view holds (the ±1 direction for
+        binary).
         """
         embedding_q = query if isinstance(query, QueryEmbedding) else self.encode_query(query)
         spec = self.canonical_view(view)
@@ -596,7 +652,12 @@ class Engine:
                 if self.store.has_view(spec)
                 else reduce_lib.reduce_page(embedding, spec)
             )
-            maps = heatmap.similarity_maps(embedding_q.vectors, embedding.patches, reduction.groups, reduction.vectors)
+            vectors = reduction.vectors
+            if reduction.quantised is not None:
+                vectors = reduction.quantised.dequantise()[: vectors.shape[0]]
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.where(norms > 0, norms, 1.0)
+            maps = heatmap.similarity_maps(embedding_q.vectors, embedding.patches, reduction.groups, vectors)
         return Explanation(
             page=self.store.page_rows([page_id])[0],
             embedding=embedding,

@@ -20,7 +20,9 @@ i is relevant):
     recall@k = |R ∩ top-k| / |R|            (with one relevant page: hit rate at k)
     MRR@k    = 1 / rank of the first relevant page if it is within the top k, else 0
 All are averaged over queries (macro). Memory counts every stored vector, non-image tokens
-included, at float16 (see vdr_app.memory).
+included, at the bytes it is stored in: float16, or a quantised view's codes and scales (see
+vdr_app.memory). A quantised view (`...@int8`, `...@binary`) is evaluated once per rescoring
+depth asked for (`rescore`), each a row of its own.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ SWEEP_FACTORS = (2, 4, 9, 25, 49)
 SWEEP_RATIO_STRATEGIES = ("random", "attention", "pool1d", "pool2d", "cluster")
 SWEEP_DOCPRUNER_K = ("-0.5", "-0.25", "0", "0.5", "1")
 SWEEP_PTM = (("-0.75", 2), ("-0.75", 4), ("-0.5", 2), ("-0.5", 4))  # (DocPruner k, merge factor)
+# Quantised variants of the main strategies (each @int8 and @binary): the full index, the two
+# merging strategies that do best at equal memory, and DocPruner at its default.
+SWEEP_QUANTISERS = ("int8", "binary")
+SWEEP_QUANTISED = ("full", "pool1d:factor=2", "pool1d:factor=9", "pool1d:factor=49", "cluster:factor=2",
+                   "cluster:factor=9", "cluster:factor=49", "docpruner:k=-0.25")
 
 
 # -- metrics (pure) -------------------------------------------------------------------------------
@@ -205,6 +212,48 @@ def _mean(rows: list[dict[str, float]], keys: Sequence[str]) -> dict[str, float]
 def _ratio(view: float, full: float) -> float | None:
     """view / full, or None when the full index scores 0 (retention undefined)."""
     return view / full if full > 0 else None
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes: less memory (x) and at least as
+    much quality (y), or as little memory and more quality. Best memory first.
+
+    Args:
+        points: (memory, quality) pairs; NaN or None entries are never on the front.
+
+    Returns:
+        indices into `points`, sorted by memory (ascending), quality rising along the front.
+    """
+    valid = [i for i, (x, y) in enumerate(points)
+             if x is not None and y is not None and x == x and y == y]
+    order = sorted(valid, key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def frontier_rows(views: Sequence[dict], y: str = "retention.ndcg@5") -> list[dict]:
+    """The rows of `Evaluation.as_dict()["views"]` on the memory (bytes) / quality Pareto front."""
+    rows = [r for r in views if not r.get("skipped")]
+    points = [(_row_bytes(r), _dotted_value(r, y)) for r in rows]
+    return [rows[i] for i in pareto_front(points)]
+
+
+def _row_bytes(row: dict) -> float | None:
+    value = (row.get("memory") or {}).get("bytes")
+    return float(value) if value else None
+
+
+def _dotted_value(row: dict, path: str):
+    value = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return None if value is None else float(value)
 
 
 # -- label and query files ------------------------------------------------------------------------
@@ -385,6 +434,8 @@ def sweep_specs() -> list[str]:
       ratio is a little above 1/factor because of border blocks, and is measured, not assumed.
     - docpruner at k = -0.5, -0.25, 0, 0.5, 1 (adaptive: the kept share varies per page).
     - prune_then_merge at k = -0.75 and -0.5, each merged by factor 2 and 4 (PtM's grid).
+    - quantised variants, @int8 and @binary, of the full index, pool1d and cluster at factors 2,
+      9 and 49, and docpruner at k = -0.25 (`SWEEP_QUANTISED`).
     """
     from . import reduce as reduce_lib
 
@@ -397,16 +448,33 @@ def sweep_specs() -> list[str]:
         specs += [str(reduce_lib.make_spec("docpruner", k=k)) for k in SWEEP_DOCPRUNER_K]
     if "prune_then_merge" in known:
         specs += [str(reduce_lib.make_spec("prune_then_merge", k=k, factor=f)) for k, f in SWEEP_PTM]
+    for base in SWEEP_QUANTISED:
+        parsed = reduce_lib.parse_spec(base)
+        if parsed.strategy in known:
+            for quant in SWEEP_QUANTISERS:
+                text = str(reduce_lib.ViewSpec(parsed.strategy, parsed.values, quant))
+                specs.append(text.replace("identity@", "full@"))
     return list(dict.fromkeys(specs))
 
 
 def view_family(spec: str) -> str:
-    """The strategy a view belongs to ("full" for the full index): one curve per family."""
+    """The strategy a view belongs to ("full" for the full index, quantised or not): one curve
+    per family and precision."""
     if spec == FULL:
         return FULL
     from . import reduce as reduce_lib
 
-    return reduce_lib.parse_spec(spec).strategy
+    strategy = reduce_lib.parse_spec(spec).strategy
+    return FULL if strategy == "identity" else strategy
+
+
+def view_quant(spec: str) -> str | None:
+    """A view's quantiser ("int8", "binary") or None."""
+    if spec == FULL:
+        return None
+    from . import reduce as reduce_lib
+
+    return reduce_lib.parse_spec(spec).quant
 
 
 def nominal_keep(spec: str) -> float | None:
@@ -417,6 +485,8 @@ def nominal_keep(spec: str) -> float | None:
 
     parsed = reduce_lib.parse_spec(spec)
     keep = parsed.nominal_keep
+    if parsed.strategy == "identity":
+        return 1.0
     if parsed.strategy == "prune_then_merge":
         return None  # keep applies to DocPruner's survivors, whose share varies per page
     return keep
@@ -444,6 +514,7 @@ class ViewEvaluation:
         per_query: per query: "query", "rank" (of the first relevant page, None if not in the
             top 10; labelled queries only), "top" (the top-10 page ids), and its fidelity figures.
         skipped: why the view could not be evaluated (its figures are then empty), or None.
+        rescore: for a quantised view, the rescoring depth it was searched with (None otherwise).
     """
 
     view: str
@@ -458,14 +529,23 @@ class ViewEvaluation:
     search_ms: float = 0.0
     per_query: list = field(default_factory=list)
     skipped: str | None = None
+    rescore: int | None = None
 
     @property
     def memory_ratio(self) -> float | None:
         return self.memory.get("ratio_to_full")
 
+    @property
+    def label(self) -> str:
+        """The row's name: the view, and for a quantised view its rescoring depth."""
+        if self.rescore is None:
+            return self.view
+        return f"{self.view} rescore={self.rescore}"
+
     def as_dict(self, per_query: bool = True) -> dict:
         out = dict(
-            view=self.view, family=self.family, nominal_keep=nominal_keep(self.view), memory=self.memory,
+            view=self.view, label=self.label, family=self.family, quant=view_quant(self.view), rescore=self.rescore,
+            nominal_keep=nominal_keep(self.view), memory=self.memory,
             memory_ratio=self.memory_ratio, metrics=self.metrics, retention=self.retention,
             retention_ci=self.retention_ci, by_kind=self.by_kind, fidelity=self.fidelity,
             build_seconds=round(self.build_seconds, 3),
@@ -494,8 +574,10 @@ class Evaluation:
         return self.views[0]
 
     def view(self, spec: str) -> ViewEvaluation:
+        """The row of a view (its first, for a quantised view evaluated at several depths), or of a
+        label such as "full@binary rescore=0"."""
         for v in self.views:
-            if v.view == spec:
+            if spec in (v.view, v.label):
                 return v
         raise NotFoundError(f"view {spec!r} was not evaluated; evaluated: {', '.join(v.view for v in self.views)}")
 
@@ -513,7 +595,10 @@ class Evaluation:
                 metrics="binary relevance; nDCG@5, recall@1, recall@5, MRR@10 averaged over labelled queries",
                 retention="mean metric of the view / mean metric of the full index",
                 retention_ci="95% percentile bootstrap over queries (paired, 2000 resamples, seed 0)",
-                memory_ratio="vectors stored by the view / vectors of the full index (non-image tokens counted)",
+                memory_ratio="bytes stored by the view / bytes of the full index at float16 (non-image tokens "
+                             "counted; a quantised view counts its codes and scales)",
+                rescore="quantised views: the quantised top max(rescore, 10) re-scored exactly with the float "
+                        "view's vectors (0 = quantised scores only)",
                 overlap="|top-k(full) ∩ top-k(view)| / k, averaged over all queries",
                 kendall_tau="Kendall tau-b over the union of both top-10 lists, a missing page ranked 11",
                 top1_agreement="share of queries whose first page is the same as the full index's",
@@ -524,7 +609,7 @@ class Evaluation:
     def table(self) -> str:
         """A readable table: memory, metrics, retention and fidelity of every view."""
         labelled = self.labelled > 0
-        w = max([4] + [len(v.view) for v in self.views])
+        w = max([4] + [len(v.label) for v in self.views])
         head = f"{'view':{w}} {'vec/page':>8} {'bytes':>9} {'memory':>7}"
         if labelled:
             head += "".join(f" {m:>8}" for m in METRICS) + f" {'ret@nDCG5':>9} {'95% CI':>16}"
@@ -532,10 +617,10 @@ class Evaluation:
         lines = [head, "-" * len(head)]
         for v in self.views:
             if v.skipped:
-                lines.append(f"{v.view:{w}} skipped: {v.skipped}")
+                lines.append(f"{v.label:{w}} skipped: {v.skipped}")
                 continue
             mem = v.memory
-            line = (f"{v.view:{w}} {mem.get('per_page_mean', 0):8.1f} {format_bytes(mem.get('bytes', 0)):>9} "
+            line = (f"{v.label:{w}} {mem.get('per_page_mean', 0):8.1f} {format_bytes(mem.get('bytes', 0)):>9} "
                     f"{_fmt(v.memory_ratio, '7.3f')}")
             if labelled:
                 line += "".join(f" {_fmt(v.metrics.get(m), '8.3f')}" for m in METRICS)
@@ -553,7 +638,7 @@ class Evaluation:
         if not self.kinds:
             return ""
         counts = {k: self.full.by_kind.get(k, {}).get("queries", 0) for k in self.kinds}
-        w = max([len(metric) + 8] + [len(v.view) for v in self.views])
+        w = max([len(metric) + 8] + [len(v.label) for v in self.views])
         head = f"{metric + ' by kind':{w}}" + "".join(f" {f'{k} ({counts[k]})':>16}" for k in self.kinds)
         lines = [head, "-" * len(head)]
         for v in self.views:
@@ -566,7 +651,7 @@ class Evaluation:
                 ret = entry["retention"].get(metric) if entry else None
                 text = _fmt(value, ".3f") + ("" if v.view == FULL or ret is None else f" ({ret:.0%})")
                 cells.append(f" {text:>16}")
-            lines.append(f"{v.view:{w}}" + "".join(cells))
+            lines.append(f"{v.label:{w}}" + "".join(cells))
         return "\n".join(lines)
 
 
@@ -603,6 +688,7 @@ def evaluate(
     documents: dict[str, int] | None = None,
     progress: Progress | None = None,
     skip_unavailable: bool = False,
+    rescore: int | Sequence[int] | None = None,
 ) -> Evaluation:
     """Evaluate the full index and each view on the engine's stored pages.
 
@@ -618,6 +704,8 @@ def evaluate(
         progress: progress(fraction, message).
         skip_unavailable: record a view the pages cannot support (e.g. an attention strategy on a
             model without attention) as skipped instead of raising.
+        rescore: rescoring depth(s) for quantised views (one row per depth; None: the engine's
+            default, `engine.DEFAULT_RESCORE`).
 
     Returns:
         Evaluation with the full index first, then the views in the order given.
@@ -659,14 +747,19 @@ def evaluate(
         embeddings.append(engine.encode_query(text))
         progress(0.1 * (i + 1) / len(texts), f"encoded query {i + 1}/{len(texts)}")
 
+    from .engine import check_rescore
+
+    depths = list(dict.fromkeys(check_rescore(r) for r in (
+        [rescore] if rescore is None or isinstance(rescore, (int, float, str)) else list(rescore) or [None])))
     kinds = sorted({label.kind for label in labels if label.kind})
     results: list[ViewEvaluation] = []
     full_top: list[list[int]] = []
     per_label: dict[str, list[dict[str, float]]] = {}
-    all_specs = [FULL] + specs
-    for index, spec in enumerate(all_specs):
-        start, end = 0.1 + 0.9 * index / len(all_specs), 0.1 + 0.9 * (index + 1) / len(all_specs)
-        result = ViewEvaluation(view=spec, family=view_family(spec))
+    runs = [(spec, depth) for spec in [FULL] + specs
+            for depth in (depths if view_quant(spec) else [None])]
+    for index, (spec, depth) in enumerate(runs):
+        start, end = 0.1 + 0.9 * index / len(runs), 0.1 + 0.9 * (index + 1) / len(runs)
+        result = ViewEvaluation(view=spec, family=view_family(spec), rescore=depth)
         results.append(result)
         built = time.perf_counter()
         try:
@@ -679,15 +772,15 @@ def evaluate(
             log.warning("skipping view %s: %s", spec, error)
             result.skipped = str(error)
             continue
-        progress(start + (end - start) * 0.8, f"{spec}: searching {len(texts)} queries")
+        progress(start + (end - start) * 0.8, f"{result.label}: searching {len(texts)} queries")
         tops, searched = [], time.perf_counter()
         for embedding in embeddings:
-            tops.append([hit.page_id for hit in engine.search_embedding(embedding, DEPTH, spec)])
+            tops.append([hit.page_id for hit in engine.search_embedding(embedding, DEPTH, spec, rescore=depth)])
         result.search_ms = 1000 * (time.perf_counter() - searched) / len(texts)
         if spec == FULL:
             full_top = tops
-        per_label[spec] = _score(result, tops, full_top, texts, labels, relevant)
-        progress(end, f"{spec}: done")
+        per_label[result.label] = _score(result, tops, full_top, texts, labels, relevant)
+        progress(end, f"{result.label}: done")
 
     memory = {m.view: m.as_dict() for m in engine.views()}
     for result in results:
@@ -698,7 +791,7 @@ def evaluate(
             continue
         result.retention = {m: _ratio(result.metrics[m], full.metrics[m]) for m in result.metrics}
         result.retention_ci = {
-            m: bootstrap_retention([r[m] for r in per_label[result.view]], [r[m] for r in per_label[FULL]])
+            m: bootstrap_retention([r[m] for r in per_label[result.label]], [r[m] for r in per_label[FULL]])
             for m in result.metrics
         }
         for kind, entry in result.by_kind.items():
@@ -812,6 +905,7 @@ __all__ = [
     "fidelity_metrics",
     "first_relevant_rank",
     "folder_pdfs",
+    "frontier_rows",
     "kendall_tau_at_k",
     "label_metrics",
     "load_labels",
@@ -820,10 +914,12 @@ __all__ = [
     "ndcg_at_k",
     "overlap_at_k",
     "parse_labels",
+    "pareto_front",
     "parse_queries",
     "recall_at_k",
     "sweep_specs",
     "view_family",
+    "view_quant",
     "write_html",
     "write_json",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from . import heatmap
+from .memory import format_bytes
 
 # Low scores fade to transparent so the page stays readable under the map.
 HEAT_SCALE = [
@@ -39,6 +41,14 @@ ATTENTION_SCALE = [
     [0.5, "rgba(253,141,60,0.55)"],
     [0.75, "rgba(227,26,28,0.60)"],
     [1.0, "rgba(128,0,38,0.68)"],
+]
+# Quantisation error (1 - cos between a float vector and its code): a blue-purple map, so it does not
+# read as attention.
+ERROR_SCALE = [
+    [0.0, "rgba(237,248,251,0.25)"],
+    [0.33, "rgba(158,188,218,0.45)"],
+    [0.66, "rgba(136,86,167,0.60)"],
+    [1.0, "rgba(77,0,75,0.72)"],
 ]
 PRUNED_COLOUR = "rgba(100,116,139,0.42)"  # a translucent grey wash: the words stay readable
 KEPT_EDGE = "rgba(21,128,61,0.95)"
@@ -101,6 +111,7 @@ class _Layer:
     scale: list | None = None  # colour scale of a "scale" layer (HEAT_SCALE by default)
     width: float = 1.5  # line width of an "outline" layer
     custom: np.ndarray | None = None  # (n,) int per patch carried by a "hover" layer (group ids)
+    ticktext: tuple[str, str, str] | None = None  # colour bar labels at 0, 0.5, 1 ("low", "", "high")
 
 
 def _heatmap_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground, with_bar: bool,
@@ -193,7 +204,7 @@ def _colorbar(layer: _Layer, at: tuple[float, float]) -> dict:
     """A thin horizontal colour bar under the panel spanning `at` (paper x domain)."""
     return dict(title=dict(text=layer.colorbar_title or "", side="right"), orientation="h", thickness=10,
                 len=0.6 * (at[1] - at[0]), lenmode="fraction", x=(at[0] + at[1]) / 2, xanchor="center", y=-0.01,
-                yanchor="top", tickvals=[0, 0.5, 1], ticktext=["low", "", "high"])
+                yanchor="top", tickvals=[0, 0.5, 1], ticktext=list(layer.ticktext or ("low", "", "high")))
 
 
 def _outline_trace(layer: _Layer, grid: heatmap.RegionGrid, bg: PageBackground) -> dict | None:
@@ -284,7 +295,7 @@ def _page_figure(
                            f"global thumbnail, {len(grid.members)} tokens", 11, grid, layers))
     data: list[dict] = []
     layout: dict = dict(annotations=[])
-    first_scale = True
+    barred: set[str] = set()  # each distinct colour scale gets one bar, under its first panel
     main_axes = []
     for i, (xd, yd, name, size, grid, layers) in enumerate(cells_, start=1):
         suffix = "" if i == 1 else str(i)
@@ -299,7 +310,7 @@ def _page_figure(
             main_axes.append([xref, yref])
         traces = [dict(type="image", source=bg.source, x0=0.5, y0=0.5, hoverinfo="skip")]
         for layer in layers:
-            with_bar = first_scale and layer.kind == "scale" and grid in main
+            with_bar = layer.kind == "scale" and grid in main and (layer.colorbar_title or "") not in barred
             if layer.kind == "outline" and grid.regular:
                 outline = _outline_trace(layer, grid, bg)
                 traces.extend([outline] if outline else [])
@@ -311,7 +322,8 @@ def _page_figure(
                     traces.append(dict(type="heatmap", z=[[0.0, 1.0]], x=[None, None], y=[None, None],
                                        colorscale=layer.scale or HEAT_SCALE, zmin=0.0, zmax=1.0, showscale=True,
                                        hoverinfo="skip", colorbar=_colorbar(layer, xd), opacity=0))
-            first_scale = first_scale and not with_bar
+            if with_bar:
+                barred.add(layer.colorbar_title or "")
         for trace in traces:
             trace.update(xaxis=xref, yaxis=yref)
         data.extend(traces)
@@ -323,7 +335,7 @@ def _page_figure(
         layout["meta"] = dict(vdr_highlight=dict(axes=main_axes, groups=highlight))
     data.extend(_legend_entry(*entry) for entry in legend)
 
-    top, bottom = 92, (48 if not first_scale else 12)
+    top, bottom = 92, (48 if barred else 12)
     if height is None:
         # Fit the page's aspect: panels are as wide as the plot allows, so pick the height that
         # fills them instead of leaving bands above and below (width_hint: the usual plot width).
@@ -364,6 +376,8 @@ def exploration_figure(
     merging: bool = False,
     height: int | None = None,
     attention_label: str = "final-token attention",
+    quant_cosine: np.ndarray | None = None,
+    quant: str | None = None,
 ) -> go.Figure:
     """The Explore view: the model's attention, and what a reduction kept, pruned or merged.
 
@@ -384,6 +398,11 @@ def exploration_figure(
         height: pixels; None fits the page's aspect to a ~1300 px wide plot.
         attention_label: what the attention is, as the left panel's title (e.g. a text
             encoder's "[CLS] attention").
+        quant_cosine: for a quantised view, float (n,) the cosine between the float vector that
+            stands for each patch and its dequantised code (NaN where pruned): drawn as a third
+            panel of the error 1 - cos, scaled from the page's smallest to its largest error (the
+            bar gives the values).
+        quant: the quantiser's name ("int8", "binary") for that panel's title.
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = groups.shape[0]
@@ -396,7 +415,12 @@ def exploration_figure(
         heat, att_text = np.full(n, np.nan, np.float32), ["attention: not given by this encoder"] * n
     fate = [("pruned" if g < 0 else f"group {g}: merged with {s - 1} other patches into one vector" if s > 1
              else f"kept as vector {g}") for g, s in zip(groups.tolist(), sizes.tolist())]
-    hover = _patch_labels(cells, [att_text, fate])
+    lines = [att_text, fate]
+    if quant_cosine is not None:
+        cos = np.asarray(quant_cosine, dtype=np.float64)
+        lines.append([f"{quant or 'quantised'}: cos {c:.5f} with the float vector (1 - cos {1 - c:.2g})"
+                      if np.isfinite(c) else f"{quant or 'quantised'}: pruned" for c in cos.tolist()])
+    hover = _patch_labels(cells, lines)
     any_pruned = bool((groups < 0).any())
     any_kept = bool((groups >= 0).any())
     pruned = np.where(groups < 0, 1.0, np.nan)
@@ -425,8 +449,21 @@ def exploration_figure(
         decision = "kept / pruned"
     else:
         decision = "every patch kept"
-    return _page_figure(bg, boxes, cells, [(att_name, left), (decision, right)], title, legend, height,
-                        highlight=highlight)
+    panels = [(att_name, left), (decision, right)]
+    if quant_cosine is not None:
+        error = 1.0 - np.asarray(quant_cosine, dtype=np.float64)
+        finite = error[np.isfinite(error)]
+        low, top = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if top - low < 0.05 * top:  # nearly uniform: show it against 0 rather than amplify noise
+            low = 0.0
+        span = top - low
+        scaled = np.where(np.isfinite(error), (error - low) / span if span > 0 else 0.0, np.nan).astype(np.float32)
+        panels.append((f"{quant or 'quantisation'} error per patch (1 − cos)", [
+            _Layer("scale", scaled, "quantisation error", colorbar_title=f"1 − cos, float vs {quant or 'code'}",
+                   scale=ERROR_SCALE, ticktext=(f"{low:.2g}", f"{(low + top) / 2:.2g}", f"{top:.2g}")),
+            _Layer("hover", scaled, text=hover, custom=groups if merging else None),
+        ]))
+    return _page_figure(bg, boxes, cells, panels, title, legend, height, highlight=highlight)
 
 
 def _group_outlines(bg: PageBackground, boxes: np.ndarray, cells: np.ndarray, groups: np.ndarray) -> dict:
@@ -511,6 +548,30 @@ def _dotted(row: dict, path: str):
     return value
 
 
+QUANT_SYMBOLS = {None: "circle", "int8": "square", "binary": "diamond"}
+QUANT_DASH = {None: "solid", "int8": "dash", "binary": "dot"}
+
+
+def _series_name(row: dict) -> str:
+    name = row.get("family", "?")
+    quant = row.get("quant")
+    if quant:
+        name += f" @{quant}"
+        rescore = row.get("rescore")
+        if rescore is not None:
+            name += f" rescore {rescore}" if rescore else " no rescoring"
+    return name
+
+
+def _bytes_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """1-2-5 ticks over [low, high] bytes, labelled in KB / MB / GB."""
+    vals = []
+    for exponent in range(int(math.floor(math.log10(max(low, 1)))), int(math.ceil(math.log10(max(high, 1)))) + 1):
+        vals += [m * 10**exponent for m in (1, 2, 5)]
+    vals = [v for v in vals if low / 1.5 <= v <= high * 1.5] or [low, high]
+    return vals, [format_bytes(v) for v in vals]
+
+
 def retention_figure(
     views: list[dict],
     y: str = "retention.ndcg@5",
@@ -518,12 +579,14 @@ def retention_figure(
     title: str | None = None,
     show_ci: bool = True,
 ) -> go.Figure:
-    """The trade-off curve: a quality figure of each view against its memory ratio, one line per family.
+    """The trade-off curve: a quality figure of each view against its memory, one line per family
+    and precision, with the Pareto frontier over both axes (reduction and quantisation) marked.
 
     Args:
-        views: rows as in `Evaluation.as_dict()["views"]`: "view", "family", "memory_ratio" and
-            the nested figure named by `y`; rows with "skipped" set or no value are left out. The
-            full index (family "full") is drawn as a single star.
+        views: rows as in `Evaluation.as_dict()["views"]`: "view", "family", optionally "quant"
+            and "rescore", "memory" (with "bytes") or "memory_ratio", and the nested figure named
+            by `y`; rows with "skipped" set or no value are left out. The full index (family
+            "full", no quantiser) is drawn as a single star.
         y: dotted path of the plotted value, e.g. "retention.ndcg@5" or "fidelity.overlap@10".
         y_title: the y-axis title.
         title: the figure title (default: "<y_title> vs memory").
@@ -531,49 +594,79 @@ def retention_figure(
             ([low, high], e.g. a bootstrap over queries) as an error bar when present.
 
     Returns:
-        A plotly figure with a log-scale x axis (share of the full index's vectors).
+        A plotly figure with a log-scale x axis: bytes stored when every row has them, else the
+        share of the full index's memory. Float16 views are circles on solid lines, int8 squares
+        on dashed lines, binary diamonds on dotted lines; the frontier is a black step line
+        through ringed points.
     """
+    from .evaluate import pareto_front
+
     fig = go.Figure()
     ci_path = "retention_ci." + y.split(".", 1)[1] if show_ci and y.startswith("retention.") else None
-    families: dict[str, list[tuple[float, float, str, tuple[float, float] | None]]] = {}
-    for row in views:
-        ratio, value = row.get("memory_ratio"), _dotted(row, y)
-        if row.get("skipped") or ratio is None or value is None:
-            continue
+    rows = [r for r in views if not r.get("skipped") and _dotted(r, y) is not None]
+    use_bytes = bool(rows) and all((r.get("memory") or {}).get("bytes") for r in rows)
+    rows = [r for r in rows if use_bytes or r.get("memory_ratio") is not None]
+    xs_all = [float(r["memory"]["bytes"]) if use_bytes else float(r["memory_ratio"]) for r in rows]
+    series: dict[str, list] = {}
+    for row, x in zip(rows, xs_all):
         ci = _dotted(row, ci_path) if ci_path else None
         interval = (float(ci[0]), float(ci[1])) if ci else None
-        families.setdefault(row.get("family", "?"), []).append((float(ratio), float(value), row["view"], interval))
+        ratio = row.get("memory_ratio")
+        series.setdefault(_series_name(row), []).append(
+            (x, float(_dotted(row, y)), row.get("label", row["view"]), interval, ratio, row))
     palette = iter(GROUP_PALETTE)
-    for family, points in families.items():
+    colours: dict[str, str] = {}
+    for name, points in series.items():
         points.sort(key=lambda p: (p[0], p[1]))
-        xs, ys, _names, cis = zip(*points)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
         hover = [
-            f"{n}<br>memory {x:.1%} of full<br>{y_title}: {v:.3f}"
-            + (f"<br>95% CI [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
-            for x, v, n, c in points
+            f"{n}<br>memory {format_bytes(x) if use_bytes else f'{x:.1%}'}"
+            + (f" ({r:.2%} of full)" if use_bytes and r is not None else " of full" if not use_bytes else "")
+            + f"<br>{y_title}: {v:.3f}" + (f"<br>95% CI [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
+            for x, v, n, c, r, _ in points
         ]
-        error_y = None
-        if family != "full" and any(cis):
-            error_y = dict(type="data", symmetric=False, thickness=1, width=3,
-                           array=[(c[1] - v) if c else 0 for v, c in zip(ys, cis)],
-                           arrayminus=[(v - c[0]) if c else 0 for v, c in zip(ys, cis)])
-        if family == "full":
+        first = points[0][5]
+        family, quant = first.get("family", "?"), first.get("quant")
+        if family == "full" and not quant:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="full index", hovertext=hover,
                                      hoverinfo="text", marker=dict(symbol="star", size=14, color="black")))
             continue
-        colour = FAMILY_COLOURS.get(family) or next(palette, "rgba(0,0,0,0.6)")
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=family, hovertext=hover,
-                                 hoverinfo="text", line=dict(color=colour, width=2), marker=dict(size=8),
-                                 error_y=error_y))
+        cis = [p[3] for p in points]
+        error_y = None
+        if any(cis):
+            error_y = dict(type="data", symmetric=False, thickness=1, width=3,
+                           array=[(c[1] - v) if c else 0 for v, c in zip(ys, cis)],
+                           arrayminus=[(v - c[0]) if c else 0 for v, c in zip(ys, cis)])
+        if family not in colours:
+            colours[family] = FAMILY_COLOURS.get(family) or next(palette, "rgba(0,0,0,0.6)")
+        colour = "rgba(0,0,0,0.75)" if family == "full" else colours[family]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, hovertext=hover, hoverinfo="text",
+                                 line=dict(color=colour, width=2, dash=QUANT_DASH.get(quant, "solid")),
+                                 marker=dict(size=9, symbol=QUANT_SYMBOLS.get(quant, "circle")), error_y=error_y))
+    front = pareto_front([(x, float(_dotted(r, y))) for r, x in zip(rows, xs_all)])
+    if front:
+        fx = [xs_all[i] for i in front]
+        fy = [float(_dotted(rows[i], y)) for i in front]
+        names = [rows[i].get("label", rows[i]["view"]) for i in front]
+        fig.add_trace(go.Scatter(
+            x=fx, y=fy, mode="lines+markers", name="Pareto frontier", line=dict(color="black", width=1.5, dash="dash",
+                                                                                 shape="hv"),
+            marker=dict(size=16, symbol="circle-open", color="black", line=dict(width=2)),
+            hovertext=[f"on the frontier: {n}" for n in names], hoverinfo="text"))
     fig.add_hline(y=1.0, line=dict(color="rgba(0,0,0,0.35)", dash="dash", width=1))
+    if use_bytes and xs_all:
+        tickvals, ticktext = _bytes_ticks(min(xs_all), max(xs_all))
+        xaxis = dict(title="memory (bytes stored, log scale)", type="log", tickvals=tickvals, ticktext=ticktext)
+    else:
+        xaxis = dict(title="memory (share of the full index's bytes, log scale)", type="log", tickformat=".0%",
+                     tickvals=[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
     fig.update_layout(
         title=title or f"{y_title} vs memory",
-        xaxis=dict(title="memory (share of the full index's vectors, log scale)", type="log", tickformat=".0%",
-                   tickvals=[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+        xaxis=xaxis,
         yaxis=dict(title=y_title, tickformat=".0%" if y.startswith(("retention", "fidelity")) else None),
-        legend=dict(title="strategy"),
+        legend=dict(title="strategy, precision"),
         template="plotly_white",
         margin=dict(l=60, r=20, t=50, b=50),
-        height=480,
+        height=520,
     )
     return fig

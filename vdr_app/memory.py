@@ -1,7 +1,9 @@
 """Memory accounting: what a set of stored vectors costs, and how a view compares to full.
 
-Everything counts stored vectors at float16 (2 bytes per value), extra (non-image) tokens included,
-which is how the store holds them and how Light-ColPali's memory ratio is defined.
+Everything counts stored vectors, extra (non-image) tokens included, at the bytes the store holds
+them in: float16 (2 bytes per value), or for a quantised view its real codes and scales (int8:
+d + 4 bytes per vector; binary: ceil(d/8); see vdr_app.quantise). The ratio to full is a ratio of
+bytes, so for float16 views it is Light-ColPali's memory ratio (the share of vectors kept).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .quantise import FLOAT16, bytes_per_vector
 
 BYTES_PER_VALUE = 2  # float16
 
@@ -21,10 +25,12 @@ class MemorySummary:
         view: the view spec ("full" for the stored embeddings).
         pages: pages counted.
         vectors: vectors stored in all.
-        bytes: vectors × dim × 2.
+        bytes: vectors × bytes per vector (float16: dim × 2; int8: dim + 4; binary: ceil(dim / 8)).
         per_page_min, per_page_mean, per_page_max: vectors per page.
         bytes_per_page: mean bytes per page.
         ratio_to_full: bytes of this view / bytes of the full index (1.0 for full; NaN when empty).
+        precision: "float16", "int8" or "binary".
+        vector_ratio: vectors of this view / vectors of the full index (the reduction alone).
     """
 
     view: str
@@ -36,33 +42,41 @@ class MemorySummary:
     per_page_max: int
     bytes_per_page: float
     ratio_to_full: float
+    precision: str = FLOAT16
+    vector_ratio: float = float("nan")
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in self.__dict__.items()}
 
 
-def summarize(view: str, counts: np.ndarray, dim: int, full_vectors: int) -> MemorySummary:
+def summarize(view: str, counts: np.ndarray, dim: int, full_vectors: int, quant: str | None = None) -> MemorySummary:
     """Summarise per-page vector counts of one view.
 
     Args:
         view: view spec.
         counts: int (N,) vectors stored per page.
         dim: vector dimension.
-        full_vectors: vectors of the full index over the same pages (for the ratio).
+        full_vectors: vectors of the full index over the same pages (for the ratio; stored at float16).
+        quant: the view's quantiser (None: float16).
     """
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     pages = int(counts.size)
+    per_vector = bytes_per_vector(dim, quant)
+    nbytes = total * per_vector
+    full_bytes = full_vectors * dim * BYTES_PER_VALUE
     return MemorySummary(
         view=view,
         pages=pages,
         vectors=total,
-        bytes=total * dim * BYTES_PER_VALUE,
+        bytes=nbytes,
         per_page_min=int(counts.min()) if pages else 0,
         per_page_mean=round(float(counts.mean()), 2) if pages else 0.0,
         per_page_max=int(counts.max()) if pages else 0,
-        bytes_per_page=round(total * dim * BYTES_PER_VALUE / pages, 1) if pages else 0.0,
-        ratio_to_full=round(total / full_vectors, 4) if full_vectors else float("nan"),
+        bytes_per_page=round(nbytes / pages, 1) if pages else 0.0,
+        ratio_to_full=round(nbytes / full_bytes, 6) if full_bytes else float("nan"),
+        precision=quant or FLOAT16,
+        vector_ratio=round(total / full_vectors, 4) if full_vectors else float("nan"),
     )
 
 

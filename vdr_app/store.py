@@ -8,10 +8,15 @@ Layout (schema version in `PRAGMA user_version`, upgraded by the ordered `MIGRAT
     embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d)
     layouts     page_id, boxes (uint16 n×4, 0-1 scaled by 65535), cells (int16 n×3, NULL when
                 `derive_cells(boxes)` gives them), attention (float32 n, or NULL)
-    views       spec (canonical view spec), created_at
-    view_pages  spec, page_id, n_vectors, vectors (float16 k×d), groups (int32 n), info (JSON)
+    views       spec (canonical view spec), created_at, quant (NULL, "int8" or "binary"; v2)
+    view_pages  spec, page_id, n_vectors, vectors (float16 k×d), groups (int32 n), info (JSON),
+                scales (v2: float32 per vector of an int8 view, else NULL)
 
 Vectors are stored once, in float16, as raw little-endian BLOBs with their counts beside them.
+A quantised view (`...@int8`, `...@binary`, vdr_app.quantise) stores instead the codes of all its
+n_vectors rows, extra tokens included: int8 (n_vectors×d) plus the float32 scales, or packed
+sign bits (n_vectors×ceil(d/8) bytes). No float copy of such a view is kept: its float vectors
+are rebuilt from the full embeddings and the groups (`rescore_inputs`).
 Every multi-row write runs in one transaction (`Database.atomic`): a crash or error halfway
 leaves the file as it was. The class is thread-safe (one connection behind a lock) because the web
 app calls it from worker threads.
@@ -35,10 +40,11 @@ import sqlite_utils
 from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
+from .quantise import QUANTISERS, QuantisedVectors, bytes_per_vector
 from .store_errors import ReadOnlyStoreError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FULL_VIEW = "full"
 _BOX_SCALE = 65535.0
 _JPEG_QUALITY = 85
@@ -90,8 +96,14 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     db["view_pages"].create_index(["page_id"])
 
 
+def _quantised_views_v2(db: sqlite_utils.Database) -> None:
+    """Quantised views: the view's quantiser, and the int8 scales beside the codes."""
+    db["views"].add_column("quant", str)
+    db["view_pages"].add_column("scales", bytes)
+
+
 # MIGRATIONS[i] upgrades a store from version i to i + 1.
-MIGRATIONS = [_create_v1]
+MIGRATIONS = [_create_v1, _quantised_views_v2]
 
 
 @dataclass(frozen=True)
@@ -326,10 +338,11 @@ class Store:
             doc_id = self.db["documents"].insert(
                 {"sha256": sha256, "name": name, "n_pages": len(pages), "n_bytes": n_bytes, "added_at": _now()}
             ).last_pk
+            quants = {spec: self._view_quant(spec) for spec in views}
             for index, (image, embedding) in enumerate(pages):
                 page_id = self._insert_page(doc_id, image, embedding)
                 for spec, reductions in views.items():
-                    self._insert_view_page(spec, page_id, reductions[index])
+                    self._insert_view_page(spec, page_id, reductions[index], quants[spec])
         return AddResult(doc_id=doc_id, added=True, n_pages=len(pages))
 
     def _insert_page(self, doc_id: int, page: PageImage, emb: PageEmbedding) -> int:
@@ -493,6 +506,8 @@ class Store:
         Returns:
             (page_ids, vectors) where vectors[i] is float16 (n_i, d): the full view's patches
             followed by extra tokens, or a reduced view's vectors followed by the extra tokens.
+            For a quantised view: the dequantised codes, float32 (±1 for binary); search uses
+            `load_quantised` instead.
         """
         where, params = "", []
         if page_ids is not None:  # the search index loads one document's pages on add (vdr_app.index)
@@ -522,7 +537,9 @@ class Store:
                     for r in rows
                 ]
                 return ids, vectors
-            self._require_view(spec)
+            if self._view_quant(spec) is not None:
+                ids, codes = self.load_quantised(spec, None if page_ids is None else wanted)
+                return ids, [c.dequantise() for c in codes]
             rows = self.db.execute(
                 "SELECT v.page_id, v.n_vectors, e.n_extra, e.dim, v.vectors, e.extra FROM view_pages v "
                 "JOIN embeddings e ON e.page_id = v.page_id JOIN pages p ON p.id = v.page_id "
@@ -550,17 +567,22 @@ class Store:
             raise NotFoundError(f"no view '{spec}' in this store (see `views`)")
 
     def add_view(
-        self, spec: str, reductions: dict[int, Reduction], reduce_page: Callable[[int], Reduction] | None = None
+        self, spec: str, reductions: dict[int, Reduction], reduce_page: Callable[[int], Reduction] | None = None,
+        quant: str | None = None,
     ) -> None:
         """Store a view: one Reduction per stored page (all pages, one transaction).
 
         Args:
+            quant: "int8" or "binary" for a quantised view (every Reduction then carries its
+                `quantised` codes of that kind), None for float16 vectors.
             reduce_page: computes the reduction of a page added after `reductions` was made (by
                 another process, or an add racing this view add), inside the transaction; pages
                 deleted meanwhile are skipped. Without it, a missing page is a ValueError.
         """
         if spec == FULL_VIEW:
             raise ValueError("'full' is the stored embeddings themselves, not a view to add")
+        if quant is not None and quant not in QUANTISERS:
+            raise ValueError(f"quant must be None or one of {QUANTISERS}, got {quant!r}")
         with self._write():
             page_ids = self.page_ids()
             missing = set(page_ids) - set(reductions)
@@ -570,32 +592,119 @@ class Store:
                 raise ValueError(f"view {spec}: reductions missing for {len(missing)} pages")
             current = set(page_ids)
             reductions = {page_id: r for page_id, r in reductions.items() if page_id in current}
-            self.db["views"].insert({"spec": spec, "created_at": _now()}, replace=True)
+            self.db["views"].insert({"spec": spec, "created_at": _now(), "quant": quant}, replace=True)
             self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
             for page_id, reduction in reductions.items():
-                self._insert_view_page(spec, page_id, reduction)
+                self._insert_view_page(spec, page_id, reduction, quant)
 
-    def _insert_view_page(self, spec: str, page_id: int, reduction: Reduction) -> None:
+    def _insert_view_page(self, spec: str, page_id: int, reduction: Reduction, quant: str | None) -> None:
+        codes = reduction.quantised
+        kind = getattr(codes, "kind", None)
+        if kind != quant:
+            raise ValueError(f"view {spec} stores {quant or 'float16'} vectors, the reduction of page {page_id} "
+                             f"holds {kind or 'float16'} ones")
+        if codes is None:
+            vectors, scales = _blob(reduction.vectors, "<f2"), None
+        else:
+            if codes.n != reduction.n_vectors:
+                raise ValueError(f"view {spec}: {codes.n} codes for {reduction.n_vectors} vectors of page {page_id}")
+            vectors = _blob(codes.codes, "<i1" if kind == "int8" else "u1")
+            scales = None if codes.scales is None else _blob(codes.scales, "<f4")
         self.db["view_pages"].insert(
             {
                 "spec": spec, "page_id": page_id, "n_vectors": reduction.n_vectors,
-                "vectors": _blob(reduction.vectors, "<f2"), "groups": _blob(reduction.groups, "<i4"),
-                "info": json.dumps(reduction.info, default=float),
+                "vectors": vectors, "groups": _blob(reduction.groups, "<i4"),
+                "info": json.dumps(reduction.info, default=float), "scales": scales,
             },
             replace=True,
         )
 
+    def _view_quant(self, spec: str) -> str | None:
+        if spec == FULL_VIEW:
+            return None
+        row = self.db.execute("SELECT quant FROM views WHERE spec = ?", [spec]).fetchone()
+        if row is None:
+            raise NotFoundError(f"no view '{spec}' in this store (see `views`)")
+        return row[0]
+
+    def view_quant(self, spec: str) -> str | None:
+        """A stored view's quantiser: None (float16), "int8" or "binary"."""
+        with self._lock:
+            return self._view_quant(spec)
+
+    def bytes_per_vector(self, spec: str = FULL_VIEW) -> int:
+        """Stored bytes of one vector of a view (float16: 2d; int8: d + 4; binary: ceil(d/8))."""
+        return bytes_per_vector(self.dim or 0, self.view_quant(spec))
+
+    @staticmethod
+    def _codes(kind: str, blob: bytes, scales: bytes | None, n: int, d: int) -> QuantisedVectors:
+        if kind == "int8":
+            return QuantisedVectors(kind, d, _array(blob, "<i1", (n, d)), _array(scales, "<f4", (n,)))
+        return QuantisedVectors(kind, d, _array(blob, "u1", (n, (d + 7) // 8)))
+
+    def load_quantised(self, spec: str, page_ids: Iterable[int] | None = None
+                       ) -> tuple[list[int], list[QuantisedVectors]]:
+        """A quantised view's codes per page, in index order (or only `page_ids`'s): extra tokens
+        included, exactly as stored."""
+        kind = self.view_quant(spec)
+        if kind is None:
+            raise ValueError(f"view {spec} is not quantised")
+        out_ids, out = [], []
+        wanted = None if page_ids is None else sorted({int(i) for i in page_ids})
+        chunks = [None] if wanted is None else [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
+        d = self.dim or 0
+        for chunk in chunks:
+            where, params = ("", []) if chunk is None else (f" AND p.id IN ({','.join('?' * len(chunk))})", chunk)
+            with self._lock:
+                rows = self.db.execute(
+                    "SELECT v.page_id, v.n_vectors, v.vectors, v.scales FROM view_pages v "
+                    "JOIN pages p ON p.id = v.page_id "
+                    f"WHERE v.spec = ?{where} ORDER BY p.doc_id, p.page_number", [spec, *params]).fetchall()
+            out_ids += [r[0] for r in rows]
+            out += [self._codes(kind, r[2], r[3], r[1], d) for r in rows]
+        if chunk is not None and len(chunks) > 1:
+            position = {pid: i for i, (pid, _) in enumerate(self.page_docs())}
+            order = sorted(range(len(out_ids)), key=lambda i: position[out_ids[i]])
+            out_ids, out = [out_ids[i] for i in order], [out[i] for i in order]
+        return out_ids, out
+
+    def rescore_inputs(self, spec: str, page_ids: Iterable[int]
+                       ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """What rebuilds a view's float vectors for some pages: page id -> (patches float16 (n, d),
+        extra float16 (m, d), groups int32 (n,)), read-only arrays straight from the stored full
+        embeddings and the view's groups (pages no longer stored are left out). The caller widens
+        them (numpy's own float16 -> float32 cast is slow; see vdr_app.search)."""
+        wanted = sorted({int(i) for i in page_ids})
+        out = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            with self._lock:
+                rows = self.db.execute(
+                    "SELECT e.page_id, e.n_patches, e.n_extra, e.dim, e.patches, e.extra, v.groups FROM embeddings e "
+                    "JOIN view_pages v ON v.page_id = e.page_id AND v.spec = ? "
+                    f"WHERE e.page_id IN ({','.join('?' * len(chunk))})", [spec, *chunk]).fetchall()
+            for pid, n, m, d, patches, extra, groups in rows:
+                out[pid] = (_array(patches, "<f2", (n, d)), _array(extra, "<f2", (m, d)), _array(groups, "<i4", (n,)))
+        return out
+
     def view_reduction(self, spec: str, page_id: int) -> Reduction:
-        """A stored view of one page, with its groups (for heatmaps)."""
+        """A stored view of one page, with its groups (for heatmaps). For a quantised view,
+        vectors and extra are the dequantised codes and `quantised` holds the codes."""
         with self._lock:
             row = self.db.execute(
-                "SELECT v.n_vectors, v.vectors, v.groups, v.info, e.n_patches, e.n_extra, e.dim, e.extra "
-                "FROM view_pages v JOIN embeddings e ON e.page_id = v.page_id WHERE v.spec = ? AND v.page_id = ?",
+                "SELECT v.n_vectors, v.vectors, v.groups, v.info, e.n_patches, e.n_extra, e.dim, e.extra, v.scales, "
+                "w.quant FROM view_pages v JOIN embeddings e ON e.page_id = v.page_id JOIN views w ON w.spec = v.spec "
+                "WHERE v.spec = ? AND v.page_id = ?",
                 [spec, page_id],
             ).fetchone()
         if row is None:
             raise NotFoundError(f"no view '{spec}' for page {page_id}")
-        n_vectors, vectors, groups, info, n, m, d, extra = row
+        n_vectors, vectors, groups, info, n, m, d, extra, scales, quant = row
+        if quant is not None:  # the dequantised codes stand for the vectors (and extra tokens)
+            codes = self._codes(quant, vectors, scales, n_vectors, d)
+            values = codes.dequantise()
+            return Reduction(vectors=values[: n_vectors - m], groups=_array(groups, "<i4", (n,)).astype(np.int64),
+                             extra=values[n_vectors - m :], info=json.loads(info or "{}"), quantised=codes)
         return Reduction(
             vectors=_array(vectors, "<f2", (n_vectors - m, d)).astype(np.float32),
             groups=_array(groups, "<i4", (n,)).astype(np.int64),

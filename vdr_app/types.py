@@ -177,12 +177,15 @@ class Reduction:
             or -1 if it was pruned.
         extra: float32 (m, d) the page's non-image tokens, passed through untouched.
         info: strategy facts worth showing (e.g. DocPruner's threshold, the realised keep ratio).
+        quantised: for a quantised view (`...@int8`, `...@binary`), `vdr_app.quantise.QuantisedVectors`
+            of `all_vectors()` (k + m rows): what the store keeps and search scores; None otherwise.
     """
 
     vectors: np.ndarray
     groups: np.ndarray
     extra: np.ndarray
     info: dict = field(default_factory=dict)
+    quantised: object | None = None
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)

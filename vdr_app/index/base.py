@@ -17,8 +17,18 @@ from typing import Iterable
 
 import numpy as np
 
+from .. import reduce as reduce_lib
+from ..search import _widen_into
 from ..store import FULL_VIEW, Store
 from ..types import Progress
+
+
+def _widen(half: np.ndarray) -> np.ndarray:
+    """float32 copy of float16 values, exactly, by integer ops (~8x faster than numpy's cast)."""
+    out = np.empty(half.shape, dtype=np.float32)
+    if half.size:
+        _widen_into(np.ascontiguousarray(half).view(np.uint16), out, "float16")
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,12 +147,15 @@ class SearchIndex(ABC):
         """Forget a view."""
 
     @abstractmethod
-    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None
-              ) -> list[tuple[int, float]]:
+    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None,
+              rescore: int = 0) -> list[tuple[int, float]]:
         """The k best (page id, score) for a float32 (q, d) query over one view, best first.
 
         Args:
             doc_ids: only pages of these documents (None: every page).
+            rescore: for a quantised view (`...@int8`, `...@binary`), how many of its best
+                candidates (at least k) to re-score exactly with the float view's vectors;
+                0 = the quantised scores as they are. Ignored for float views.
         """
 
     @abstractmethod
@@ -167,6 +180,21 @@ class SearchIndex(ABC):
     def store_counts(self, spec: str) -> tuple[int, int]:
         counts = self.store.vector_counts(spec)
         return len(counts), int(counts.sum())
+
+    def float_view_pages(self, spec: str, page_ids: np.ndarray | list[int]) -> list[np.ndarray]:
+        """float32 (n_i, d) vectors of a view for some pages, rebuilt from the store's full
+        embeddings and the view's groups (extra tokens last); empty for pages gone from the store."""
+        inputs = self.store.rescore_inputs(spec, np.asarray(page_ids, dtype=np.int64).tolist())
+        dim = self.store.dim or 0
+        out = []
+        for pid in np.asarray(page_ids, dtype=np.int64).tolist():
+            if pid not in inputs:
+                out.append(np.zeros((0, dim), np.float32))
+                continue
+            patches, extra, groups = (_widen(inputs[pid][0]), _widen(inputs[pid][1]), inputs[pid][2])
+            vectors = reduce_lib.rebuild_vectors(patches, groups, spec)
+            out.append(np.concatenate([vectors, extra]) if len(extra) else vectors)
+        return out
 
     def document_names(self, page_ids: Iterable[int]) -> list[str]:
         """Names of the documents the given (stored) pages belong to, in document order."""

@@ -7,6 +7,11 @@ view: no write pays a full rebuild any more (figures: benchmarks/bench_index.py)
 
 Each loaded view keeps, beside its index, the page id and document id at every position, so
 search maps positions to pages and filters by document without asking the store.
+
+A quantised view (`...@int8`, `...@binary`) is held as its codes in a
+`search_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
+from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`), so no float
+copy of such a view is kept in RAM.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from ..search import MaxSimIndex, top_k_of
+from ..search_quantised import QuantisedMaxSimIndex
 from ..store import FULL_VIEW, Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
@@ -30,7 +36,7 @@ log = logging.getLogger(__name__)
 class _View:
     page_ids: np.ndarray  # int64 (N,): page id at each index position
     doc_ids: np.ndarray  # int64 (N,): its document
-    index: MaxSimIndex | None  # None while the view has no pages
+    index: MaxSimIndex | QuantisedMaxSimIndex | None  # None while the view has no pages
     shas: dict  # document id -> sha256 of what is held (ids are reused after deletes: see sync)
 
 
@@ -70,21 +76,33 @@ class MemoryIndex(SearchIndex):
     def _shas(self) -> dict:
         return self.store.document_shas()
 
+    def _read(self, spec: str, page_ids: list[int] | None = None) -> tuple[list[int], list]:
+        """(page ids, per-page vectors or codes) of a view, as its index takes them."""
+        if self.store.view_quant(spec) is not None:
+            return self.store.load_quantised(spec, page_ids)
+        return self.store.load_vectors(spec, page_ids)
+
+    def _new_index(self, spec: str, pages: list):
+        quant = self.store.view_quant(spec)
+        if quant is not None:
+            return QuantisedMaxSimIndex(pages, kind=quant, dim=self.store.dim)
+        return MaxSimIndex(pages, dtype=self.dtype)
+
     def _load(self, spec: str) -> _View:
         view = self._views.get(spec)
         if view is None:
-            page_ids, vectors = self.store.load_vectors(spec)
-            index = MaxSimIndex(vectors, dtype=self.dtype) if page_ids else None
+            page_ids, vectors = self._read(spec)
+            index = self._new_index(spec, vectors) if page_ids else None
             view = _View(np.array(page_ids, dtype=np.int64), self._doc_of(page_ids), index, self._shas())
             self._views[spec] = view
         return view
 
     def _append(self, spec: str, view: _View, page_ids: list[int]) -> int:
-        ids, vectors = self.store.load_vectors(spec, page_ids)
+        ids, vectors = self._read(spec, page_ids)
         if not ids:
             return 0
         if view.index is None:
-            view.index = MaxSimIndex(vectors, dtype=self.dtype)
+            view.index = self._new_index(spec, vectors)
         else:
             view.index.add(vectors)
         view.page_ids = np.concatenate([view.page_ids, np.array(ids, dtype=np.int64)])
@@ -132,13 +150,19 @@ class MemoryIndex(SearchIndex):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None
-              ) -> list[tuple[int, float]]:
+    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None,
+              rescore: int = 0) -> list[tuple[int, float]]:
         with self._lock:
             view = self._load(spec)
             if view.index is None:
                 return []
-            if doc_ids is None:
+            if isinstance(view.index, QuantisedMaxSimIndex):
+                allowed = (None if doc_ids is None else
+                           np.flatnonzero(np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64))))
+                page_ids = view.page_ids
+                positions, scores = view.index.top_k(
+                    query, k, rescore, lambda cand: self.float_view_pages(spec, page_ids[cand]), positions=allowed)
+            elif doc_ids is None:
                 positions, scores = view.index.top_k(query, k)
             else:
                 allowed = np.flatnonzero(np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64)))

@@ -13,6 +13,13 @@ Layout (one store, one model):
   (../shared/notes/scale-out.md); search is brute force per shard, so it scales by shards.
 * `VDR_QDRANT_QUANTIZATION=int8`: scalar int8 kept in RAM, the float16 originals on disk, and
   queries rescore with the originals (oversampling 2).
+* Quantised views (`...@int8`, `...@binary`): the collection holds the float view's vectors
+  (rebuilt from the store's full embeddings and the view's groups) at float32 on disk, and Qdrant's own
+  quantisation in RAM: scalar int8 (Qdrant's scale is per collection, from the 0.99 quantile,
+  not our per-vector scale) or binary (one bit per value). A search asks Qdrant to rescore with
+  the originals, oversampling rescore / k, or not to rescore when rescore = 0. Qdrant's local
+  mode ignores quantisation (it keeps no quantised copy and searches exactly): there a
+  quantised view returns the float view's exact scores, as with full rescoring.
 * Shard and replica counts are set when a collection is created (local mode ignores them).
 
 Local mode (`VDR_QDRANT_PATH`) runs the same client calls in-process with numpy; it is meant for
@@ -150,17 +157,29 @@ class QdrantIndex(SearchIndex):
         with self._calls("list its collections"):
             return {c.name for c in self.client.get_collections().collections}
 
-    def _create(self, name: str) -> None:
+    def _quant(self, spec: str) -> str | None:
+        """The quantisation of a view's collection: the spec's own, else VDR_QDRANT_QUANTIZATION."""
+        return self.store.view_quant(spec) or (self.quantization or None)
+
+    def _create(self, name: str, spec: str = FULL_VIEW) -> None:
         from qdrant_client import models
 
-        quantized = self.quantization == "int8"
+        quant = self._quant(spec)
+        # A quantised view's originals are the rebuilt float view, kept at float32 (on disk) so that
+        # rescoring is exact; every other collection holds the store's float16 values exactly.
+        view_quantised = spec != FULL_VIEW and self.store.view_quant(spec) is not None
         params = models.VectorParams(
-            size=int(self.store.dim), distance=models.Distance.DOT, datatype=models.Datatype.FLOAT16,
+            size=int(self.store.dim), distance=models.Distance.DOT,
+            datatype=models.Datatype.FLOAT32 if view_quantised else models.Datatype.FLOAT16,
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-            hnsw_config=models.HnswConfigDiff(m=0), on_disk=quantized,
+            hnsw_config=models.HnswConfigDiff(m=0), on_disk=quant is not None,
         )
-        quantization = (models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-            type=models.ScalarType.INT8, always_ram=True)) if quantized else None)
+        quantization = None
+        if quant == "int8":
+            quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, always_ram=True))
+        elif quant == "binary":
+            quantization = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
         with self._calls(f"create collection {name}"):
             self.client.create_collection(
                 name, vectors_config={VECTOR: params}, quantization_config=quantization,
@@ -185,8 +204,13 @@ class QdrantIndex(SearchIndex):
                     self.client.upsert(name, points=batch, wait=True)
             batch, batch_vectors = [], 0
 
+        quantised = self.store.view_quant(spec) is not None
         for start in range(0, len(page_ids), 256):  # read the store in slices, not all at once
-            ids, vectors = self.store.load_vectors(spec, page_ids[start : start + 256])
+            if quantised:  # Qdrant quantises itself; it gets the float view to rescore with
+                ids = [p for p in page_ids[start : start + 256] if p in rows]
+                vectors = self.float_view_pages(spec, ids)
+            else:
+                ids, vectors = self.store.load_vectors(spec, page_ids[start : start + 256])
             for pid, vecs in zip(ids, vectors):
                 row = rows[pid]
                 payload = dict(doc_id=row.doc_id, doc_name=row.doc_name, page_number=row.page_number,
@@ -228,7 +252,7 @@ class QdrantIndex(SearchIndex):
         for i, spec in enumerate(specs):
             name = self.collection(spec)
             if name not in existing:
-                self._create(name)
+                self._create(name, spec)
             sub = None if progress is None else (lambda f, m, i=i: progress((i + f) / len(specs), m))
             self._upload(spec, name, page_ids, sub)
 
@@ -250,7 +274,7 @@ class QdrantIndex(SearchIndex):
         if name in self._existing():
             with self._calls(f"drop collection {name}"):
                 self.client.delete_collection(name)
-        self._create(name)
+        self._create(name, spec)
         self._upload(spec, name, self.store.page_ids(), progress)
 
     def remove_view(self, spec: str) -> None:
@@ -261,16 +285,21 @@ class QdrantIndex(SearchIndex):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None
-              ) -> list[tuple[int, float]]:
+    def top_k(self, spec: str, query: np.ndarray, k: int, doc_ids: Iterable[int] | None = None,
+              rescore: int = 0) -> list[tuple[int, float]]:
         from qdrant_client import models
 
         name = self.collection(spec)
         if name is None:
             return []
         doc_ids = None if doc_ids is None else list(doc_ids)
-        params = (models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
-                  if self.quantization == "int8" else None)
+        params = None
+        if self.store.has_view(spec) and self.store.view_quant(spec) is not None:
+            # rescore = 0: Qdrant's quantised scores; else its top rescore/k * k re-scored with the originals
+            params = models.SearchParams(quantization=models.QuantizationSearchParams(
+                rescore=rescore > 0, oversampling=max(1.0, rescore / max(int(k), 1)) if rescore > 0 else None))
+        elif self.quantization == "int8":
+            params = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
         with self._calls(f"search collection {name}"):
             if not self.client.collection_exists(name):
                 raise IndexUnavailableError(
@@ -339,7 +368,7 @@ class QdrantIndex(SearchIndex):
         for i, (spec, name) in enumerate(specs.items()):
             sub = None if progress is None else (lambda f, m, i=i: progress((i + f) / len(specs), m))
             if name not in existing:
-                self._create(name)
+                self._create(name, spec)
                 report.added_views.append(spec)
                 report.added_pages += self._upload(spec, name, order, sub)
                 continue

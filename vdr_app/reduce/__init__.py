@@ -2,7 +2,8 @@
 
 Pure numpy/scipy (no torch). Public entry points:
 
-    reduce_page(page, "cluster:factor=9") -> Reduction
+    reduce_page(page, "cluster:factor=9") -> Reduction   (`...@int8`/`@binary`: also quantised)
+    rebuild_vectors(patches, groups, spec) -> the view's float vectors from the full patches
     parse_spec(text) -> ViewSpec          canonical `str(spec)` keys a stored view
     make_spec("cluster", keep=0.25)       the same from Python values (UI sliders)
     available_strategies(), describe_strategies(), strategy_kinds(name)
@@ -18,9 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from vdr_app.errors import InvalidSpecError
+from vdr_app.quantise import quantise
 from vdr_app.reduce import merge as _merge  # noqa: F401  (registers the merging strategies)
 from vdr_app.reduce import prune as _prune  # noqa: F401  (registers the pruning strategies)
 from vdr_app.reduce.merge import pool2d_kernel
+from vdr_app.reduce.ops import group_means
 from vdr_app.reduce.registry import MERGING, PRUNING, available_strategies, get_strategy, register
 from vdr_app.reduce.spec import ViewSpec, describe_strategies, make_spec, parse_spec
 from vdr_app.types import PageEmbedding, Reduction
@@ -34,6 +37,7 @@ __all__ = [
     "make_spec",
     "parse_spec",
     "pool2d_kernel",
+    "rebuild_vectors",
     "reduce_page",
     "register",
     "strategy_kinds",
@@ -68,8 +72,10 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
         spec: a view spec text such as "docpruner:k=-0.25", or a ViewSpec.
 
     Returns:
-        Reduction with vectors (k, d), groups (n,) and the page's extra tokens untouched.
-        info always holds: spec (canonical text), strategy, n_patches, n_vectors (k),
+        Reduction with vectors (k, d), groups (n,) and the page's extra tokens untouched; for a
+        quantised spec also `quantised`, the codes of vectors + extra (the reduction is computed
+        first, then quantised; groups are unchanged).
+        info always holds: spec (canonical text), strategy, quant (None, "int8", "binary"), n_patches, n_vectors (k),
         n_extra (m), keep_ratio (k/n, the realised share), memory_ratio ((k+m)/(n+m)),
         pruned (patches with group -1); plus the strategy's own facts (e.g. DocPruner's
         threshold).
@@ -98,6 +104,7 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
     facts = dict(
         spec=str(spec),
         strategy=strat.name,
+        quant=spec.quant,
         n_patches=n,
         n_vectors=k,
         n_extra=m,
@@ -105,4 +112,42 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
         memory_ratio=(k + m) / (n + m) if n + m else 1.0,
         pruned=int(np.count_nonzero(groups < 0)),
     )
-    return Reduction(vectors=vectors, groups=groups, extra=page.extra, info={**facts, **info})
+    reduction = Reduction(vectors=vectors, groups=groups, extra=page.extra, info={**facts, **info})
+    if spec.quant:
+        reduction.quantised = quantise(reduction.all_vectors(), spec.quant)
+    return reduction
+
+
+def rebuild_vectors(patches: np.ndarray, groups: np.ndarray, spec: str | ViewSpec) -> np.ndarray:
+    """A view's float vectors rebuilt from the page's full patches and the view's groups.
+
+    Every strategy's output is defined by its groups: a merging strategy's row g is the
+    re-normalised mean of the patches in group g (`ops.group_means`), a pruning strategy's row g
+    is the one patch kept there (identity keeps every patch). So for the same patches this equals
+    `reduce_page(page, spec).vectors` exactly (tested for every strategy); exact rescoring of a
+    quantised view uses it instead of keeping a float copy of the view.
+
+    Args:
+        patches: float32 (n, d), the page's stored full patches.
+        groups: int (n,) the view's groups (-1 pruned).
+        spec: the view spec (its quantiser is ignored).
+
+    Returns:
+        float32 (k, d), k = number of distinct groups.
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.shape != (patches.shape[0],):
+        raise ValueError(f"groups {groups.shape} do not match patches {patches.shape}")
+    k = int(groups.max()) + 1 if groups.size else 0
+    if k == 0:
+        return np.zeros((0, patches.shape[1]), np.float32)
+    if MERGING in parse_spec(spec).kinds:
+        return group_means(patches, groups)
+    members = np.flatnonzero(groups >= 0)
+    if members.size == k and (k < 2 or bool((np.diff(groups[members]) == 1).all())) and groups[members[0]] == 0:
+        # the usual case: kept patches in page order (identity keeps all of them)
+        return patches if k == patches.shape[0] else patches[members]
+    vectors = np.empty((k, patches.shape[1]), np.float32)
+    vectors[groups[members]] = patches[members]
+    return vectors

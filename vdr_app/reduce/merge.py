@@ -188,8 +188,9 @@ def kmeans(page: PageEmbedding, keep: Fraction, seed: int) -> tuple:
     """
     n = page.n_patches
     k = target_count(n, keep)
-    if k >= n:
-        return page.patches, np.arange(n, dtype=np.int64), {"seed": seed, "empty_clusters": 0}
+    if k >= n:  # one cluster per patch; still a group mean, like every merging output
+        groups = np.arange(n, dtype=np.int64)
+        return group_means(page.patches, groups), groups, {"seed": seed, "empty_clusters": 0}
     points = page.patches.astype(np.float64)
     centres = _kmeans_pp(points, k, np.random.default_rng(seed))
     groups = compact(_lloyd(points, centres, max_iter=20))

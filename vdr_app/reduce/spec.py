@@ -1,8 +1,12 @@
 """View specs: the one short text form of "strategy + parameters" shared by CLI, UI and evaluation.
 
-Grammar: `name[:param=value[,param=value...]]`, e.g. `docpruner:k=-0.25`, `cluster:factor=9`,
-`random:keep=0.5,seed=0`, `full` (= `identity`). Names and keys are case-insensitive; spaces around
-tokens are ignored.
+Grammar: `name[:param=value[,param=value...]][@quantiser]`, e.g. `docpruner:k=-0.25`,
+`cluster:factor=9`, `random:keep=0.5,seed=0`, `full` (= `identity`), `full@binary`,
+`cluster:factor=9@int8`. Names and keys are case-insensitive; spaces around tokens are ignored.
+
+The quantiser. A spec may end in one `@int8` or `@binary` (vdr_app.quantise): the view is the
+reduction computed first, then every vector of it quantised (groups unchanged). Without a
+suffix, vectors are stored at float16.
 
 The ratio. Every strategy that targets a size takes the same notion of it: `keep` in (0, 1], the
 share of the page's image patches the view keeps as vectors (kept patches for pruning, output
@@ -15,8 +19,9 @@ f that is n // f, the count colpali-engine's HierarchicalTokenPooler and Light-C
 
 Canonical form (`str(spec)`): lower-case name, every parameter present (defaults filled), sorted by
 name, numbers as short decimals; the ratio printed as `factor=` for merging strategies and `keep=`
-for pruning ones when that is a short decimal, otherwise as the other one. Equal specs print
-equally, so the canonical string can key a stored view: `parse_spec(str(s)) == s`.
+for pruning ones when that is a short decimal, otherwise as the other one; the quantiser, if any,
+last in lower case. Equal specs print equally, so the canonical string can key a stored view:
+`parse_spec(str(s)) == s`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from vdr_app.errors import InvalidSpecError
+from vdr_app.quantise import QUANTISERS
 from vdr_app.reduce.registry import CHOICE, FLOAT, INT, MERGING, RATIO, Strategy, available_strategies, get_strategy
 
 # Parameter values are held exactly; a value needing more decimals than this is rounded to it.
@@ -105,10 +111,12 @@ class ViewSpec:
         strategy: the registered strategy name (aliases resolved).
         values: (name, value) for every parameter of the strategy, sorted by name; the ratio is
             stored as `keep` (a `Fraction`), floats as `Fraction`, ints as int, choices as str.
+        quant: "int8" or "binary" for a quantised view, None for float16 vectors.
     """
 
     strategy: str
     values: tuple[tuple[str, Any], ...] = ()
+    quant: str | None = None
 
     def __str__(self) -> str:
         strat = get_strategy(self.strategy)
@@ -122,7 +130,13 @@ class ViewSpec:
             else:
                 parts.append(f"{name}={value}")
         body = ",".join(sorted(parts, key=lambda text: text.partition("=")[0]))
-        return f"{self.strategy}:{body}" if body else self.strategy
+        text = f"{self.strategy}:{body}" if body else self.strategy
+        return f"{text}@{self.quant}" if self.quant else text
+
+    @property
+    def base(self) -> "ViewSpec":
+        """The same reduction without its quantiser (the float view it was quantised from)."""
+        return ViewSpec(self.strategy, self.values) if self.quant else self
 
     def __repr__(self) -> str:
         return f"ViewSpec({str(self)!r})"
@@ -155,7 +169,30 @@ class ViewSpec:
         return None if ratio is None else float(dict(self.values)[ratio.name])
 
 
-def _coerce(strat: Strategy, raw: dict[str, str], source: str) -> ViewSpec:
+def _quantiser(text: str, source: str) -> str:
+    """The canonical quantiser name of a spec's `@...` suffix (InvalidSpecError when unknown)."""
+    name = text.strip().lower()
+    if name not in QUANTISERS:
+        shown = _shown(text.strip()) if text.strip() else "nothing"
+        raise InvalidSpecError(
+            f"unknown quantiser {shown} after '@' in {source!r}; quantisers: "
+            f"{', '.join('@' + q for q in QUANTISERS)} (leave the suffix out for float16 vectors)"
+        )
+    return name
+
+
+def _split_quantiser(source: str) -> tuple[str, str | None]:
+    """("cluster:factor=9", "int8") from "cluster:factor=9@int8"; at most one quantiser."""
+    body, *quants = source.split("@")
+    if len(quants) > 1:
+        raise InvalidSpecError(
+            f"a view spec takes at most one quantiser, got {len(quants)} in {source!r} "
+            f"(e.g. 'cluster:factor=9@int8'; quantisers: {', '.join(QUANTISERS)})"
+        )
+    return body, (_quantiser(quants[0], source) if quants else None)
+
+
+def _coerce(strat: Strategy, raw: dict[str, str], source: str, quant: str | None = None) -> ViewSpec:
     """Validate raw string values against the strategy's parameters, filling defaults."""
     ratio = strat.ratio_param
     accepted = [p.name for p in strat.params] + (["factor"] if ratio else [])
@@ -199,7 +236,7 @@ def _coerce(strat: Strategy, raw: dict[str, str], source: str) -> ViewSpec:
         if (p.low is not None and value < p.low) or (p.high is not None and value > p.high):
             raise InvalidSpecError(f"{where} must be in [{p.low}, {p.high}], got {text}")
         values.append((p.name, value))
-    return ViewSpec(strat.name, tuple(sorted(values)))
+    return ViewSpec(strat.name, tuple(sorted(values)), quant)
 
 
 def parse_spec(text: str | ViewSpec) -> ViewSpec:
@@ -214,7 +251,7 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
     Raises:
         UnknownStrategyError: the name is not registered (the message lists the known ones).
         InvalidSpecError: malformed text, an unknown or repeated parameter, a value of the wrong
-            type or out of range.
+            type or out of range, an unknown quantiser (`@int4`) or more than one (`@binary@int8`).
     """
     if isinstance(text, ViewSpec):
         text = str(text)
@@ -225,7 +262,11 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
         raise InvalidSpecError(
             f"empty view spec; expected e.g. 'cluster:factor=9'; strategies: {', '.join(available_strategies())}"
         )
-    name, _, rest = source.partition(":")
+    body, quant = _split_quantiser(source)
+    name, _, rest = body.partition(":")
+    if not name.strip():
+        raise InvalidSpecError(
+            f"no strategy before '@' in {source!r}; expected e.g. 'full@int8' or 'cluster:factor=9@binary'")
     strat = get_strategy(name.strip().lower())
     raw: dict[str, str] = {}
     if rest.strip():
@@ -237,11 +278,12 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
             if key in raw:
                 raise InvalidSpecError(f"parameter {key!r} given twice in {source!r}")
             raw[key] = value
-    return _coerce(strat, raw, source)
+    return _coerce(strat, raw, source, quant)
 
 
-def make_spec(strategy: str, **params: Any) -> ViewSpec:
-    """Build a validated ViewSpec from Python values, e.g. `make_spec("cluster", keep=0.25)`.
+def make_spec(strategy: str, quant: str | None = None, **params: Any) -> ViewSpec:
+    """Build a validated ViewSpec from Python values, e.g. `make_spec("cluster", keep=0.25)` or
+    `make_spec("cluster", quant="binary", factor=9)` (quant: None, "int8" or "binary").
 
     Floats are taken at their shortest decimal form (0.1 means 1/10). Raises like `parse_spec`.
     """
@@ -250,7 +292,9 @@ def make_spec(strategy: str, **params: Any) -> ViewSpec:
         if isinstance(value, bool) or not isinstance(value, (str, int, float, Fraction)):
             raise InvalidSpecError(f"{strategy}: {key} must be a number or text, got {value!r}")
         raw[key.lower()] = repr(value) if isinstance(value, float) else str(value)
-    return _coerce(get_strategy(strategy.strip().lower()), raw, f"{strategy} {params}")
+    source = f"{strategy} {params}"
+    quant = None if quant in (None, "", "float16") else _quantiser(str(quant), source)
+    return _coerce(get_strategy(strategy.strip().lower()), raw, source, quant)
 
 
 def describe_strategies() -> list[dict]:

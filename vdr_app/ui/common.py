@@ -173,10 +173,19 @@ class ViewControls:
     factor: gr.Slider
     k: gr.Slider
     spec: gr.Textbox
+    precision: gr.Dropdown
 
     @property
     def sliders(self) -> list[gr.Slider]:
         return [self.keep, self.factor, self.k]
+
+    @property
+    def inputs(self) -> list:
+        """What `spec_text` reads after the strategy list: the sliders and the precision."""
+        return [self.strategy, *self.sliders, self.precision]
+
+
+PRECISIONS = [("float16", "float16"), ("int8", "int8"), ("binary", "binary")]
 
 
 def _ratio_is_factor(strategy: dict) -> bool:
@@ -203,24 +212,32 @@ def strategy_choices(strategies: list[dict], include_full: bool) -> list[tuple[s
     return out
 
 
-def spec_text(strategies: list[dict], strategy: str | None, keep: float, factor: float, k: float) -> str:
-    """The view spec for the chosen strategy and slider values (other parameters at defaults)."""
+def _with_precision(spec: str, precision: str | None) -> str:
+    return spec if not precision or precision == "float16" else f"{spec}@{precision}"
+
+
+def spec_text(strategies: list[dict], strategy: str | None, keep: float, factor: float, k: float,
+              precision: str | None = None) -> str:
+    """The view spec for the chosen strategy, slider values and precision ("float16", "int8",
+    "binary"; other parameters at defaults)."""
     if not strategy or strategy in (FULL, "identity"):
-        return FULL
+        return _with_precision(FULL, precision)
     by_name = {s["name"]: s for s in strategies}
     if strategy not in by_name:
-        return str(strategy)  # let the engine name the known strategies in its error
+        return _with_precision(str(strategy), precision)  # let the engine name the known strategies
     s = by_name[strategy]
     parts = []
     if _ratio(s) is not None:
         parts.append(f"factor={int(round(factor))}" if _ratio_is_factor(s) else f"keep={round(float(keep), 4)}")
     if _param(s, "k") is not None:
         parts.append(f"k={round(float(k), 4)}")
-    return f"{strategy}:{','.join(parts)}" if parts else strategy
+    return _with_precision(f"{strategy}:{','.join(parts)}" if parts else strategy, precision)
 
 
-def strategy_defaults(strategies: list[dict], strategy: str | None) -> tuple[dict, dict, dict, str]:
-    """Slider updates (visibility + default value) for a strategy, and its default spec."""
+def strategy_defaults(strategies: list[dict], strategy: str | None,
+                      precision: str | None = None) -> tuple[dict, dict, dict, str]:
+    """Slider updates (visibility + default value) for a strategy, and its default spec (at
+    `precision`)."""
     s = next((x for x in strategies if x["name"] == strategy), None)
     ratio = _ratio(s) if s else None
     k = _param(s, "k") if s else None
@@ -233,7 +250,7 @@ def strategy_defaults(strategies: list[dict], strategy: str | None) -> tuple[dic
         gr.update(visible=is_factor, value=factor_value),
         gr.update(visible=k is not None, value=k_value),
     )
-    return (*updates, spec_text(strategies, strategy, keep_value, factor_value, k_value))
+    return (*updates, spec_text(strategies, strategy, keep_value, factor_value, k_value, precision))
 
 
 def view_controls(strategies: list[dict], default: str, include_full: bool, prefix: str,
@@ -248,9 +265,11 @@ def view_controls(strategies: list[dict], default: str, include_full: bool, pref
                        **_slider(factor0))
     k = gr.Slider(-3.0, 3.0, step=0.25, label="k (DocPruner: keep attention > mean + k·std)", elem_id=f"{prefix}-k",
                   **_slider(k0))
+    precision = gr.Dropdown(PRECISIONS, value="float16", label="precision (quantisation)",
+                            elem_id=f"{prefix}-precision")
     spec = gr.Textbox(spec0, label="view spec (edit and press Enter for other parameters)", max_lines=1,
                       elem_id=f"{prefix}-spec")
-    return ViewControls(strategy, keep, factor, k, spec)
+    return ViewControls(strategy, keep, factor, k, spec, precision)
 
 
 def _slider(update: dict) -> dict:

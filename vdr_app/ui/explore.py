@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 
 from .. import figures
 from ..memory import format_bytes
 from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
 
 # Facts every Reduction.info has; anything else is the strategy's own (e.g. DocPruner's threshold).
-_STANDARD_INFO = {"spec", "strategy", "n_patches", "n_vectors", "n_extra", "keep_ratio", "memory_ratio", "pruned"}
+_STANDARD_INFO = {"spec", "strategy", "quant", "n_patches", "n_vectors", "n_extra", "keep_ratio", "memory_ratio",
+                  "pruned"}
 
 
 @dataclass
@@ -83,6 +85,10 @@ def summary(ex) -> tuple[str, dict]:
         f"ratio **{ratio:.3f}**",
         f"pruned {pruned} of {n}",
     ]
+    if ex.quant_cosine is not None:
+        cos = ex.quant_cosine[np.isfinite(ex.quant_cosine)]
+        if cos.size:
+            stats.append(f"{ex.quant}: cos with the float vectors mean **{cos.mean():.4f}**, worst {cos.min():.4f}")
     stats += [f"{k} **{_number(v)}**" for k, v in facts.items()]
     lines = [
         f"**{ex.page.doc_name} · page {ex.page.page_number}** · view `{ex.spec}` ({ex.kind})",
@@ -104,7 +110,9 @@ def summary(ex) -> tuple[str, dict]:
         page_id=ex.page.id, doc_name=ex.page.doc_name, page_number=ex.page.page_number, spec=ex.spec, kind=ex.kind,
         patches_before=n, patches_after=kept, extra_tokens=m, vectors_before=ex.full_vectors,
         vectors_after=ex.view_vectors, bytes_before=ex.full_bytes, bytes_after=ex.view_bytes,
-        ratio=round(ratio, 6), pruned=pruned,
+        ratio=round(ratio, 6), pruned=pruned, precision=ex.quant or "float16",
+        quant_cosine_mean=(None if ex.quant_cosine is None or not np.isfinite(ex.quant_cosine).any()
+                           else round(float(np.nanmean(ex.quant_cosine)), 6)),
         info={k: (float(v) if isinstance(v, float) else v) for k, v in red.info.items()},
     )
     return "\n".join(lines), details
@@ -121,7 +129,8 @@ def explore(engine, pages: PageImages, page_id, spec):
         figure: the page with the attention map and the reduction's decision (plotly).
         summary: vectors and bytes before and after, as Markdown.
         details: the same as data: patches_before/after, vectors_before/after, bytes_before/after,
-            ratio, pruned, info (the strategy's own facts, e.g. DocPruner's threshold).
+            ratio, pruned, precision, quant_cosine_mean (quantised views), info (the strategy's own
+            facts, e.g. DocPruner's threshold).
     """
     if page_id is None or page_id == "":
         return figures.message_figure("Add a PDF in the Library tab, then pick a document and a page."), "", {}
@@ -133,6 +142,7 @@ def explore(engine, pages: PageImages, page_id, spec):
     fig = figures.exploration_figure(
         pages.background(ex.page.id), ex.embedding.boxes, ex.embedding.cells, ex.reduction.groups,
         ex.embedding.attention, title=title, merging=ex.kind == "merging", attention_label=attention_label(ex),
+        quant_cosine=ex.quant_cosine, quant=ex.quant,
     )
     return fig, text, details
 
@@ -150,7 +160,7 @@ def build(engine, pages: PageImages) -> ExploreTab:
                            min_width=120)
         controls = view_controls(strategies, default, include_full=True, prefix="explore")
         for component, scale in ((controls.strategy, 2), (controls.keep, 2), (controls.factor, 2), (controls.k, 2),
-                                 (controls.spec, 2)):
+                                 (controls.precision, 2), (controls.spec, 2)):
             component.scale, component.min_width = scale, 200
     with gr.Row(equal_height=False):
         numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
@@ -170,17 +180,22 @@ def build(engine, pages: PageImages) -> ExploreTab:
                 trigger_mode="always_last")
     controls.spec.submit(run, [page, controls.spec], outputs, api_name="explore")
     controls.strategy.input(
-        lambda name: strategy_defaults(strategies, name), [controls.strategy],
+        lambda name, precision: strategy_defaults(strategies, name, precision), [controls.strategy, controls.precision],
         [controls.keep, controls.factor, controls.k, controls.spec], api_name="explore_strategy",
         api_visibility="undocumented", queue=False,
     ).then(run, [page, controls.spec], outputs, api_name="explore_after_strategy", api_visibility="undocumented")
     for slider in controls.sliders:
         slider.release(
-            lambda s, keep, factor, k: spec_text(strategies, s, keep, factor, k),
-            [controls.strategy, *controls.sliders], [controls.spec], api_name=f"explore_{slider_name(slider)}",
+            lambda s, keep, factor, k, precision: spec_text(strategies, s, keep, factor, k, precision),
+            controls.inputs, [controls.spec], api_name=f"explore_{slider_name(slider)}",
             api_visibility="undocumented", queue=False,
         ).then(run, [page, controls.spec], outputs, api_name=f"explore_after_{slider_name(slider)}",
                api_visibility="undocumented", trigger_mode="always_last")
+    controls.precision.input(
+        lambda s, keep, factor, k, precision: spec_text(strategies, s, keep, factor, k, precision),
+        controls.inputs, [controls.spec], api_name="explore_precision", api_visibility="undocumented", queue=False,
+    ).then(run, [page, controls.spec], outputs, api_name="explore_after_precision", api_visibility="undocumented",
+           trigger_mode="always_last")
     return ExploreTab(document, page, controls, view_page)
 
 

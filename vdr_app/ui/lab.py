@@ -2,7 +2,9 @@
 
 Pick views (stored ones, any typed spec, or the default sweep), type queries one per line and
 optionally upload a label file (JSON lines, as `python -m vdr_app eval --labels`); Run draws the
-retention-vs-memory curve, fills the table and offers every figure as JSON. Without labels the
+retention-vs-memory curve (x: bytes stored, log scale; quantised views as their own lines; the
+Pareto frontier over reduction and quantisation marked), fills the table and offers every figure
+as JSON. Without labels the
 curve and table show label-free fidelity (overlap with the full index's ranking) instead.
 
 The work is `run_lab` (plain Python, no gradio); `build_lab_tab(engine)` only lays out components
@@ -23,6 +25,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import VdrError
+from ..memory import format_bytes
 from . import access
 from .common import user_errors
 from ..evaluate import (
@@ -30,7 +33,9 @@ from ..evaluate import (
     METRICS,
     Evaluation,
     curve_metric,
+    _dotted_value,
     evaluate,
+    frontier_rows,
     load_labels,
     parse_queries,
     stored_page_counts,
@@ -38,7 +43,8 @@ from ..evaluate import (
 )
 from ..figures import retention_figure
 
-TABLE_COLUMNS = ["view", "family", "memory", "vectors/page", *METRICS, "retention nDCG@5", *FIDELITY, "build s"]
+TABLE_COLUMNS = ["view", "family", "precision", "rescore", "bytes", "memory", "vectors/page", *METRICS,
+                 "retention nDCG@5", *FIDELITY, "build s"]
 
 
 def view_choices(engine) -> list[str]:
@@ -52,12 +58,15 @@ def results_table(evaluation: Evaluation) -> pd.DataFrame:
     rows = []
     for v in evaluation.views:
         if v.skipped:
-            rows.append({"view": v.view, "family": v.family, "memory": None, "build s": None})
+            rows.append({"view": v.label, "family": v.family, "memory": None, "build s": None})
             continue
         row = {
-            "view": v.view,
+            "view": v.label,
             "family": v.family,
-            "memory": _round(v.memory_ratio),
+            "precision": v.memory.get("precision", "float16"),
+            "rescore": v.rescore,
+            "bytes": format_bytes(v.memory.get("bytes", 0)),
+            "memory": _round(v.memory_ratio, 6),
             "vectors/page": v.memory.get("per_page_mean"),
             **{m: _round(v.metrics.get(m)) for m in METRICS},
             "retention nDCG@5": _round(v.retention.get("ndcg@5")),
@@ -129,6 +138,11 @@ def run_lab(
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     labelled = {label.query.strip() for label in labels}
     summary = _summary(evaluation, len(labels), len({q for q in queries if q.strip() not in labelled}))
+    front = frontier_rows(data["views"], y)
+    if front:
+        summary += (" Pareto frontier (least memory for its " + y_title.split(" (")[0] + "): "
+                    + " → ".join(f"`{r['label']}` ({format_bytes(r['memory']['bytes'])}, "
+                                 f"{_dotted_value(r, y):.1%})" for r in front) + ".")
     if added:
         summary += (f" {len(added)} new view{'s were' if len(added) != 1 else ' was'} computed for this run and "
                     + ("**kept in the store**." if keep_views else
@@ -186,10 +200,10 @@ def build_lab_tab(engine) -> dict:
                                  placeholder="revenue by region in 2023\nwho signed the contract?",
                                  info="used together with a label file: these add fidelity, the file's add every metric")
             labels = gr.File(label="Label file (optional, .jsonl)", file_types=[".jsonl", ".json", ".txt"],
-                             type="filepath")
+                             type="filepath", elem_id="lab-labels")
     run = gr.Button("Run evaluation", variant="primary")
     summary = gr.Markdown()
-    plot = gr.Plot(label="Retention vs memory")
+    plot = gr.Plot(label="Retention vs memory", elem_id="lab-plot")
     table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="lab-table")
     export = gr.File(label="Export (JSON, every figure)", interactive=False)
 

@@ -12,7 +12,7 @@ from . import access
 from .common import PageImages, bind, progress_adapter
 
 DOC_HEADERS = ["id", "name", "pages", "added", "memory (full index)", "PDF size"]
-VIEW_HEADERS = ["view", "pages", "vectors", "memory", "vectors / page", "ratio to full"]
+VIEW_HEADERS = ["view", "precision", "pages", "vectors", "memory", "vectors / page", "bytes ratio to full"]
 
 
 @dataclass
@@ -149,8 +149,8 @@ def totals_markdown(stats: dict) -> str:
 
 def views_table(stats: dict) -> list[list]:
     return [
-        [v["view"], v["pages"], v["vectors"], format_bytes(v["bytes"]), v["per_page_mean"],
-         "—" if v["ratio_to_full"] is None else f"{v['ratio_to_full']:.3f}"]
+        [v["view"], v.get("precision", "float16"), v["pages"], v["vectors"], format_bytes(v["bytes"]),
+         v["per_page_mean"], "—" if v["ratio_to_full"] is None else f"{v['ratio_to_full']:.4f}"]
         for v in stats["views"]
     ]
 

@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 
 from .. import figures, heatmap
+from ..engine import DEFAULT_RESCORE
 from . import access
 from .common import FULL, PageImages, ViewControls, bind, spec_text, strategy_defaults, view_controls
 
@@ -86,14 +87,17 @@ def document_filter_choices(engine, current=None):
                      value=[d for d in (current or []) if d in ids])
 
 
-def search(engine, pages: PageImages, query, spec, k, docs=None):
+def search(engine, pages: PageImages, query, spec, k, docs=None, rescore=DEFAULT_RESCORE):
     """Rank pages for a query by MaxSim over the full index or a view, and compare with the full index.
 
     Args:
         query: the question or keywords.
-        spec: "full" or a view spec such as "cluster:factor=9" (computed and stored on first use).
+        spec: "full" or a view spec such as "cluster:factor=9" or "full@binary" (computed and
+            stored on first use).
         k: how many pages to return.
         docs: document ids (or names) to search within; empty or None for every document.
+        rescore: for a quantised view (`...@int8`, `...@binary`): re-score its best `rescore`
+            candidates (at least k) exactly with the float vectors; 0 = quantised scores only.
 
     Returns:
         results: the result pages as a gallery, captioned "document · p. N · score".
@@ -107,7 +111,8 @@ def search(engine, pages: PageImages, query, spec, k, docs=None):
     k = int(k or 5)
     if access.mode() == "shared" and not engine.store.has_view(engine.canonical_view(spec or FULL)):
         access.require("save a new view")  # searching a view stores it for everyone
-    comparison = engine.compare(query, k=k, view=spec or FULL, docs=list(docs) if docs else None)
+    comparison = engine.compare(query, k=k, view=spec or FULL, docs=list(docs) if docs else None,
+                                rescore=DEFAULT_RESCORE if rescore is None or rescore == "" else rescore)
     spec = engine.canonical_view(spec)
     hits = [h.as_dict() for h in comparison.view]
     cleared = (None, figures.message_figure(MAP_PROMPT), gr.update(choices=[], value=None), "")
@@ -176,6 +181,9 @@ def build(engine, pages: PageImages) -> SearchTab:
             query = gr.Textbox(label="query", placeholder="e.g. quarterly revenue by region", elem_id="query")
             controls = view_controls(strategies, FULL, include_full=True, prefix="search", label="view")
             k = gr.Slider(1, 50, value=8, step=1, label="top-k")
+            rescore = gr.Number(DEFAULT_RESCORE, precision=0, minimum=0, label="rescore (quantised views)",
+                                info="re-score this many best candidates exactly with the float vectors; 0 = none",
+                                elem_id="search-rescore")
             # allow_custom_value: API callers pass document ids or names the page has not listed yet;
             # the engine refuses unknown ones with one message.
             documents = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
@@ -202,7 +210,8 @@ def build(engine, pages: PageImages) -> SearchTab:
     run = bind(search, engine, pages)
     explain_outputs = [plot, token, token_info]
     for trigger in (search_btn.click, query.submit):
-        trigger(run, [query, controls.spec, k, documents], [gallery, comparison, hits, page_id, *explain_outputs],
+        trigger(run, [query, controls.spec, k, documents, rescore],
+                [gallery, comparison, hits, page_id, *explain_outputs],
                 api_name="search" if trigger == search_btn.click else "search_submit",
                 api_visibility="public" if trigger == search_btn.click else "undocumented",
                 concurrency_limit=4, concurrency_id="search")
@@ -216,12 +225,14 @@ def build(engine, pages: PageImages) -> SearchTab:
     token.input(show, [query, page_id, controls.spec, token], explain_outputs, api_name="explain")
     page_id.submit(show, [query, page_id, controls.spec, gr.State(None)], explain_outputs,
                    api_name="explain_page", api_visibility="undocumented")
-    controls.strategy.input(lambda name: strategy_defaults(strategies, name), [controls.strategy],
+    controls.strategy.input(lambda name, precision: strategy_defaults(strategies, name, precision),
+                            [controls.strategy, controls.precision],
                             [controls.keep, controls.factor, controls.k, controls.spec], api_name="search_strategy",
                             api_visibility="undocumented", queue=False)
-    for slider in controls.sliders:
-        slider.release(lambda s, keep, factor, kk: spec_text(strategies, s, keep, factor, kk),
-                       [controls.strategy, *controls.sliders], [controls.spec],
-                       api_name=f"search_{str(slider.label).split(' ')[0]}", api_visibility="undocumented",
-                       queue=False)
+    for slider in [*controls.sliders, controls.precision]:
+        event = slider.input if slider is controls.precision else slider.release
+        event(lambda s, keep, factor, kk, precision: spec_text(strategies, s, keep, factor, kk, precision),
+              controls.inputs, [controls.spec],
+              api_name=f"search_{str(slider.label).split(' ')[0]}", api_visibility="undocumented",
+              queue=False)
     return SearchTab(query, controls, documents, gallery, hits)

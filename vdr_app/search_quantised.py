@@ -1,0 +1,397 @@
+"""MaxSim over quantised views (int8 or binary codes) with exact rescoring of the top candidates.
+
+Public API (the same shape as `vdr_app.search.MaxSimIndex`):
+
+    index = QuantisedMaxSimIndex(pages, kind="int8" | "binary", dim=d)
+                                        # pages: iterable of vdr_app.quantise.QuantisedVectors
+    len(index), index.n_vectors, index.dim, index.kind, index.lengths, index.nbytes
+    index.scores(query)                 # query float (q, d) -> float32 (N,) quantised scores
+    index.top_k(query, k, rescore=N, float_pages=fn)
+                                        # quantised top max(N, k) re-scored exactly with
+                                        # fn(positions) -> float pages, then the best k
+    index.add(pages), index.remove(indices), index.shrink(), index.page_codes(i)
+    exact_scores(query, pages)          # float32 MaxSim of float pages (the rescoring kernel)
+
+Scores:
+
+* int8: the float32 query against the dequantised vectors, exactly: for a block of codes, the
+  codes are cast to float32 (a plain int8 -> float32 conversion, one pass, no bit tricks) into a
+  per-thread buffer, multiplied by the query with one sgemm ((n, d) @ (d, q) -> (n, q)), each row
+  of similarities multiplied by its vector's scale, then the page max (`np.maximum.reduceat`)
+  and the sum over query tokens. Scores equal a float32 loop over `dequantise_int8` up to
+  float32 rounding.
+* binary: the query tokens are binarised the same way as the pages (sign bits, packed), and a
+  token t and vector v score (d - 2 * popcount(t XOR v)) / d, the cosine of the two ±1 vectors
+  (= their dot product / d), exactly. The XOR and popcount (`np.bitwise_count`) run on the packed
+  words (8, 4, 2 or 1 bytes: the widest that divides the row), the page max is a minimum of
+  Hamming distances (`np.minimum.reduceat` on small integers), so no float vector of the view is
+  ever built. This is the Hamming first phase of Vespa's ColPali recipe and Qdrant's binary
+  quantisation (both binarise the query too).
+* Pages without vectors score -inf, as in `MaxSimIndex`; each page's max runs over exactly its
+  own rows (padding-safe on ragged pages).
+
+Rescoring: `top_k(..., rescore=N)` takes the quantised top max(N, k), asks `float_pages` for
+those pages' float vectors (the engine rebuilds them from the stored full embeddings and the
+view's groups, so no float copy of the view stays in RAM) and re-scores them exactly in float32;
+the k best of those are returned with their exact scores. N = 0: quantised scores only.
+
+Threads and blocking are those of `vdr_app.search` (the same pinned worker pool, one query at a
+time per process, BLAS held to one thread per worker).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import InvalidQueryError
+from .quantise import QUANTISERS, QuantisedVectors, quantise_binary
+from .search import _KERNEL_LOCK, _blas_controller, _Block, _make_plan, _pool, top_k_of
+
+# Vectors per block. int8: the float32 copy of a block (4096 x 128 x 4 = 2 MiB) as in
+# search.BLOCK_VECTORS. binary: BINARY_BLOCK_BYTES of packed codes per block (16,384 vectors at
+# d = 128), large enough that the ~5 numpy calls per block cost little per vector; its XOR
+# buffer is q times the block (5 MiB for a 20-token query). Tuned with bench_quantised.py.
+INT8_BLOCK_VECTORS = 4096
+BINARY_BLOCK_BYTES = 1 << 18
+_GROWTH = 1.5
+_SLOTS: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}  # per participant of a query, kept between queries
+
+
+def _word_dtype(row_bytes: int) -> np.dtype:
+    """The widest unsigned integer whose size divides a packed row (so rows view as whole words)."""
+    for size, dtype in ((8, np.uint64), (4, np.uint32), (2, np.uint16)):
+        if row_bytes % size == 0:
+            return np.dtype(dtype)
+    return np.dtype(np.uint8)
+
+
+def binarise_query(query: np.ndarray) -> np.ndarray:
+    """Packed sign bits of the query tokens: uint8 (q, ceil(d/8)), as `quantise_binary`."""
+    return quantise_binary(query)
+
+
+class QuantisedMaxSimIndex:
+    """Packed int8 or binary multi-vector index scored by MaxSim (see the module docstring).
+
+    Args:
+        pages: iterable of QuantisedVectors (one per page, same kind and dim; n may be 0).
+        kind: "int8" or "binary".
+        dim: the vectors' dimension d before quantisation.
+
+    Raises:
+        ValueError: unknown kind, a page of another kind or dimension.
+    """
+
+    def __init__(self, pages: Iterable[QuantisedVectors] = (), *, kind: str, dim: int) -> None:
+        if kind not in QUANTISERS:
+            raise ValueError(f"kind must be one of {QUANTISERS}, got {kind!r}")
+        if int(dim) <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self._kind, self._dim = kind, int(dim)
+        width = self._dim if kind == "int8" else (self._dim + 7) // 8
+        self._codes = np.empty((0, width), dtype=np.int8 if kind == "int8" else np.uint8)
+        self._scales = np.empty(0, dtype=np.float32)  # int8 only
+        self._n_vectors = 0
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._plan: list[_Block] | None = None
+        self._lock = threading.RLock()
+        self.add(pages)
+        self.shrink()
+
+    # ---- size and memory -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._offsets.shape[0] - 1
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self._offsets)
+
+    @property
+    def n_vectors(self) -> int:
+        return self._n_vectors
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes, scales (int8), page offsets (spare capacity included)."""
+        return int(self._codes.nbytes + self._scales.nbytes + self._offsets.nbytes)
+
+    def page_codes(self, i: int) -> QuantisedVectors:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"page index {i} out of range for an index of {n} pages")
+        i %= n
+        with self._lock:
+            a, b = self._offsets[i], self._offsets[i + 1]
+            scales = self._scales[a:b].copy() if self._kind == "int8" else None
+            return QuantisedVectors(self._kind, self._dim, self._codes[a:b].copy(), scales)
+
+    def __repr__(self) -> str:
+        return (f"QuantisedMaxSimIndex(kind={self._kind}, pages={len(self)}, vectors={self._n_vectors}, "
+                f"dim={self._dim}, nbytes={self.nbytes})")
+
+    # ---- updates ---------------------------------------------------------------------------
+
+    def _check_page(self, page: QuantisedVectors, position: int) -> None:
+        if not isinstance(page, QuantisedVectors):
+            raise ValueError(f"page {position} must be QuantisedVectors, got {type(page).__name__}")
+        if page.kind != self._kind or page.dim != self._dim:
+            raise ValueError(f"page {position} is {page.kind} at d={page.dim}, the index holds {self._kind} at "
+                             f"d={self._dim}")
+        if page.codes.ndim != 2 or page.codes.shape[1] != self._codes.shape[1]:
+            raise ValueError(f"page {position} has codes {page.codes.shape}, expected (n, {self._codes.shape[1]})")
+        if self._kind == "int8" and (page.scales is None or page.scales.shape != (page.codes.shape[0],)):
+            raise ValueError(f"page {position} needs one scale per vector")
+
+    def add(self, pages: Iterable[QuantisedVectors]) -> None:
+        """Append pages (indices len(self), len(self) + 1, ...); nothing is added if one is invalid."""
+        with self._lock:
+            row, lengths = self._n_vectors, []
+            for j, page in enumerate(pages):
+                self._check_page(page, len(self) + j)
+                n = page.n
+                if row + n > self._codes.shape[0]:
+                    self._reserve(max(row + n, int(self._codes.shape[0] * _GROWTH)), used=row)
+                self._codes[row : row + n] = page.codes
+                if self._kind == "int8":
+                    self._scales[row : row + n] = page.scales
+                row += n
+                lengths.append(n)
+            if lengths:
+                self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths, dtype=np.int64)])
+                self._n_vectors = row
+                self._plan = None
+
+    def _reserve(self, capacity: int, used: int) -> None:
+        codes = np.empty((capacity, self._codes.shape[1]), dtype=self._codes.dtype)
+        codes[:used] = self._codes[:used]
+        self._codes = codes
+        if self._kind == "int8":
+            scales = np.empty(capacity, dtype=np.float32)
+            scales[:used] = self._scales[:used]
+            self._scales = scales
+
+    def shrink(self) -> None:
+        with self._lock:
+            if self._codes.shape[0] > self._n_vectors:
+                self._reserve(self._n_vectors, used=self._n_vectors)
+
+    def remove(self, indices: Iterable[int] | np.ndarray) -> None:
+        """Delete pages; later pages move down (IndexError for an out-of-range index)."""
+        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices), dtype=np.int64).reshape(-1)
+        with self._lock:
+            n = len(self)
+            bad = idx[(idx < -n) | (idx >= n)]
+            if bad.size:
+                raise IndexError(f"page index {int(bad[0])} out of range for an index of {n} pages")
+            if idx.size == 0:
+                return
+            keep = np.ones(n, dtype=bool)
+            keep[idx % n] = False
+            lengths = np.diff(self._offsets)
+            rows = np.repeat(keep, lengths)  # (V,) rows of kept pages
+            self._codes = self._codes[: self._n_vectors][rows]
+            if self._kind == "int8":
+                self._scales = self._scales[: self._n_vectors][rows]
+            self._n_vectors = int(rows.sum())
+            self._offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
+            self._plan = None
+
+    # ---- search ----------------------------------------------------------------------------
+
+    def _check_query(self, query: np.ndarray) -> np.ndarray:
+        q = np.asarray(query)
+        if q.ndim != 2 or q.shape[0] == 0:
+            raise InvalidQueryError(f"query must have shape (q, d) with q >= 1, got {q.shape}")
+        if q.shape[1] != self._dim:
+            raise InvalidQueryError(f"query has dimension {q.shape[1]}, the index has {self._dim}")
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if not np.isfinite(q).all():
+            raise InvalidQueryError("query holds NaN or infinite values")
+        return q
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """Quantised MaxSim of every page: float32 (N,), -inf for pages without vectors."""
+        q = self._check_query(query)
+        with self._lock:
+            out = np.full(len(self), -np.inf, dtype=np.float32)
+            if self._n_vectors:
+                if self._kind == "int8":
+                    _run(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
+                else:
+                    word = _word_dtype(self._codes.shape[1])
+                    qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
+                    _run(_score_binary, (self._codes, qcodes, word, self._dim), self._get_plan(), out)
+        return out
+
+    def top_k(self, query: np.ndarray, k: int, rescore: int = 0,
+              float_pages: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
+              positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best pages, best first (ties: lower index first).
+
+        Args:
+            query: float (q, d).
+            k: pages wanted, >= 0.
+            rescore: re-score the quantised top max(rescore, k) exactly (0: no rescoring).
+            float_pages: positions int64 (c,) -> c float arrays (n_i, d): those pages' float
+                vectors (required when rescore > 0).
+            positions: only these page positions compete (a document filter); None: all.
+
+        Returns:
+            (indices int64 (k',), scores float32 (k',)): exact scores for rescored pages.
+        """
+        if int(k) != k or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k}")
+        if int(rescore) != rescore or rescore < 0:
+            raise ValueError(f"rescore must be a non-negative integer, got {rescore}")
+        scores = self.scores(query)
+        pool = np.arange(len(self)) if positions is None else np.asarray(positions, dtype=np.int64)
+        if rescore == 0 or k == 0:
+            best, values = top_k_of(scores[pool], int(k))
+            return pool[best], values
+        if float_pages is None:
+            raise ValueError("rescoring needs float_pages")
+        best, _ = top_k_of(scores[pool], max(int(rescore), int(k)))
+        cand = pool[best]
+        exact = exact_scores(query, float_pages(cand))
+        order, values = top_k_of(exact, int(k))  # ties: the quantised order, i.e. lower index among equals
+        return cand[order], values
+
+    def _get_plan(self) -> list[_Block]:
+        if self._plan is None:
+            size = INT8_BLOCK_VECTORS if self._kind == "int8" else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
+            self._plan = _make_plan(self._offsets, size)
+        return self._plan
+
+
+def exact_scores(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
+    """float32 MaxSim of a few float pages (the rescoring step): (len(pages),), -inf for empty pages.
+
+    One sgemm per page ((q, d) @ (d, n_i)), its max over the page's vectors and the sum over
+    tokens, all float32: the same arithmetic as a plain loop (no packed copy of the candidates).
+    """
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    out = np.full(len(pages), -np.inf, dtype=np.float32)
+    for i, page in enumerate(pages):
+        if len(page):
+            out[i] = (q @ np.asarray(page, dtype=np.float32).T).max(axis=1).sum()  # (q, n) -> (q,) -> ()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------------
+
+
+def _slot(name: str, slot: int, shapes: tuple[tuple[tuple[int, ...], np.dtype], ...]) -> tuple[np.ndarray, ...]:
+    """Participant `slot`'s buffers for one kernel, reused between queries (no page faults per query)."""
+    key = (name, slot)
+    bufs = _SLOTS.get(key)
+    if bufs is None or any(b.dtype != dt or b.size < int(np.prod(shape)) for b, (shape, dt) in zip(bufs, shapes)):
+        bufs = tuple(np.empty(int(np.prod(shape)), dtype=dt) for shape, dt in shapes)
+        _SLOTS[key] = bufs
+    return bufs
+
+
+def _score_int8(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """int8 blocks: cast to float32, one sgemm, scale each vector's column, page max, sum over tokens.
+
+    The similarities are laid out (q, n) (query @ block.T): on the project machine the sgemm costs
+    the same either way, while the per-vector scaling and the page max along the long axis cost
+    2-3x less than on an (n, q) layout (benchmarks/bench_quantised.py --profile).
+    """
+    codes, scales, q32 = args
+    q, dim = q32.shape
+    rows = max(b.v1 - b.v0 for b in plan)
+    xflat, sflat = _slot("int8", slot, (((rows, dim), np.dtype(np.float32)), ((q, rows), np.dtype(np.float32))))
+    n_blocks = len(plan)
+    while True:
+        i = next(ticket)
+        if i >= n_blocks:
+            return
+        b = plan[i]
+        n = b.v1 - b.v0
+        x = xflat[: n * dim].reshape(n, dim)
+        np.copyto(x, codes[b.v0 : b.v1], casting="unsafe")  # int8 -> float32, exact
+        sims = sflat[: q * n].reshape(q, n)
+        np.matmul(q32, x.T, out=sims)  # (q, d) @ (d, n) -> (q, n)
+        np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # scale_i * (t . codes_i)
+        best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
+        if isinstance(b.dest, slice):
+            np.sum(best, axis=0, out=out[b.dest])
+        else:
+            out[b.dest] = best.sum(axis=0)
+
+
+def _score_binary(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """binary blocks: XOR with every query token, popcount, sum over words, page min, to cosines.
+
+    Layout (q, words, n): the block's words are transposed once (n x words, a few KB), so the XOR
+    with each query word and the popcount run over long contiguous rows (one numpy call each for
+    the whole block); an (n, q, words) broadcast has a 1-2 element inner loop and was 4-8x
+    slower.
+    """
+    codes, qcodes, word, dim = args
+    q, words = qcodes.shape
+    rows = max(b.v1 - b.v0 for b in plan)
+    tflat, xflat, cflat, hflat = _slot("binary", slot, (
+        ((words, rows), word), ((q, words, rows), word), ((q, words, rows), np.dtype(np.uint8)),
+        ((q, rows), np.dtype(np.uint16)),
+    ))
+    qcol = qcodes[:, :, None]  # (q, words, 1)
+    n_blocks = len(plan)
+    while True:
+        i = next(ticket)
+        if i >= n_blocks:
+            return
+        b = plan[i]
+        n = b.v1 - b.v0
+        t = tflat[: words * n].reshape(words, n)
+        np.copyto(t, codes[b.v0 : b.v1].view(word).T)  # (words, n)
+        x = xflat[: q * words * n].reshape(q, words, n)
+        np.bitwise_xor(t[None], qcol, out=x)
+        counts = cflat[: q * words * n].reshape(q, words, n)
+        np.bitwise_count(x, out=counts)
+        h = hflat[: q * n].reshape(q, n)  # Hamming distance of every (token, vector) pair
+        if words == 1:
+            np.copyto(h, counts[:, 0])
+        else:
+            np.add(counts[:, 0], counts[:, 1], out=h, dtype=np.uint16)
+            for w in range(2, words):
+                np.add(h, counts[:, w], out=h)
+        nearest = np.minimum.reduceat(h, b.starts, axis=1)  # (q, pages): best match = fewest differing bits
+        total = nearest.sum(axis=0, dtype=np.int64)  # sum over tokens of (d - 2 h) / d, exactly
+        out[b.dest] = ((q * dim - 2 * total) / dim).astype(np.float32)
+
+
+def _run(kernel, args, plan: list[_Block], out: np.ndarray) -> None:
+    """Score every block of `plan` into `out` on all usable cores (as `search._run`)."""
+    with _KERNEL_LOCK:
+        ticket = itertools.count()
+        blas = _blas_controller()
+        if blas is None:
+            kernel(args, plan, out, ticket, 0)
+            return
+        pool, threads = _pool()
+        with blas.limit(limits=1, user_api="blas"):
+            if threads == 1 or len(plan) == 1:
+                kernel(args, plan, out, ticket, 0)
+                return
+            futures = [pool.submit(kernel, args, plan, out, ticket, i) for i in range(threads)]
+            for f in futures:
+                f.result()
+
+
+__all__ = ["BINARY_BLOCK_BYTES", "INT8_BLOCK_VECTORS", "QuantisedMaxSimIndex", "binarise_query", "exact_scores"]
