@@ -115,9 +115,32 @@ def test_explore_reports_what_each_strategy_keeps(app, indexed):
         assert report["bytes_after"] == report["vectors_after"] * d * 2
         assert report["ratio"] == pytest.approx(report["bytes_after"] / report["bytes_before"], rel=1e-5)
     assert f"{n + m} → {merged['vectors_after']}" in text
+    assert f"({n} → {merged['patches_after']} image patches" in text  # a visual model's vectors
     assert "global-thumbnail" in text  # colSmol's thumbnail tokens are said to be drawn apart
     if encoded is not None:
         assert engine.encoder.pages_encoded == encoded
+
+
+def test_explore_words_follow_the_encoder():
+    """A text-layout page is summarised in text cells and [CLS] attention, a visual one in image
+    patches and final-token attention."""
+    from types import SimpleNamespace
+
+    from vdr_app.ui.explore import attention_label, summary
+
+    def exploration(info):
+        embedding = SimpleNamespace(n_patches=4, extra=np.zeros((1, 8)), cells=np.zeros((4, 3), int),
+                                    attention=np.full(4, 0.25), info=info)
+        reduction = SimpleNamespace(vectors=np.zeros((2, 8)), groups=np.array([0, 0, 1, -1]), info={})
+        page = SimpleNamespace(id=1, doc_name="a.pdf", page_number=1, info={})
+        return SimpleNamespace(embedding=embedding, reduction=reduction, page=page, spec="docpruner:k=0",
+                               kind="pruning", full_vectors=5, view_vectors=3, full_bytes=80, view_bytes=48,
+                               quant=None, quant_cosine=None)
+
+    text_page, visual_page = exploration({"text_source": "text layer"}), exploration({})
+    assert "(4 → 2 text cells" in summary(text_page)[0] and "[CLS]" in attention_label(text_page)
+    assert "(4 → 2 image patches" in summary(visual_page)[0]
+    assert attention_label(visual_page) == "final-token attention to each patch"
 
 
 def test_explore_figure_places_every_patch(app, indexed):

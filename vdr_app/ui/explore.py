@@ -49,11 +49,16 @@ def _number(value) -> str:
     return str(value)
 
 
+def is_text_layout(ex) -> bool:
+    """The page was encoded by the text-layout encoder (its vectors are text cells, not image patches)."""
+    return "text_source" in (ex.page.info or {}) or "text_source" in ex.embedding.info
+
+
 def attention_label(ex) -> str:
     """What the page's attention is, in words true to the encoder that made it."""
     if ex.embedding.attention is None:
         return "attention (not given by this encoder)"
-    if "text_source" in (ex.page.info or {}) or "text_source" in ex.embedding.info:  # text-layout: MiniLM's [CLS]
+    if is_text_layout(ex):  # MiniLM's [CLS]
         return "[CLS] attention to each text cell (MiniLM, not a visual model)"
     return "final-token attention to each patch"
 
@@ -79,8 +84,9 @@ def summary(ex) -> tuple[str, dict]:
     pruned = int((red.groups < 0).sum())
     regions = sorted(set(emb.cells[:, 0].tolist())) if n else []
     smaller = f" ({1 / ratio:.1f}× smaller)" if ratio > 0 else ""
+    units = "text cells" if is_text_layout(ex) else "image patches"
     stats = [
-        f"vectors **{ex.full_vectors} → {ex.view_vectors}** ({n} → {kept} image patches, + {m} other tokens)",
+        f"vectors **{ex.full_vectors} → {ex.view_vectors}** ({n} → {kept} {units}, + {m} other tokens)",
         f"memory **{format_bytes(ex.full_bytes)} → {format_bytes(ex.view_bytes)}**{smaller}",
         f"ratio **{ratio:.3f}**",
         f"pruned {pruned} of {n}",
