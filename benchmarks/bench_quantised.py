@@ -16,7 +16,8 @@ Methods (one process, same data, the 115 cell interleaved query by query; the 1,
 method after another so that only one index is in RAM at a time):
 
     bf16            vdr_app.search.MaxSimIndex (the float view as the app searches it)
-    int8            QuantisedMaxSimIndex, kind int8 (float32 query x dequantised codes)
+    int8            QuantisedMaxSimIndex, kind int8 (int8 query x codes, torch._int_mm; numpy
+                    float32 query x dequantised codes where torch is missing)
     int8+rescore    ... its top 100 re-scored exactly from the float16 "store"
     binary          QuantisedMaxSimIndex, kind binary (Hamming on packed sign bits)
     binary+rescore  ... its top 100 re-scored exactly
@@ -222,6 +223,7 @@ def profile(n: int = 8192) -> None:
     """ns per stored vector of each step on one block, one thread (BLAS limited to 1)."""
     from threadpoolctl import threadpool_limits
 
+    from vdr_app import int8_matmul
     from vdr_app.search import _round_bits, _widen_into
 
     rng = np.random.default_rng(0)
@@ -236,6 +238,8 @@ def profile(n: int = 8192) -> None:
     words = np.ascontiguousarray(quantise(x, "binary").codes.view(np.uint64).T)  # (2, n)
     qwords = quantise(q, "binary").codes.view(np.uint64)[:, :, None]  # (Q, 2, 1)
     xor, cnt, ham = np.empty((Q, 2, n), np.uint64), np.empty((Q, 2, n), np.uint8), np.empty((Q, n), np.uint16)
+    qcodes = quantise(q, "int8").codes
+    dots = int8_matmul.int_mm(qcodes, codes) if int8_matmul.available(DIM) else None
 
     def ns(fn, reps=100):
         fn()
@@ -249,6 +253,9 @@ def profile(n: int = 8192) -> None:
         "int8 cast to float32": lambda: np.copyto(buf, codes, casting="unsafe"),
         "sgemm (n,d)@(d,q) -> (n,q)": lambda: np.matmul(buf, qT, out=s_nq),
         "sgemm (q,d)@(d,n) -> (q,n)": lambda: np.matmul(q, buf.T, out=s_qn),
+        **({"int8 _int_mm (q,d)@(d,n) -> int32": lambda: int8_matmul.int_mm(qcodes, codes),
+            "int32 -> float32 (q,n)": lambda: np.copyto(s_qn, dots, casting="unsafe")}
+           if int8_matmul.available(DIM) else {}),
         "scale rows, (n,q) layout": lambda: np.multiply(s_nq, scales[:, None], out=s_nq),
         "scale columns, (q,n) layout": lambda: np.multiply(s_qn, scales, out=s_qn),
         "page max, (n,q) axis 0": lambda: np.maximum.reduceat(s_nq, starts, axis=0),
@@ -259,9 +266,17 @@ def profile(n: int = 8192) -> None:
         "binary page min, axis 1": lambda: np.minimum.reduceat(ham, starts, axis=1),
     }
     print(f"\n== one block of {n} vectors, one thread: ns per stored vector ({Q}-token query) ==")
-    with threadpool_limits(1, "blas"):
-        for name, fn in steps.items():
-            print(f"{name:32} {ns(fn):6.1f}")
+    torch = int8_matmul._torch()  # torch's own threads held to one as well, then restored
+    torch_threads = torch.get_num_threads() if torch else None
+    try:
+        if torch:
+            torch.set_num_threads(1)
+        with threadpool_limits(1, "blas"):
+            for name, fn in steps.items():
+                print(f"{name:34} {ns(fn):6.1f}")
+    finally:
+        if torch:
+            torch.set_num_threads(torch_threads)
 
 
 def main() -> None:

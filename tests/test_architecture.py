@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vdr_app"
 CONFINED = {
     "gradio": ["ui/"],
     "plotly": ["figures.py"],
-    "torch": ["models/", "torchvision_compat.py"],
+    "torch": ["models/", "torchvision_compat.py",
+              "int8_matmul.py"],  # int8 search: torch._int_mm (VNNI), lazily imported, numpy fallback
     "torchvision": ["torchvision_compat.py"],
     "transformers": ["models/"],
     "colpali_engine": ["models/"],

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vdr_app import int8_matmul
 from vdr_app import reduce as reduce_lib
 from vdr_app.config import Settings
 from vdr_app.engine import DEFAULT_RESCORE, Engine, check_rescore
@@ -184,11 +185,15 @@ def _ragged_pages(rng, n_pages=40, dim=DIM, empty=(3, 17)):
     return pages
 
 
-def _reference(kind, codes, query, dim):
-    """MaxSim by a plain float64 loop over the dequantised codes (binary: binarised query, / d)."""
+def _reference(kind, codes, query, dim, float_query=False):
+    """MaxSim by a plain float64 loop over the dequantised codes and the dequantised query
+    (int8: per-token int8 query, as the torch kernel; binary: binarised query, / d).
+    float_query: the float query itself (int8's numpy fallback)."""
     q = np.asarray(query, np.float64)
     if kind == "binary":
         q = dequantise_binary(quantise_binary(query), dim).astype(np.float64)
+    elif kind == "int8" and not float_query and int8_matmul.available(dim):
+        q = dequantise_int8(*quantise_int8(query)).astype(np.float64)
     out = []
     for page in codes:
         if page.n == 0:
@@ -219,6 +224,49 @@ def test_scores_equal_a_reference_loop_over_the_dequantised_codes(kind, dim):
             assert np.allclose(got[fin], want[fin], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dim", [5, 16, 128])
+def test_int8_numpy_fallback_equals_the_float_query_reference(dim, monkeypatch):
+    """Without torch's int8 kernel (switched off, unavailable, or failing) int8 scores the float query."""
+    rng = np.random.default_rng(dim + 1)
+    codes = [quantise(p, "int8") for p in _ragged_pages(rng, dim=dim)]
+    query = rng.standard_normal((7, dim)).astype(np.float32)
+    want = _reference("int8", codes, query, dim, float_query=True)
+    fin = np.isfinite(want)
+
+    def check(got):
+        assert np.array_equal(np.isinf(got), np.isinf(want))
+        assert np.allclose(got[fin], want[fin], rtol=1e-5, atol=1e-5)
+
+    check(QuantisedMaxSimIndex(codes, kind="int8", dim=dim, int_mm=False).scores(query))
+    index = QuantisedMaxSimIndex(codes, kind="int8", dim=dim)
+
+    def fail(a, b):
+        raise RuntimeError("no int8 kernel here")
+
+    monkeypatch.setattr(int8_matmul, "int_mm", fail)
+    check(index.scores(query))
+    monkeypatch.setattr(int8_matmul, "available", lambda k: False)
+    check(index.scores(query))
+
+
+def test_int8_torch_kernel_scores_the_quantised_query():
+    """With torch: the int32 products are exact and the scores follow the int8 query, not the float one."""
+    if not int8_matmul.available(DIM):
+        pytest.skip("torch._int_mm is not available here")
+    rng = np.random.default_rng(3)
+    a = rng.integers(-127, 128, (20, DIM), dtype=np.int8)
+    b = rng.integers(-127, 128, (1000, DIM), dtype=np.int8)
+    assert np.array_equal(int8_matmul.int_mm(a, b), a.astype(np.int64) @ b.astype(np.int64).T)
+    codes = [quantise(p, "int8") for p in _ragged_pages(rng)]
+    query = rng.standard_normal((20, DIM)).astype(np.float32)
+    got = QuantisedMaxSimIndex(codes, kind="int8", dim=DIM).scores(query)
+    fin = np.isfinite(got)
+    quantised = _reference("int8", codes, query, DIM)[fin]
+    float_query = _reference("int8", codes, query, DIM, float_query=True)[fin]
+    assert np.allclose(got[fin], quantised, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got[fin], float_query, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["int8", "binary"])
 def test_blocks_and_threads_do_not_change_scores(kind, monkeypatch):
     """Many small blocks (handed out to both workers) give the one-block scores."""
@@ -229,9 +277,10 @@ def test_blocks_and_threads_do_not_change_scores(kind, monkeypatch):
     query = rng.standard_normal((9, DIM)).astype(np.float32)
     whole = QuantisedMaxSimIndex(codes, kind=kind, dim=DIM).scores(query)
     monkeypatch.setattr(sq, "INT8_BLOCK_VECTORS", 64)
+    monkeypatch.setattr(sq, "INT8_MM_BLOCK_VECTORS", 64)
     monkeypatch.setattr(sq, "BINARY_BLOCK_BYTES", 64)
     small = QuantisedMaxSimIndex(codes, kind=kind, dim=DIM)
-    assert len(small._get_plan()) > 10
+    assert len(small._get_plan()) > 10 and len(small._get_plan(sq.INT8_MM_BLOCK_VECTORS)) > 10
     assert np.allclose(small.scores(query), whole, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 

@@ -18,9 +18,11 @@ binary (one sign bit per value, packed 8 per byte, most significant bit first as
     -1), so cos(x, x') = ||x||_1 / (sqrt(d) ||x||_2), between 1/sqrt(d) and 1.
     bytes per vector: ceil(d / 8).
 
-Scoring (vdr_app.search_quantised): an int8 view scores the float32 query against the
-dequantised vectors exactly; a binary view binarises the query tokens the same way and scores
-every pair by the cosine of the two ±1 vectors, (d - 2 * Hamming distance) / d.
+Scoring (vdr_app.search_quantised): an int8 view quantises the query tokens the same way and
+scores the dequantised query against the dequantised vectors (exact int32 products through
+torch._int_mm; without it, the float32 query against the dequantised vectors); a binary view
+binarises the query tokens the same way and scores every pair by the cosine of the two ±1
+vectors, (d - 2 * Hamming distance) / d.
 """
 
 from __future__ import annotations

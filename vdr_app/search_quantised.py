@@ -6,6 +6,7 @@ Public API (the same shape as `vdr_app.search.MaxSimIndex`):
                                         # pages: iterable of vdr_app.quantise.QuantisedVectors
     len(index), index.n_vectors, index.dim, index.kind, index.lengths, index.nbytes
     index.scores(query)                 # query float (q, d) -> float32 (N,) quantised scores
+                                        # (int8: the query is quantised too, see Scores)
     index.top_k(query, k, rescore=N, float_pages=fn)
                                         # quantised top max(N, k) re-scored exactly with
                                         # fn(positions) -> float pages, then the best k
@@ -14,12 +15,17 @@ Public API (the same shape as `vdr_app.search.MaxSimIndex`):
 
 Scores:
 
-* int8: the float32 query against the dequantised vectors, exactly: for a block of codes, the
-  codes are cast to float32 (a plain int8 -> float32 conversion, one pass, no bit tricks) into a
-  per-thread buffer, multiplied by the query with one sgemm ((n, d) @ (d, q) -> (n, q)), each row
-  of similarities multiplied by its vector's scale, then the page max (`np.maximum.reduceat`)
-  and the sum over query tokens. Scores equal a float32 loop over `dequantise_int8` up to
-  float32 rounding.
+* int8: the query is quantised per token the same way as the pages (symmetric int8, scale =
+  max|t| / 127), and a token t and vector v score (t_scale * v_scale) * (t_codes . v_codes): for a
+  block of codes one exact int8 x int8 -> int32 product (`torch._int_mm` through
+  `vdr_app.int8_matmul`, int8 VNNI on x86: ~2x faster than float32 sgemm) gives the (q, n) dot
+  products, converted to float32 and multiplied by each vector's scale; then the page max
+  (`np.maximum.reduceat`), each token's scale and the sum over tokens. Scores equal a float64
+  loop over the dequantised query tokens and the dequantised codes up to float32 rounding.
+  Fallback (torch not importable, `_int_mm` unsupported or failing, or `int_mm=False`): the
+  float32 query against the dequantised codes, i.e. the codes cast to float32 per block and one
+  sgemm; scores then equal a float loop over `dequantise_int8` with the float query. Either way,
+  rescoring is exact float.
 * binary: the query tokens are binarised the same way as the pages (sign bits, packed), and a
   token t and vector v score (d - 2 * popcount(t XOR v)) / d, the cosine of the two ±1 vectors
   (= their dot product / d), exactly. The XOR and popcount (`np.bitwise_count`) run on the packed
@@ -36,7 +42,10 @@ view's groups, so no float copy of the view stays in RAM) and re-scores them exa
 the k best of those are returned with their exact scores. N = 0: quantised scores only.
 
 Threads and blocking are those of `vdr_app.search` (the same pinned worker pool, one query at a
-time per process, BLAS held to one thread per worker).
+time per process, BLAS held to one thread per worker). With the torch kernel each worker calls
+`_int_mm` on its own blocks (torch's intra-op threads left as they are): measured faster than
+one call per large block from the calling thread with torch's threads, whose numpy steps then
+run on one core.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import InvalidQueryError
-from .quantise import QUANTISERS, QuantisedVectors, quantise_binary
+from . import int8_matmul
+from .quantise import QUANTISERS, QuantisedVectors, quantise_binary, quantise_int8
 from .search import _KERNEL_LOCK, _blas_controller, _Block, _make_plan, _pool, top_k_of
 
 # Vectors per block. int8: the float32 copy of a block (4096 x 128 x 4 = 2 MiB) as in
@@ -56,6 +66,10 @@ from .search import _KERNEL_LOCK, _blas_controller, _Block, _make_plan, _pool, t
 # d = 128), large enough that the ~5 numpy calls per block cost little per vector; its XOR
 # buffer is q times the block (5 MiB for a 20-token query). Tuned with bench_quantised.py.
 INT8_BLOCK_VECTORS = 4096
+# int8 with torch._int_mm: no float copy of the block, only its int32 and float32 (q, n)
+# similarities (1.3 MiB each for a 20-token query); 16,384 vectors measured fastest (4,096: ~25%
+# slower, 32,768: no better).
+INT8_MM_BLOCK_VECTORS = 16384
 BINARY_BLOCK_BYTES = 1 << 18
 _GROWTH = 1.5
 _SLOTS: dict[tuple[str, int], tuple[np.ndarray, ...]] = {}  # per participant of a query, kept between queries
@@ -81,23 +95,26 @@ class QuantisedMaxSimIndex:
         pages: iterable of QuantisedVectors (one per page, same kind and dim; n may be 0).
         kind: "int8" or "binary".
         dim: the vectors' dimension d before quantisation.
+        int_mm: int8 only: score with the quantised query through `int8_matmul` when it is
+            available (False: always the float-query numpy path).
 
     Raises:
         ValueError: unknown kind, a page of another kind or dimension.
     """
 
-    def __init__(self, pages: Iterable[QuantisedVectors] = (), *, kind: str, dim: int) -> None:
+    def __init__(self, pages: Iterable[QuantisedVectors] = (), *, kind: str, dim: int, int_mm: bool = True) -> None:
         if kind not in QUANTISERS:
             raise ValueError(f"kind must be one of {QUANTISERS}, got {kind!r}")
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self._kind, self._dim = kind, int(dim)
+        self._int_mm = bool(int_mm)  # int8: the int8-query torch kernel when available, else numpy
         width = self._dim if kind == "int8" else (self._dim + 7) // 8
         self._codes = np.empty((0, width), dtype=np.int8 if kind == "int8" else np.uint8)
         self._scales = np.empty(0, dtype=np.float32)  # int8 only
         self._n_vectors = 0
         self._offsets = np.zeros(1, dtype=np.int64)
-        self._plan: list[_Block] | None = None
+        self._plans: dict[int, list[_Block]] = {}  # block size -> plan
         self._lock = threading.RLock()
         self.add(pages)
         self.shrink()
@@ -172,7 +189,7 @@ class QuantisedMaxSimIndex:
             if lengths:
                 self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths, dtype=np.int64)])
                 self._n_vectors = row
-                self._plan = None
+                self._plans = {}
 
     def _reserve(self, capacity: int, used: int) -> None:
         codes = np.empty((capacity, self._codes.shape[1]), dtype=self._codes.dtype)
@@ -207,7 +224,7 @@ class QuantisedMaxSimIndex:
                 self._scales = self._scales[: self._n_vectors][rows]
             self._n_vectors = int(rows.sum())
             self._offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
-            self._plan = None
+            self._plans = {}
 
     # ---- search ----------------------------------------------------------------------------
 
@@ -228,7 +245,14 @@ class QuantisedMaxSimIndex:
         with self._lock:
             out = np.full(len(self), -np.inf, dtype=np.float32)
             if self._n_vectors:
-                if self._kind == "int8":
+                if self._kind == "int8" and self._int_mm and int8_matmul.available(self._dim):
+                    qcodes, qscales = quantise_int8(q)
+                    try:
+                        _run(_score_int8_mm, (self._codes, self._scales, qcodes, qscales),
+                             self._get_plan(INT8_MM_BLOCK_VECTORS), out)
+                    except RuntimeError:  # torch's kernel failed at this size: the numpy path
+                        _run(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
+                elif self._kind == "int8":
                     _run(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
                 else:
                     word = _word_dtype(self._codes.shape[1])
@@ -269,11 +293,13 @@ class QuantisedMaxSimIndex:
         order, values = top_k_of(exact, int(k))  # ties: the quantised order, i.e. lower index among equals
         return cand[order], values
 
-    def _get_plan(self) -> list[_Block]:
-        if self._plan is None:
+    def _get_plan(self, size: int | None = None) -> list[_Block]:
+        if size is None:
             size = INT8_BLOCK_VECTORS if self._kind == "int8" else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
-            self._plan = _make_plan(self._offsets, size)
-        return self._plan
+        plan = self._plans.get(size)
+        if plan is None:
+            plan = self._plans[size] = _make_plan(self._offsets, size)
+        return plan
 
 
 def exact_scores(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
@@ -329,6 +355,37 @@ def _score_int8(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) ->
         np.matmul(q32, x.T, out=sims)  # (q, d) @ (d, n) -> (q, n)
         np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # scale_i * (t . codes_i)
         best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
+        if isinstance(b.dest, slice):
+            np.sum(best, axis=0, out=out[b.dest])
+        else:
+            out[b.dest] = best.sum(axis=0)
+
+
+def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """int8 blocks against the int8 query: one exact int32 product per block (torch._int_mm),
+    to float32, scale each vector's column, page max, scale each token's row, sum over tokens.
+
+    The token scales are applied after the page max (max commutes with a non-negative factor),
+    on (q, pages) instead of (q, n).
+    """
+    codes, scales, qcodes, qscales = args
+    q = qcodes.shape[0]
+    rows = max(b.v1 - b.v0 for b in plan)
+    (sflat,) = _slot("int8mm", slot, (((q, rows), np.dtype(np.float32)),))
+    qcol = qscales[:, None]  # (q, 1)
+    n_blocks = len(plan)
+    while True:
+        i = next(ticket)
+        if i >= n_blocks:
+            return
+        b = plan[i]
+        n = b.v1 - b.v0
+        dots = int8_matmul.int_mm(qcodes, codes[b.v0 : b.v1])  # int32 (q, n), exact
+        sims = sflat[: q * n].reshape(q, n)
+        np.copyto(sims, dots, casting="unsafe")  # int32 -> float32 (exact below 2**24)
+        np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # code_scale_i * (t_codes . codes_i)
+        best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
+        np.multiply(best, qcol, out=best)  # * token scale (>= 0)
         if isinstance(b.dest, slice):
             np.sum(best, axis=0, out=out[b.dest])
         else:
@@ -394,4 +451,5 @@ def _run(kernel, args, plan: list[_Block], out: np.ndarray) -> None:
                 f.result()
 
 
-__all__ = ["BINARY_BLOCK_BYTES", "INT8_BLOCK_VECTORS", "QuantisedMaxSimIndex", "binarise_query", "exact_scores"]
+__all__ = ["BINARY_BLOCK_BYTES", "INT8_BLOCK_VECTORS", "INT8_MM_BLOCK_VECTORS",
+           "QuantisedMaxSimIndex", "binarise_query", "exact_scores"]
