@@ -165,9 +165,10 @@ def build(engine, pages: PageImages) -> ExploreTab:
         page = gr.Dropdown([], label="page", allow_custom_value=True, elem_id="explore-page", scale=1,
                            min_width=120)
         controls = view_controls(strategies, default, include_full=True, prefix="explore")
-        for component, scale in ((controls.strategy, 2), (controls.keep, 2), (controls.factor, 2), (controls.k, 2),
-                                 (controls.precision, 2), (controls.spec, 2)):
-            component.scale, component.min_width = scale, 200
+        # Widths that keep every label readable at 1400 px: the precision names are short.
+        for component, scale, width in ((controls.strategy, 2, 230), (controls.keep, 2, 200), (controls.factor, 2, 200),
+                                        (controls.k, 2, 200), (controls.precision, 1, 130), (controls.spec, 2, 200)):
+            component.scale, component.min_width = scale, width
     with gr.Row(equal_height=False):
         numbers = gr.Markdown(elem_id="explore-numbers", label="summary")
         view_page = gr.Button("View page full size", size="sm", scale=0, min_width=190, elem_id="explore-view-btn")
