@@ -289,16 +289,10 @@ class MaxSimIndex:
         Raises:
             IndexError: an index is out of range (nothing is removed).
         """
-        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices), dtype=np.int64).reshape(-1)
         with self._lock:
-            n = len(self)
-            bad = idx[(idx < -n) | (idx >= n)]
-            if bad.size:
-                raise IndexError(f"page index {int(bad[0])} out of range for an index of {n} pages")
-            if idx.size == 0:
+            keep = kept_pages(indices, len(self))
+            if keep is None:
                 return
-            keep = np.ones(n, dtype=bool)
-            keep[idx % n] = False
             lengths = np.diff(self._offsets)
             # Move each run of kept pages down over the removed ones, in place, in chunks so an
             # overlapping move never needs a temporary copy larger than a chunk.
@@ -351,11 +345,11 @@ class MaxSimIndex:
             InvalidQueryError (a ValueError): the query is not (q, d) with q >= 1 and the index's
                 d, or holds NaN / infinite values.
         """
-        q = self._check_query(query)
+        q = check_query(query, self._dim)
         with self._lock:
             out = np.full(len(self), -np.inf, dtype=np.float32)
             if self._n_vectors:
-                _run(self._bits, self._dtype, np.ascontiguousarray(q.T), self._get_plan(), out)
+                run_kernel(_score_blocks, (self._bits, self._dtype, np.ascontiguousarray(q.T)), self._get_plan(), out)
         return out
 
     def top_k(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -375,21 +369,38 @@ class MaxSimIndex:
             raise ValueError(f"k must be a non-negative integer, got {k}")
         return top_k_of(self.scores(query), int(k))
 
-    def _check_query(self, query: np.ndarray) -> np.ndarray:
-        q = np.asarray(query)
-        if q.ndim != 2 or q.shape[0] == 0:
-            raise InvalidQueryError(f"query must have shape (q, d) with q >= 1, got {q.shape}")
-        if self._dim is not None and q.shape[1] != self._dim:
-            raise InvalidQueryError(f"query has dimension {q.shape[1]}, the index has {self._dim}")
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise InvalidQueryError("query holds NaN or infinite values")
-        return q
-
     def _get_plan(self) -> list[_Block]:
         if self._plan is None:
             self._plan = _make_plan(self._offsets, BLOCK_VECTORS)
         return self._plan
+
+
+def check_query(query: np.ndarray, dim: int | None) -> np.ndarray:
+    """The query as C-contiguous float32 (q, d); InvalidQueryError for a wrong shape, a dimension
+    other than the index's `dim` (None: any), or NaN/infinite values."""
+    q = np.asarray(query)
+    if q.ndim != 2 or q.shape[0] == 0:
+        raise InvalidQueryError(f"query must have shape (q, d) with q >= 1, got {q.shape}")
+    if dim is not None and q.shape[1] != dim:
+        raise InvalidQueryError(f"query has dimension {q.shape[1]}, the index has {dim}")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise InvalidQueryError("query holds NaN or infinite values")
+    return q
+
+
+def kept_pages(indices: Iterable[int] | np.ndarray, n: int) -> np.ndarray | None:
+    """bool (n,): the pages that stay after removing `indices` (negative ones count from the end);
+    None when there is nothing to remove. IndexError for an index out of range."""
+    idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices), dtype=np.int64).reshape(-1)
+    bad = idx[(idx < -n) | (idx >= n)]
+    if bad.size:
+        raise IndexError(f"page index {int(bad[0])} out of range for an index of {n} pages")
+    if idx.size == 0:
+        return None
+    keep = np.ones(n, dtype=bool)
+    keep[idx % n] = False
+    return keep
 
 
 def top_k_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -539,29 +550,38 @@ def _buffers(slot: int, rows: int, dim: int, q: int) -> tuple[np.ndarray, np.nda
     return bufs
 
 
-def _score_blocks(
-    bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Block], out: np.ndarray, ticket, slot: int
-) -> None:
-    """Score the blocks whose numbers this worker draws from `ticket` (a shared counter).
+def claimed_blocks(plan: list[_Block], ticket):
+    """The blocks of `plan` this participant draws from `ticket` (a counter shared by all the
+    participants of one query: atomic under the GIL, so blocks are handed out dynamically)."""
+    n_blocks = len(plan)
+    while (i := next(ticket)) < n_blocks:
+        yield plan[i]
+
+
+def write_page_sums(best: np.ndarray, axis: int, block: _Block, out: np.ndarray) -> None:
+    """out[block's pages] = best (pages and query tokens on two axes) summed over `axis` (the tokens)."""
+    if isinstance(block.dest, slice):
+        np.sum(best, axis=axis, out=out[block.dest])
+    else:
+        out[block.dest] = best.sum(axis=axis)
+
+
+def _score_blocks(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """Score the blocks this worker draws from `ticket` (a kernel of `run_kernel`).
 
     Args:
-        bits: uint16 (V, d) packed half-precision bits.
-        dtype: their format ("bfloat16" or "float16").
-        qT: float32 (d, q) C-contiguous transposed query.
+        args: (bits uint16 (V, d) packed half-precision bits, their format "bfloat16" or
+            "float16", qT float32 (d, q) C-contiguous transposed query).
         plan: the blocks.
         out: float32 (N,) scores, written at each block's pages.
         ticket: iterator of block numbers shared by all participants of this query.
         slot: this participant's number (0 = the calling thread), selects its buffers.
     """
+    bits, dtype, qT = args
     dim, q = qT.shape
     rows = max(b.v1 - b.v0 for b in plan)
     xbuf, sbuf = _buffers(slot, rows, dim, q)
-    n_blocks = len(plan)
-    while True:
-        i = next(ticket)  # atomic under the GIL, so blocks are handed out dynamically
-        if i >= n_blocks:
-            return
-        b = plan[i]
+    for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
         x = xbuf[:n]
         _widen_into(bits[b.v0 : b.v1], x, dtype)
@@ -570,29 +590,27 @@ def _score_blocks(
         # (pages, q): max over exactly each page's rows; (n, q) row order makes the sgemm ~2x
         # faster than (q, n), and reduceat beats reshape(...).max(1) even for equal lengths.
         best = np.maximum.reduceat(sims, b.starts, axis=0)
-        if isinstance(b.dest, slice):
-            np.sum(best, axis=1, out=out[b.dest])
-        else:
-            out[b.dest] = best.sum(axis=1)
+        write_page_sums(best, 1, b, out)
 
 
-def _run(bits: np.ndarray, dtype: str, qT: np.ndarray, plan: list[_Block], out: np.ndarray) -> None:
-    """Score every block of `plan` into `out`, on all usable cores."""
+def run_kernel(kernel, args, plan: list[_Block], out: np.ndarray) -> None:
+    """Score every block of `plan` into `out` on all usable cores: `kernel(args, plan, out, ticket,
+    slot)` runs on each participant and draws its blocks from the shared `ticket`."""
     with _KERNEL_LOCK:
         ticket = itertools.count()
         blas = _blas_controller()
         if blas is None:
-            _score_blocks(bits, dtype, qT, plan, out, ticket, 0)
+            kernel(args, plan, out, ticket, 0)
             return
         pool, threads = _pool()
         # One BLAS thread per worker: BLAS's own threads would oversubscribe the cores (and they
         # busy-wait while numpy reduces).
         with blas.limit(limits=1, user_api="blas"):
             if threads == 1 or len(plan) == 1:
-                _score_blocks(bits, dtype, qT, plan, out, ticket, 0)
+                kernel(args, plan, out, ticket, 0)
                 return
             # The calling thread only waits, so that exactly one (pinned) worker runs per CPU.
-            futures = [pool.submit(_score_blocks, bits, dtype, qT, plan, out, ticket, i) for i in range(threads)]
+            futures = [pool.submit(kernel, args, plan, out, ticket, i) for i in range(threads)]
             for f in futures:
                 f.result()
 

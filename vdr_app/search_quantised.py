@@ -50,16 +50,23 @@ run on one core.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InvalidQueryError
 from . import int8_matmul
 from .quantise import QUANTISERS, QuantisedVectors, quantise_binary, quantise_int8
-from .search import _KERNEL_LOCK, _blas_controller, _Block, _make_plan, _pool, top_k_of
+from .search import (
+    _Block,
+    _make_plan,
+    check_query,
+    claimed_blocks,
+    kept_pages,
+    run_kernel,
+    top_k_of,
+    write_page_sums,
+)
 
 # Vectors per block. int8: the float32 copy of a block (4096 x 128 x 4 = 2 MiB) as in
 # search.BLOCK_VECTORS. binary: BINARY_BLOCK_BYTES of packed codes per block (16,384 vectors at
@@ -207,16 +214,10 @@ class QuantisedMaxSimIndex:
 
     def remove(self, indices: Iterable[int] | np.ndarray) -> None:
         """Delete pages; later pages move down (IndexError for an out-of-range index)."""
-        idx = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices), dtype=np.int64).reshape(-1)
         with self._lock:
-            n = len(self)
-            bad = idx[(idx < -n) | (idx >= n)]
-            if bad.size:
-                raise IndexError(f"page index {int(bad[0])} out of range for an index of {n} pages")
-            if idx.size == 0:
+            keep = kept_pages(indices, len(self))
+            if keep is None:
                 return
-            keep = np.ones(n, dtype=bool)
-            keep[idx % n] = False
             lengths = np.diff(self._offsets)
             rows = np.repeat(keep, lengths)  # (V,) rows of kept pages
             self._codes = self._codes[: self._n_vectors][rows]
@@ -228,36 +229,25 @@ class QuantisedMaxSimIndex:
 
     # ---- search ----------------------------------------------------------------------------
 
-    def _check_query(self, query: np.ndarray) -> np.ndarray:
-        q = np.asarray(query)
-        if q.ndim != 2 or q.shape[0] == 0:
-            raise InvalidQueryError(f"query must have shape (q, d) with q >= 1, got {q.shape}")
-        if q.shape[1] != self._dim:
-            raise InvalidQueryError(f"query has dimension {q.shape[1]}, the index has {self._dim}")
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise InvalidQueryError("query holds NaN or infinite values")
-        return q
-
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Quantised MaxSim of every page: float32 (N,), -inf for pages without vectors."""
-        q = self._check_query(query)
+        q = check_query(query, self._dim)
         with self._lock:
             out = np.full(len(self), -np.inf, dtype=np.float32)
             if self._n_vectors:
                 if self._kind == "int8" and self._int_mm and int8_matmul.available(self._dim):
                     qcodes, qscales = quantise_int8(q)
                     try:
-                        _run(_score_int8_mm, (self._codes, self._scales, qcodes, qscales),
-                             self._get_plan(INT8_MM_BLOCK_VECTORS), out)
+                        run_kernel(_score_int8_mm, (self._codes, self._scales, qcodes, qscales),
+                                   self._get_plan(INT8_MM_BLOCK_VECTORS), out)
                     except RuntimeError:  # torch's kernel failed at this size: the numpy path
-                        _run(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
+                        run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
                 elif self._kind == "int8":
-                    _run(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
+                    run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
                 else:
                     word = _word_dtype(self._codes.shape[1])
                     qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
-                    _run(_score_binary, (self._codes, qcodes, word, self._dim), self._get_plan(), out)
+                    run_kernel(_score_binary, (self._codes, qcodes, word, self._dim), self._get_plan(), out)
         return out
 
     def top_k(self, query: np.ndarray, k: int, rescore: int = 0,
@@ -342,12 +332,7 @@ def _score_int8(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) ->
     q, dim = q32.shape
     rows = max(b.v1 - b.v0 for b in plan)
     xflat, sflat = _slot("int8", slot, (((rows, dim), np.dtype(np.float32)), ((q, rows), np.dtype(np.float32))))
-    n_blocks = len(plan)
-    while True:
-        i = next(ticket)
-        if i >= n_blocks:
-            return
-        b = plan[i]
+    for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
         x = xflat[: n * dim].reshape(n, dim)
         np.copyto(x, codes[b.v0 : b.v1], casting="unsafe")  # int8 -> float32, exact
@@ -355,10 +340,7 @@ def _score_int8(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) ->
         np.matmul(q32, x.T, out=sims)  # (q, d) @ (d, n) -> (q, n)
         np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # scale_i * (t . codes_i)
         best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
-        if isinstance(b.dest, slice):
-            np.sum(best, axis=0, out=out[b.dest])
-        else:
-            out[b.dest] = best.sum(axis=0)
+        write_page_sums(best, 0, b, out)
 
 
 def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
@@ -373,12 +355,7 @@ def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int)
     rows = max(b.v1 - b.v0 for b in plan)
     (sflat,) = _slot("int8mm", slot, (((q, rows), np.dtype(np.float32)),))
     qcol = qscales[:, None]  # (q, 1)
-    n_blocks = len(plan)
-    while True:
-        i = next(ticket)
-        if i >= n_blocks:
-            return
-        b = plan[i]
+    for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
         dots = int8_matmul.int_mm(qcodes, codes[b.v0 : b.v1])  # int32 (q, n), exact
         sims = sflat[: q * n].reshape(q, n)
@@ -386,10 +363,7 @@ def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int)
         np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # code_scale_i * (t_codes . codes_i)
         best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
         np.multiply(best, qcol, out=best)  # * token scale (>= 0)
-        if isinstance(b.dest, slice):
-            np.sum(best, axis=0, out=out[b.dest])
-        else:
-            out[b.dest] = best.sum(axis=0)
+        write_page_sums(best, 0, b, out)
 
 
 def _score_binary(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
@@ -408,12 +382,7 @@ def _score_binary(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) 
         ((q, rows), np.dtype(np.uint16)),
     ))
     qcol = qcodes[:, :, None]  # (q, words, 1)
-    n_blocks = len(plan)
-    while True:
-        i = next(ticket)
-        if i >= n_blocks:
-            return
-        b = plan[i]
+    for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
         t = tflat[: words * n].reshape(words, n)
         np.copyto(t, codes[b.v0 : b.v1].view(word).T)  # (words, n)
@@ -431,24 +400,6 @@ def _score_binary(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) 
         nearest = np.minimum.reduceat(h, b.starts, axis=1)  # (q, pages): best match = fewest differing bits
         total = nearest.sum(axis=0, dtype=np.int64)  # sum over tokens of (d - 2 h) / d, exactly
         out[b.dest] = ((q * dim - 2 * total) / dim).astype(np.float32)
-
-
-def _run(kernel, args, plan: list[_Block], out: np.ndarray) -> None:
-    """Score every block of `plan` into `out` on all usable cores (as `search._run`)."""
-    with _KERNEL_LOCK:
-        ticket = itertools.count()
-        blas = _blas_controller()
-        if blas is None:
-            kernel(args, plan, out, ticket, 0)
-            return
-        pool, threads = _pool()
-        with blas.limit(limits=1, user_api="blas"):
-            if threads == 1 or len(plan) == 1:
-                kernel(args, plan, out, ticket, 0)
-                return
-            futures = [pool.submit(kernel, args, plan, out, ticket, i) for i in range(threads)]
-            for f in futures:
-                f.result()
 
 
 __all__ = ["BINARY_BLOCK_BYTES", "INT8_BLOCK_VECTORS", "INT8_MM_BLOCK_VECTORS",
