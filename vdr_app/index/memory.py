@@ -156,16 +156,16 @@ class MemoryIndex(SearchIndex):
             view = self._load(spec)
             if view.index is None:
                 return []
+            # Positions of the filtered documents' pages (None: every page competes).
+            allowed = (None if doc_ids is None else
+                       np.flatnonzero(np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64))))
             if isinstance(view.index, QuantisedMaxSimIndex):
-                allowed = (None if doc_ids is None else
-                           np.flatnonzero(np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64))))
                 page_ids = view.page_ids
                 positions, scores = view.index.top_k(
                     query, k, rescore, lambda cand: self.float_view_pages(spec, page_ids[cand]), positions=allowed)
-            elif doc_ids is None:
+            elif allowed is None:
                 positions, scores = view.index.top_k(query, k)
             else:
-                allowed = np.flatnonzero(np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64)))
                 best, scores = top_k_of(view.index.scores(query)[allowed], k)
                 positions = allowed[best]
             return [(int(view.page_ids[p]), float(s)) for p, s in zip(positions, scores)]
