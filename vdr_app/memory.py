@@ -14,9 +14,6 @@ import numpy as np
 
 from .quantise import FLOAT16, bytes_per_vector
 
-BYTES_PER_VALUE = 2  # float16
-
-
 @dataclass(frozen=True)
 class MemorySummary:
     """Vectors and bytes of one view over all pages.
@@ -64,7 +61,7 @@ def summarize(view: str, counts: np.ndarray, dim: int, full_vectors: int, quant:
     pages = int(counts.size)
     per_vector = bytes_per_vector(dim, quant)
     nbytes = total * per_vector
-    full_bytes = full_vectors * dim * BYTES_PER_VALUE
+    full_bytes = full_vectors * bytes_per_vector(dim)  # the full index is float16
     return MemorySummary(
         view=view,
         pages=pages,
