@@ -1,4 +1,4 @@
-"""Architecture rules the layout depends on, checked by parsing imports (see README "How it is built")."""
+"""Architecture rules the layout depends on, checked by parsing imports (docs/architecture.md)."""
 
 import ast
 import subprocess
@@ -78,3 +78,64 @@ def test_engine_and_cli_import_cheaply():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# The layering, bottom to top: a unit (a top-level module or package of vdr_app) imports only units
+# of its own layer or a lower one, and nothing imports in a circle. Imports inside functions count;
+# `if TYPE_CHECKING:` imports do not. A new module gets a place here (docs/architecture.md
+# draws the same table); `python scripts/import_layers.py` prints the levels the imports give.
+LAYERS = {
+    "base": {"vdr_app", "errors", "types", "config", "torchvision_compat"},
+    "numeric kernels (numpy, no I/O)": {"quantise", "int8_matmul", "heatmap", "pareto", "memory", "search",
+                                        "search_quantised", "reduce"},
+    "inputs and storage": {"pdf", "models", "store_errors", "store", "index"},
+    "engine": {"engine"},
+    "on the engine": {"evaluate", "sessions", "figures"},
+    "front ends": {"cli", "ui", "__main__"},
+}
+
+
+def _layering():
+    from scripts.import_layers import unit_graph
+
+    return unit_graph(PACKAGE)
+
+
+def test_every_unit_has_a_layer():
+    placed = set().union(*LAYERS.values())
+    unplaced = sorted(set(_layering()) - placed)
+    assert not unplaced, f"vdr_app units without a layer: {unplaced}: add them to LAYERS in {Path(__file__).name}"
+
+
+def test_imports_point_down_the_layers():
+    rank = {unit: i for i, members in enumerate(LAYERS.values()) for unit in members}
+    names = list(LAYERS)
+    upward = [f"{unit} ({names[rank[unit]]}) imports {target} ({names[rank[target]]})"
+              for unit, targets in sorted(_layering().items()) for target in sorted(targets)
+              if unit in rank and target in rank and rank[target] > rank[unit]]
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
+
+
+def test_no_import_circle():
+    from scripts.import_layers import circles, file_graph
+
+    assert circles(_layering()) == [], "units import each other in a circle"
+    assert circles(file_graph(PACKAGE)) == [], "modules import each other in a circle"
+
+
+def test_the_layering_script_finds_circles_and_levels(tmp_path):
+    """The checker itself: a circle made on purpose is found, lazy imports count, TYPE_CHECKING does not."""
+    from scripts.import_layers import circles, levels, unit_graph
+
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from .b import g\n")
+    (package / "b.py").write_text("from . import a\nfrom typing import TYPE_CHECKING\n"
+                                  "if TYPE_CHECKING:\n    from .c import T\n")
+    (package / "c.py").write_text("import pkg.b\n")
+    (package / "sub" / "__init__.py").write_text("from ..c import x\n")
+    graph = unit_graph(package)
+    assert graph == {"pkg": set(), "a": {"b"}, "b": {"a"}, "c": {"b"}, "sub": {"c"}}
+    assert circles(graph) == [["a", "b"]]
+    assert levels(graph) == {"pkg": 0, "a": 0, "b": 0, "c": 1, "sub": 2}

@@ -41,6 +41,7 @@ import numpy as np
 
 from .errors import InvalidLabelsError, InvalidSpecError, NotFoundError
 from .memory import format_bytes
+from .pareto import pareto_front
 from .types import Progress, log_progress, scaled_progress
 
 if TYPE_CHECKING:  # the engine pulls in the whole pipeline; evaluate's pure parts do not need it
@@ -212,27 +213,6 @@ def _mean(rows: list[dict[str, float]], keys: Sequence[str]) -> dict[str, float]
 def _ratio(view: float, full: float) -> float | None:
     """view / full, or None when the full index scores 0 (retention undefined)."""
     return view / full if full > 0 else None
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes: less memory (x) and at least as
-    much quality (y), or as little memory and more quality. Best memory first.
-
-    Args:
-        points: (memory, quality) pairs; NaN or None entries are never on the front.
-
-    Returns:
-        indices into `points`, sorted by memory (ascending), quality rising along the front.
-    """
-    valid = [i for i, (x, y) in enumerate(points)
-             if x is not None and y is not None and x == x and y == y]
-    order = sorted(valid, key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def frontier_rows(views: Sequence[dict], y: str = "retention.ndcg@5") -> list[dict]:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import heatmap
 from .memory import format_bytes
+from .pareto import pareto_front
 
 # Low scores fade to transparent so the page stays readable under the map.
 HEAT_SCALE = [
@@ -599,8 +600,6 @@ def retention_figure(
         on dashed lines, binary diamonds on dotted lines; the frontier is a black step line
         through ringed points.
     """
-    from .evaluate import pareto_front
-
     fig = go.Figure()
     ci_path = "retention_ci." + y.split(".", 1)[1] if show_ci and y.startswith("retention.") else None
     rows = [r for r in views if not r.get("skipped") and _dotted(r, y) is not None]
