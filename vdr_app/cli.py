@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add = sub.add_parser("add", parents=[common], help="index PDF files")
-    add.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF files (all or none are added)")
 
     search = sub.add_parser("search", parents=[common], help="rank pages for a query")
-    search.add_argument("query")
+    search.add_argument("query", help="what to look for, in words")
     search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full",
                         help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
@@ -79,26 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON")
 
     lst = sub.add_parser("list", parents=[common], help="list documents")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="print JSON")
 
     delete = sub.add_parser("delete", parents=[common], help="delete a document")
     delete.add_argument("doc", metavar="DOC", help="document id, file name or sha256 prefix")
 
     stats = sub.add_parser("stats", parents=[common], help="store totals and memory per view")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="print JSON")
 
     views = sub.add_parser("views", parents=[common], help="list stored views with their memory")
-    views.add_argument("--json", action="store_true")
+    views.add_argument("--json", action="store_true", help="print JSON")
 
     view = sub.add_parser("view", parents=[common], help="add or delete a view")
     view_sub = view.add_subparsers(dest="view_command", required=True, metavar="ACTION")
-    view_sub.add_parser("add", parents=[common], help="compute and store a view").add_argument("spec")
-    view_sub.add_parser("delete", parents=[common], help="delete a stored view").add_argument("spec")
+    view_sub.add_parser("add", parents=[common], help="compute and store a view").add_argument(
+        "spec", help="view spec, e.g. cluster:factor=9")
+    view_sub.add_parser("delete", parents=[common], help="delete a stored view").add_argument(
+        "spec", help="view spec of a stored view")
 
     index = sub.add_parser("index", parents=[common], help="the search index against the store: status, sync")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     index_sub.add_parser("status", parents=[common], help="pages and vectors per view, store vs index; pending").add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true", help="print JSON")
     index_sub.add_parser("sync", parents=[common],
                          help="bring the index in step with the store (idempotent; builds a fresh Qdrant collection)")
 
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("destination", type=Path, metavar="DEST", help="new file (or folder) to write")
 
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
-    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("directory", type=Path, help="folder to write the checkpoint to")
     tiny.add_argument("--family", default="colqwen2", help="colpali, colqwen2, colqwen2_5, colidefics3")
     tiny.add_argument("--size", default="tiny", choices=["tiny", "full"],
                       help="full: the published architecture of colSmol-256M, ColQwen2.5-v0.2 or ColPali-v1.3 "

@@ -43,13 +43,13 @@ class Settings:
         batch_size: pages per encoder forward pass (`VDR_BATCH_SIZE`); 0 = chosen for the device
             (1 on CPU, by free memory on CUDA: `models.resources.choose_batch_size`).
         max_query_chars: longest accepted query (`VDR_MAX_QUERY_CHARS`).
-        host, port: where the web app listens (`VDR_HOST`, `VDR_PORT`/`PORT`); host defaults to
-            127.0.0.1 (0.0.0.0 on a Hugging Face Space, which sets `SPACE_ID`; the Dockerfile
-            sets `VDR_HOST`).
+        host: the address the web app listens on (`VDR_HOST`); 127.0.0.1 unless set, 0.0.0.0 on
+            a Hugging Face Space (which sets `SPACE_ID`); the Dockerfile sets 0.0.0.0.
+        port: the web app's port (`VDR_PORT`; `PORT` when that is unset).
         fallback_model: encoder the app offers when `model` cannot be loaded
             (`VDR_FALLBACK_MODEL`; empty to disable).
 
-    Deployment (README "Deployment modes"):
+    Deployment (docs/deployment.md):
         mode: "local" (one user, everything allowed), "shared" (login required; deleting, the
             model switch and saving views only for signed-in users) or "public-demo" (each
             browser session gets its own temporary library) (`VDR_MODE`).
@@ -62,12 +62,17 @@ class Settings:
         state_capacity: sessions whose state Gradio keeps in memory (`VDR_STATE_CAPACITY`).
         cache_minutes: uploaded and generated files older than this are deleted, checked as
             often (`VDR_CACHE_MINUTES`).
-        index, qdrant_*: the search index (vdr_app.index): "memory" (in-process, default) or
-            "qdrant" (`VDR_INDEX`); a Qdrant server or cluster URL and its API key
-            (`VDR_QDRANT_URL`, `VDR_QDRANT_API_KEY`), or a folder for qdrant-client's local mode
-            (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
-            quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
-            collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
+        index: the search index (vdr_app.index): "memory" (in-process, default) or "qdrant"
+            (`VDR_INDEX`).
+        qdrant_url: a Qdrant server or cluster (`VDR_QDRANT_URL`); unset: qdrant-client's local mode.
+        qdrant_api_key: the Qdrant server's API key (`VDR_QDRANT_API_KEY`; never printed or logged).
+        qdrant_path: the folder of qdrant-client's local mode when no URL is given
+            (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"`).
+        qdrant_quantization: "int8": int8 copies in RAM, float16 originals on disk, exact
+            rescoring (`VDR_QDRANT_QUANTIZATION`).
+        qdrant_shards: shards of a new collection, fixed when it is created (`VDR_QDRANT_SHARDS`).
+        qdrant_replicas: replicas of a new collection, fixed when it is created
+            (`VDR_QDRANT_REPLICAS`).
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
