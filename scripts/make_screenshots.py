@@ -105,6 +105,12 @@ def _plot_ready(tab, selector: str) -> None:
     tab.wait_for_timeout(600)  # plotly paints its layout images a moment later
 
 
+def _choose(tab, elem_id: str, option: str) -> None:
+    """Pick an option of a gradio dropdown by its label."""
+    tab.click(f"#{elem_id} input")
+    tab.get_by_role("option", name=option).click()
+
+
 def _set_spec(tab, prefix: str, spec: str) -> None:
     box = tab.locator(f"#{prefix}-spec textarea, #{prefix}-spec input").first
     box.fill(spec)
@@ -123,6 +129,7 @@ def shoot(url: str, out: Path, chromium: str) -> None:
         tab.goto(url)
         tab.wait_for_selector("#upload")
         _wait_text(tab, "#library-totals", "2 documents")
+        _wait_text(tab, "#model-status", "Model:")  # the loaded model's banner, not "Loading model"
         save_png(tab.screenshot(), out / "app-library.png")
 
         tab.get_by_role("tab", name="Explore").click()
@@ -143,7 +150,9 @@ def shoot(url: str, out: Path, chromium: str) -> None:
 
         tab.get_by_role("tab", name="Search").click()
         tab.fill("#query textarea", QUERY)
-        _set_spec(tab, "search", "cluster:factor=9")
+        _choose(tab, "search-strategy", "cluster (merging)")  # its default: cluster:factor=9
+        tab.wait_for_function("() => (document.querySelector('#search-spec input, #search-spec textarea')?.value"
+                              " || '').startsWith('cluster')")
         tab.click("#search-btn")
         tab.wait_for_selector("#results .thumbnail-item img")
         _wait_text(tab, "#comparison", "vs full index")
@@ -168,13 +177,13 @@ def shoot(url: str, out: Path, chromium: str) -> None:
 
 def _shoot_lab(tab, out: Path) -> None:
     """The Lab over the stored views, with queries typed in (fidelity: no labels needed)."""
-    views = tab.get_by_label("Views")
+    views = tab.locator(".block", has_text="stored views, sweep specs").locator("input").first
     for spec in STORED_VIEWS:
         views.click()
         views.fill(spec)
         views.press("Enter")
     tab.keyboard.press("Escape")
-    tab.get_by_label("Queries, one per line").fill("\n".join(LAB_QUERIES))
+    tab.locator(".block", has_text="Queries, one per line").locator("textarea").first.fill("\n".join(LAB_QUERIES))
     tab.get_by_role("button", name="Run evaluation").click()
     _plot_ready(tab, "#lab-plot")
     tab.wait_for_selector("#lab-table table")
