@@ -10,7 +10,7 @@ drives Debian's chromium with Python playwright at 1400x900 (never `playwright i
     strategy-<name>.png      the Explore figure of one view per strategy (docs/strategies.md)
 
 Nothing is written into the working tree but the PNGs (reduced to a 256-colour palette, so that the
-repository stays small). Takes about a minute on two cores.
+repository stays small). Takes a few minutes on two shared cores.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from tests.ui_support import running_app  # noqa: F401  (same launch path as the browser tests)
+    from tests.ui_support import running_app  # the same launch path as the browser tests
 
     with tempfile.TemporaryDirectory(prefix="vdr-shots-") as tmp:
         engine = build_library(Path(tmp))

@@ -96,7 +96,8 @@ def _value(node: ast.AST, namespace: dict):
         return ast.literal_eval(node)
     except ValueError:
         try:
-            return eval(compile(ast.Expression(node), "<config>", "eval"), dict(namespace))  # our own source
+            # an expression of config.py itself (e.g. ", ".join(MODES)), evaluated over its own names
+            return eval(compile(ast.Expression(node), "<config>", "eval"), dict(namespace))
         except Exception:
             return None
 
@@ -266,7 +267,7 @@ def cli_markdown() -> str:
            "`python -m vdr_app add a.pdf --store s.sqlite`).", "",
            "| argument | meaning |", "| --- | --- |", *_argument_rows(top, set()), ""]
     for path, help_text, parser in cli_commands():
-        out += [f"### `{path}`", "", (parser.description or help_text).strip() + ("" if help_text else ""), "",
+        out += [f"### `{path}`", "", (parser.description or help_text).strip(), "",
                 "```text", _usage(parser), "```", ""]
         rows = _argument_rows(parser, common)
         if rows:
