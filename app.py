@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
+
+
+def use_model_cache(settings) -> None:
+    """Point HF_HOME at the settings' model cache (on a Space: persistent storage), before
+    huggingface_hub is imported: it reads HF_HOME once, at import."""
+    if settings.hf_home is not None:
+        os.environ.setdefault("HF_HOME", str(settings.hf_home))
 
 
 def create_app(settings=None):
@@ -22,6 +30,7 @@ def create_app(settings=None):
     from vdr_app.ui import build_demo
 
     settings = settings or Settings.from_env()
+    use_model_cache(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.mode == "public-demo":
         from vdr_app.store import Store
@@ -46,6 +55,7 @@ def main() -> None:
         settings = Settings.from_env()  # checked before anything heavy is imported
     except ConfigError as error:
         sys.exit(f"vdr_app: {error}")
+    use_model_cache(settings)
     from vdr_app.ui import launch_options
 
     demo, settings = create_app(settings)
