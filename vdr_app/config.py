@@ -71,6 +71,9 @@ class Settings:
             `/data/huggingface`, as `data_dir` defaults to `/data/vdr`: both survive a restart.
         temporary_library: on a Space whose data folder is not on persistent storage: the page
             says the library is lost when the Space restarts.
+        zero_gpu: on a ZeroGPU Space (`SPACES_ZERO_GPU`, set by Spaces): the model is loaded in
+            the main thread before launch and its forward passes run under `spaces.GPU`
+            (vdr_app.models.zerogpu).
 
     Deployment (README "Deployment modes"):
         mode: "local" (one user, everything allowed), "shared" (login required; deleting, the
@@ -111,6 +114,7 @@ class Settings:
     fallback_model: str = "text-layout-minilm"
     hf_home: Path | None = None
     temporary_library: bool = False
+    zero_gpu: bool = False
     # -- deployment -------------------------------------------------------------------------------
     mode: str = "local"
     auth: tuple[tuple[str, str], ...] = ()
@@ -161,6 +165,7 @@ class Settings:
             data_dir=data_dir,
             hf_home=persistent / "huggingface" if persistent and not env.get("HF_HOME", "").strip() else None,
             temporary_library=on_space and not _inside(store or data_dir, persistent),
+            zero_gpu=env.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"),  # as `spaces` reads it
             device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
             dtype=read.choice("VDR_DTYPE", defaults.dtype, re.compile("auto|float32|bfloat16|float16"),
                               "auto, float32, bfloat16 or float16"),
