@@ -42,8 +42,9 @@ COPY --chown=user requirements.txt constraints.txt ./
 RUN pip install --user --no-deps --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch torchvision
 
 # Requirements before the code, so editing the code does not reinstall packages. constraints.txt
-# pins every package to the versions the tests ran with (requirements.txt names it).
-RUN pip install --user -r requirements.txt
+# pins every package to the versions the tests ran with (requirements.txt does not name it: the
+# Spaces builder installs requirements.txt alone, so the pins are given here).
+RUN pip install --user -c constraints.txt -r requirements.txt
 
 COPY --chown=user . .
 

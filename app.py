@@ -5,14 +5,35 @@
 Wiring only: Settings (from VDR_* variables) -> Engine (opens or creates the SQLite store in the
 data folder) -> build_demo(engine) -> launch. Importing this module does nothing slow: gradio and
 the model are imported and loaded only in `main()`, the model in a background thread, so the page
-is up at once and says plainly if the checkpoint cannot be loaded.
+is up at once and says plainly if the checkpoint cannot be loaded. On a ZeroGPU Space the model is
+loaded before launch instead, in the main thread (vdr_app.models.zerogpu says why).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
+
+
+def use_model_cache(settings) -> None:
+    """Point HF_HOME at the settings' model cache (on a Space: persistent storage), before
+    huggingface_hub is imported: it reads HF_HOME once, at import."""
+    if settings.hf_home is not None:
+        os.environ.setdefault("HF_HOME", str(settings.hf_home))
+
+
+def _load_for_zerogpu(engine) -> None:
+    """On ZeroGPU, load the model now, in the main thread, before launch: ZeroGPU intercepts the
+    move to "cuda" only there and carries those weights into its GPU workers
+    (vdr_app.models.zerogpu). A failure is remembered by the engine and shown on the page."""
+    import vdr_app.models.zerogpu  # noqa: F401  its spaces.GPU functions exist before launch
+
+    try:
+        engine.encoder
+    except Exception as error:  # noqa: BLE001 - the page shows it, with what to do
+        logging.getLogger("app").warning("model %s could not be loaded: %s", engine.settings.model, error)
 
 
 def create_app(settings=None):
@@ -22,6 +43,7 @@ def create_app(settings=None):
     from vdr_app.ui import build_demo
 
     settings = settings or Settings.from_env()
+    use_model_cache(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.mode == "public-demo":
         from vdr_app.store import Store
@@ -30,6 +52,8 @@ def create_app(settings=None):
         engine = Engine(dataclasses.replace(settings, index="memory"), store=Store(":memory:"))
     else:
         engine = Engine(settings)
+    if settings.zero_gpu:
+        _load_for_zerogpu(engine)
     if settings.index != "memory":  # an external index can lag the store; say so at start
         problem = engine.index_problem()
         if problem:
@@ -46,6 +70,9 @@ def main() -> None:
         settings = Settings.from_env()  # checked before anything heavy is imported
     except ConfigError as error:
         sys.exit(f"vdr_app: {error}")
+    use_model_cache(settings)
+    if settings.zero_gpu:
+        import spaces  # noqa: F401  before torch: ZeroGPU patches torch's CUDA calls at import
     from vdr_app.ui import launch_options
 
     demo, settings = create_app(settings)

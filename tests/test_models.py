@@ -208,18 +208,20 @@ def test_captured_attention_equals_eager(encoders, eager_encoders, family):
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
-def test_bfloat16_stays_within_tolerance_of_float32(encoders, tiny_checkpoint, family):
-    """The dtype a CPU with native bfloat16 picks: same geometry, vectors within the stated
-    tolerance of float32 (README: cosine >= 0.998 per vector; 0.9988 was the minimum on the
-    full-size models), the same final-row capture, and MaxSim scores within 1 %."""
+def test_16_bit_dtypes_stay_within_tolerance_of_float32(encoders, tiny_checkpoint, family, dtype):
+    """The 16-bit dtypes "auto" picks: bfloat16 (a CPU with native bfloat16, a GPU of compute
+    capability >= 8) and float16 (a T4, MPS): same geometry, vectors within the stated tolerance
+    of float32 (README: cosine >= 0.998 per vector; 0.9988 was the minimum on the full-size models
+    in bfloat16), the same final-row capture, and MaxSim scores within 1 %."""
     import torch
 
     from vdr_app.search import MaxSimIndex
 
     fp32 = encoders(family)
-    bf16 = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2, dtype="bfloat16")
-    assert bf16.model.dtype == torch.bfloat16 and bf16.capture == "final-row"
+    bf16 = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2, dtype=dtype)
+    assert bf16.model.dtype == getattr(torch, dtype) and bf16.capture == "final-row"
     pages = mixed_pages()
     ours, reference = bf16.encode_pages(pages), fp32.encode_pages(pages)
     for a, b in zip(ours, reference, strict=True):
@@ -655,7 +657,12 @@ def test_dtype_follows_native_bf16_support():
     assert choose_dtype("cpu", flags={"avx2", "avx512f"}) == torch.float32
     assert choose_dtype("cpu", flags={"avx512f", "avx512_bf16"}) == torch.bfloat16
     assert choose_dtype("cpu", flags={"amx_bf16"}) == torch.bfloat16
-    assert choose_dtype("cuda") == torch.bfloat16 and choose_dtype("mps") == torch.float16
+    assert choose_dtype("mps") == torch.float16
+    # CUDA: bfloat16 only where the GPU has bfloat16 units (Ampere and newer), float16 on a T4.
+    assert choose_dtype("cuda", capability=(7, 5)) == torch.float16
+    assert choose_dtype("cuda", capability=(8, 0)) == torch.bfloat16
+    assert choose_dtype("cuda:1", capability=(9, 0)) == torch.bfloat16
+    assert choose_dtype("cuda", "float32", capability=(9, 0)) == torch.float32
     assert choose_dtype("cpu", "float32", flags={"amx_bf16"}) == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         choose_dtype("cpu", "int3")

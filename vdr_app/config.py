@@ -20,8 +20,26 @@ DEFAULT_MODEL = "vidore/colSmol-256M"
 MODES = ("local", "shared", "public-demo")
 
 
+# Where a Hugging Face Space mounts its persistent storage (Space settings -> Persistent storage);
+# a module constant so tests can point it at a stand-in folder.
+SPACE_PERSISTENT_DIR = Path("/data")
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "vdr_app"
+
+
+def space_persistent_dir(env) -> Path | None:
+    """The Space's persistent storage folder when this runs on a Space (`SPACE_ID` set) that has
+    one (SPACE_PERSISTENT_DIR is a writable folder); None elsewhere."""
+    folder = SPACE_PERSISTENT_DIR
+    if env.get("SPACE_ID") and folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+        return folder
+    return None
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and Path(path).resolve().is_relative_to(folder.resolve())
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,14 @@ class Settings:
         port: the web app's port (`VDR_PORT`; `PORT` when that is unset).
         fallback_model: encoder the app offers when `model` cannot be loaded
             (`VDR_FALLBACK_MODEL`; empty to disable).
+        hf_home: model cache the app sets as `HF_HOME` before anything reads it, or None to leave
+            `HF_HOME` alone. On a Space with persistent storage (and no `HF_HOME` set) it is
+            `/data/huggingface`, as `data_dir` defaults to `/data/vdr`: both survive a restart.
+        temporary_library: on a Space whose data folder is not on persistent storage: the page
+            says the library is lost when the Space restarts.
+        zero_gpu: on a ZeroGPU Space (`SPACES_ZERO_GPU`, set by Spaces): the model is loaded in
+            the main thread before launch and its forward passes run under `spaces.GPU`
+            (vdr_app.models.zerogpu).
 
     Deployment (docs/deployment.md):
         mode: "local" (one user, everything allowed), "shared" (login required; deleting, the
@@ -91,6 +117,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     fallback_model: str = "text-layout-minilm"
+    hf_home: Path | None = None
+    temporary_library: bool = False
+    zero_gpu: bool = False
     # -- deployment -------------------------------------------------------------------------------
     mode: str = "local"
     auth: tuple[tuple[str, str], ...] = ()
@@ -131,12 +160,17 @@ class Settings:
         on_space = bool(env.get("SPACE_ID"))  # a Space must listen on 0.0.0.0; containers set VDR_HOST
         defaults = cls()
         read = _Reader(env)
+        persistent = space_persistent_dir(env)
+        data_dir = read.path("VDR_DATA_DIR", persistent / "vdr" if persistent else defaults.data_dir, must_be="dir")
         store = read.path("VDR_STORE", None, must_be="file")
         port_name = "VDR_PORT" if env.get("VDR_PORT", "").strip() else "PORT"
         return cls(
             model=read.text("VDR_MODEL", defaults.model),
             model_given=bool(env.get("VDR_MODEL", "").strip()),
-            data_dir=read.path("VDR_DATA_DIR", defaults.data_dir, must_be="dir"),
+            data_dir=data_dir,
+            hf_home=persistent / "huggingface" if persistent and not env.get("HF_HOME", "").strip() else None,
+            temporary_library=on_space and not _inside(store or data_dir, persistent),
+            zero_gpu=env.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"),  # as `spaces` reads it
             device=read.choice("VDR_DEVICE", defaults.device, DEVICE_PATTERN, "auto, cpu, cuda, cuda:N or mps"),
             dtype=read.choice("VDR_DTYPE", defaults.dtype, re.compile("auto|float32|bfloat16|float16"),
                               "auto, float32, bfloat16 or float16"),

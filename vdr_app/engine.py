@@ -214,10 +214,15 @@ class Engine:
                         raise self._load_error
                     try:
                         self.check_store_model()
-                        self._encoder = load_encoder(
+                        encoder = load_encoder(
                             self.settings.model, device=self.settings.device, batch_size=self.settings.batch_size,
                             dtype=self.settings.dtype,
                         )
+                        if self.settings.zero_gpu:
+                            from .models.zerogpu import on_gpu_worker
+
+                            encoder = on_gpu_worker(encoder)
+                        self._encoder = encoder
                     except Exception as error:
                         self._load_error = error
                         raise

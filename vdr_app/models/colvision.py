@@ -66,8 +66,9 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def dtype_for(device: str, requested: str = "auto"):
-    """bfloat16 on CUDA, float16 on MPS; on CPU bfloat16 only with native hardware support
-    (AVX512-BF16 / AMX), else float32 (see `resources.choose_dtype`)."""
+    """bfloat16 on CUDA GPUs that have it (compute capability >= 8.0), float16 on older ones and
+    on MPS; on CPU bfloat16 only with native hardware support (AVX512-BF16 / AMX), else float32
+    (see `resources.choose_dtype`)."""
     from .resources import choose_dtype
 
     return choose_dtype(device, requested)

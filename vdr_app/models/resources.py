@@ -2,9 +2,11 @@
 
 Chosen per device (benchmarks/bench_encoders.py measures the alternatives):
 
-* dtype: bfloat16 on CUDA; float16 on MPS; on CPU bfloat16 only where the CPU computes it
-  natively (AVX512-BF16 or AMX-BF16), float32 elsewhere — without native support bfloat16
-  matmuls are emulated and slower than float32.
+* dtype: on CUDA bfloat16 where the GPU has bfloat16 units (compute capability 8.0 or newer:
+  A100, L4, H100, ZeroGPU's H200), float16 on older GPUs such as the T4 (7.5), which would emulate
+  bfloat16; float16 on MPS; on CPU bfloat16 only where the CPU computes it natively (AVX512-BF16
+  or AMX-BF16), float32 elsewhere — without native support bfloat16 matmuls are emulated and
+  slower than float32. tests/test_models.py holds both 16-bit types to float32's vectors.
 * batch size (when not set): on CPU one page per forward (peak memory stays at one page and mixed
   page sizes are not padded; `bench_encoders --configs after,after-b2` compares); on a GPU as
   many pages as the free memory holds, up to 8.
@@ -31,6 +33,10 @@ _PAGE_WORKING_BYTES = 1.5 * GIB
 _LOAD_OVERHEAD = 1.10  # weights are briefly held twice for a few tensors while loading
 
 
+# The first CUDA compute capability with bfloat16 arithmetic (Ampere); a T4 is 7.5.
+BF16_CAPABILITY = (8, 0)
+
+
 def cpu_flags() -> set[str]:
     """CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
@@ -49,13 +55,15 @@ def cpu_native_bf16(flags: set[str] | None = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-def choose_dtype(device: str, requested: str = "auto", flags: set[str] | None = None):
+def choose_dtype(device: str, requested: str = "auto", flags: set[str] | None = None,
+                 capability: tuple[int, int] | None = None):
     """The torch dtype to run a model in on `device`.
 
     Args:
         device: a resolved torch device string.
         requested: "auto", "float32", "bfloat16" or "float16".
         flags: CPU flags (for tests); read from /proc/cpuinfo when None.
+        capability: the CUDA device's compute capability (for tests); read from torch when None.
 
     Raises:
         ValueError: an unknown dtype name.
@@ -69,7 +77,8 @@ def choose_dtype(device: str, requested: str = "auto", flags: set[str] | None = 
             raise ValueError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")
         return names[name]
     if device.startswith("cuda"):
-        return torch.bfloat16
+        major, minor = capability if capability is not None else torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if (major, minor) >= BF16_CAPABILITY else torch.float16
     if device == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_native_bf16(flags) else torch.float32

@@ -86,6 +86,10 @@ _MODE_NOTES = {
 }
 
 
+_TEMPORARY_NOTE = ("This Space has no persistent storage: the library is **temporary**, lost when the Space "
+                   "restarts. (Owner: enable persistent storage in the Space's settings.)")
+
+
 def _session_objects(engine, settings: Settings):
     """(access, engine, pages) for the tabs: in public-demo mode the engine and page cache are
     proxies resolving to the calling session's library (vdr_app.sessions)."""
@@ -125,6 +129,8 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         gr.HTML(_header())
         if settings.mode in _MODE_NOTES:
             gr.Markdown(_MODE_NOTES[settings.mode], elem_id="mode-note")
+        if settings.temporary_library and settings.mode != "public-demo":  # a visitor's library is temporary anyway
+            gr.Markdown(_TEMPORARY_NOTE, elem_id="storage-note")
         with gr.Column(elem_id="model-banner"):
             banner = gr.Markdown(status.markdown(), elem_id="model-status", label="model_status")
             # Below the text, on the left: error toasts appear top right and must not cover them.
