@@ -68,6 +68,8 @@ class Settings:
             (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
             quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
             collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
+        mcp: serve the app's API as an MCP server too, at `/gradio_api/mcp/` (`VDR_MCP=1`; unset:
+            Gradio's own `GRADIO_MCP_SERVER` decides). See docs/mcp.md.
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -102,6 +104,7 @@ class Settings:
     qdrant_quantization: str = ""
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
+    mcp: bool = False
     model_given: bool = True
 
     def __post_init__(self):
@@ -160,6 +163,7 @@ class Settings:
                                             re.compile("int8|none"), "int8 or none (empty: none)"),
             qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
+            mcp=read.flag("VDR_MCP", defaults.mcp),
         )
 
 
@@ -174,6 +178,7 @@ def parse_auth(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
 
 
@@ -211,6 +216,14 @@ class _Reader:
         if not low <= number <= high:
             raise self._fail(name, value, allowed)
         return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() not in _FLAGS:
+            raise self._fail(name, value, "must be 1, true, yes or on (or 0, false, no, off)")
+        return _FLAGS[value.lower()]
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         value = self._raw(name)
