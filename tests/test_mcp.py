@@ -30,7 +30,7 @@ from vdr_app.errors import ConfigError  # noqa: E402
 
 from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app  # noqa: E402
 
-TOOLS = {"add_pdf", "search_pages", "explain_match", "list_documents", "delete_document", "list_views"}
+TOOLS = {"add_pdf", "search_pages", "explain_match", "list_documents", "remove_document", "list_views"}
 QUERY = "canvas drawing"
 
 
@@ -118,7 +118,7 @@ def test_tools_are_named_for_what_they_do_with_typed_described_parameters(app):
     assert search["properties"]["query"]["type"] == "string" and search["properties"]["k"]["type"] == "integer"
     assert search["properties"]["documents"]["type"] == "array"
     assert search["properties"]["documents"]["items"] == {"type": "string"}
-    assert by_name["delete_document"].inputSchema["properties"]["document"]["type"] == "string"
+    assert by_name["remove_document"].inputSchema["properties"]["document"]["type"] == "string"
     assert by_name["explain_match"].inputSchema["properties"]["page_id"]["type"] == "integer"
     pdf = by_name["add_pdf"].inputSchema["properties"]["pdf"]
     assert pdf["type"] == "string" and "data URI" in pdf["description"]
@@ -193,7 +193,7 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
             await _call(session, "search_pages", {"query": QUERY, "documents": ["no-such.pdf"]}),
             await _call(session, "search_pages", {"query": QUERY, "view": "nonsense:keep=2"}),
             await _call(session, "explain_match", {"query": QUERY, "page_id": 999999}),
-            await _call(session, "delete_document", {"document": "no-such.pdf"}),
+            await _call(session, "remove_document", {"document": "no-such.pdf"}),
         ]
 
     outcomes = _mcp(url, steps)
@@ -204,7 +204,7 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
     assert ([d.as_dict() for d in engine.list_documents()], engine.store.page_ids()) == before
 
 
-def test_delete_by_name_through_mcp_and_the_same_api_through_gradio_client(app, sample_docs):
+def test_remove_by_name_through_mcp_and_the_same_api_through_gradio_client(app, sample_docs):
     url, engine, _ = app
     client = Client(url, verbose=False)
     documented = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
@@ -216,7 +216,7 @@ def test_delete_by_name_through_mcp_and_the_same_api_through_gradio_client(app, 
     kept = [d.id for d in engine.list_documents() if d.id != added["doc_id"]]
 
     async def steps(session):
-        return await _call(session, "delete_document", {"document": OTHER_PDF})
+        return await _call(session, "remove_document", {"document": OTHER_PDF})
 
     is_error, deleted = _mcp(url, steps)
     assert not is_error and deleted == dict(deleted=dict(doc_id=added["doc_id"], name=OTHER_PDF, pages=1))

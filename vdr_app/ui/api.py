@@ -147,7 +147,7 @@ def list_documents(engine) -> str:
     return _json(dict(documents=[_document(d) for d in engine.list_documents()]))
 
 
-def delete_document(engine, pages, document: str) -> str:
+def remove_document(engine, pages, document: str) -> str:
     """Delete a PDF from the library, with its pages and their vectors in every view. This cannot be undone.
 
     Args:
@@ -237,7 +237,7 @@ def register(engine, pages) -> None:
     gr.api(bind(explain_match, engine, links), api_name="explain_match", concurrency_limit=4,
            concurrency_id="search")
     gr.api(bind(list_documents, engine), api_name="list_documents")
-    gr.api(bind(delete_document, engine, pages), api_name="delete_document")
+    gr.api(bind(remove_document, engine, pages), api_name="remove_document")
     gr.api(bind(list_views, engine), api_name="list_views")
 
 

@@ -214,7 +214,7 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
                      api_visibility="undocumented")
     delete_event = confirm_btn.click(
         bind(delete_document, engine, pages), [doc_choice], [status, result, files, confirm],
-        api_name="delete_selected_document", api_visibility="undocumented",
+        api_name="delete_document", api_visibility="undocumented",
     ).success(bind(refresh, engine), None, outputs, api_name="library_after_delete", api_visibility="undocumented")
     delete_view_btn.click(bind(delete_view, engine), [view_choice], [status], api_name="delete_view",
                           api_visibility="undocumented").success(
