@@ -22,6 +22,7 @@ pytest.importorskip("mcp", reason="the MCP tests need the `mcp` package (require
 
 from gradio_client import Client, handle_file  # noqa: E402
 from mcp import ClientSession  # noqa: E402
+from mcp.client.sse import sse_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from vdr_app import heatmap  # noqa: E402
@@ -59,11 +60,14 @@ class Transcript:
             Path(target).write_text("\n".join(self.lines) + "\n", encoding="utf-8")
 
 
-def _mcp(url: str, steps):
-    """Run `steps(session)` in one MCP session over streamable HTTP; returns what it returns."""
+def _mcp(url: str, steps, transport: str = "http"):
+    """Run `steps(session)` in one MCP session over streamable HTTP (or SSE, the older transport
+    some clients still use); returns what it returns."""
 
     async def main():
-        async with streamable_http_client(url.rstrip("/") + "/gradio_api/mcp/") as (read, write, _):
+        base = url.rstrip("/") + "/gradio_api/mcp/"
+        connect = streamable_http_client(base) if transport == "http" else sse_client(base + "sse")
+        async with connect as (read, write, *_):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 return await steps(session)
@@ -99,6 +103,9 @@ def test_vdr_mcp_is_read_once_with_the_other_settings():
     assert Settings.from_env({"VDR_MCP": "1"}).mcp is True and Settings.from_env({"VDR_MCP": "off"}).mcp is False
     with pytest.raises(ConfigError, match="VDR_MCP='maybe' is not valid"):
         Settings.from_env({"VDR_MCP": "maybe"})
+    # Gradio's login is a page: an MCP client could list the tools but call none of them.
+    with pytest.raises(ConfigError, match="VDR_MCP=1 does not work with VDR_MODE=shared"):
+        Settings.from_env({"VDR_MCP": "1", "VDR_MODE": "shared", "VDR_AUTH": "ada:secret"})
 
 
 def test_tools_are_named_for_what_they_do_with_typed_described_parameters(app):
@@ -106,6 +113,7 @@ def test_tools_are_named_for_what_they_do_with_typed_described_parameters(app):
     tools = _mcp(url, lambda session: session.list_tools()).tools
     by_name = {tool.name: tool for tool in tools}
     assert set(by_name) == TOOLS  # no UI handlers (on_run, _use_fallback, explore figures, ...)
+    assert {tool.name for tool in _mcp(url, lambda session: session.list_tools(), transport="sse").tools} == TOOLS
     for tool in tools:
         assert len(tool.description) > 40 and "Returns" in tool.description, tool.name
         schema = tool.inputSchema
@@ -187,7 +195,8 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
         return [
             await _call(session, "add_pdf", {"pdf": _data_uri(sample_docs / "bad" / BAD_PDF)}),
             await _call(session, "add_pdf", {"pdf": "data:application/pdf;base64," + base64.b64encode(b"hello").decode()}),
-            await _call(session, "add_pdf", {"pdf": "/etc/passwd"}),
+            await _call(session, "add_pdf", {"pdf": "/etc/passwd"}),  # a server path: not a URL
+            await _call(session, "add_pdf", {"pdf": "http://127.0.0.1:9/a.pdf"}),  # Gradio fetches public URLs only
             await _call(session, "search_pages", {"query": "   "}),
             await _call(session, "search_pages", {"query": QUERY, "k": 0}),
             await _call(session, "search_pages", {"query": QUERY, "documents": ["no-such.pdf"]}),
@@ -200,7 +209,7 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
     for is_error, text in outcomes:
         assert is_error, text
         assert isinstance(text, str) and text.strip() and "Traceback" not in text
-    assert "no-such.pdf" in outcomes[5][1] and "no-such.pdf" in outcomes[8][1]
+    assert "no-such.pdf" in outcomes[6][1] and "no-such.pdf" in outcomes[9][1]
     assert ([d.as_dict() for d in engine.list_documents()], engine.store.page_ids()) == before
 
 
@@ -221,3 +230,23 @@ def test_remove_by_name_through_mcp_and_the_same_api_through_gradio_client(app, 
     is_error, deleted = _mcp(url, steps)
     assert not is_error and deleted == dict(deleted=dict(doc_id=added["doc_id"], name=OTHER_PDF, pages=1))
     assert [d.id for d in engine.list_documents()] == kept
+
+
+def test_public_demo_agents_work_in_a_library_of_their_own(tiny_checkpoint, tmp_path, sample_docs):
+    """In public-demo mode the MCP server's calls share one session library (Gradio's MCP server
+    calls the app as one client): what an agent adds is not in a visitor's library, nor in the
+    app's own store."""
+    settings = app_settings(tmp_path, str(tiny_checkpoint("colidefics3")), mcp=True, mode="public-demo")
+    with running_app(settings) as (url, engine, demo):
+        async def steps(session):
+            added = await _call(session, "add_pdf", {"pdf": _data_uri(sample_docs / "pdfs" / SHORT_PDF),
+                                                     "name": SHORT_PDF})
+            listed = await _call(session, "list_documents", {})
+            return added, listed
+
+        (add_error, added), (_, listed) = _mcp(url, steps)
+        assert not add_error and added["added"]
+        assert [d["name"] for d in listed["documents"]] == [SHORT_PDF]
+        visitor = Client(url, verbose=False)
+        assert json.loads(visitor.predict(api_name="/list_documents")) == {"documents": []}
+        assert engine.list_documents() == []

@@ -112,6 +112,9 @@ class Settings:
             raise ConfigError(f"VDR_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "shared" and not self.auth:
             raise ConfigError("VDR_MODE=shared needs logins: set VDR_AUTH=user:password[,user2:password2]")
+        if self.mode == "shared" and self.mcp:
+            raise ConfigError("VDR_MCP=1 does not work with VDR_MODE=shared: MCP clients cannot sign in to its login "
+                              "page (see docs/mcp.md)")
 
     @property
     def store_file(self) -> Path:
