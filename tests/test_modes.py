@@ -48,7 +48,7 @@ def pdfs(pdf_factory):
 
 
 def _docs(client: Client) -> set[str]:
-    _, _, hits, *_ = client.predict("text", "full", 50, api_name="/search")
+    _, _, hits, *_ = client.predict("text", "full", 50, [], None, api_name="/search")
     return {h["doc_name"] for h in hits}
 
 

@@ -54,39 +54,24 @@ def _store_state(engine):
 
 
 def test_every_event_has_an_api_name(app):
-    """gradio_client can reach every event by name; the main ones are documented."""
+    """gradio_client can reach every event by name; the documented ones (the API page, and the MCP
+    tools when that server is on) are the agent API of vdr_app/ui/api.py, not the UI's handlers."""
     client, _, demo = app
     names = [dep.get("api_name") for dep in demo.config["dependencies"]]
     assert all(isinstance(n, str) and n for n in names), names
     documented = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for endpoint in ("/add_documents", "/delete_document", "/explore", "/search", "/explain"):
-        assert endpoint in documented
-
-
-def test_upload_indexes_every_page(app, indexed, sample_docs):
-    client, engine, _ = app
-    docs = engine.list_documents()
-    assert [d.name for d in docs] == [SHORT_PDF]
-    assert docs[0].n_pages == 2
-    status, result = indexed
-    assert f"**{SHORT_PDF}**: 2 pages indexed" in status
-    assert result == dict(documents=[dict(file=SHORT_PDF, doc_id=docs[0].id, pages=2, added=True)], skipped=[],
-                          pages_indexed=2)
-    assert len(engine.pages(docs[0].id)) == 2
-    # The same bytes again: skipped, and said why.
-    _, again, _ = client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
-    assert again["pages_indexed"] == 0
-    assert again["skipped"] == [dict(file=SHORT_PDF, reason=f"already in the library (document {docs[0].id})")]
+    assert set(documented) == {"/add_pdf", "/search_pages", "/explain_match", "/list_documents", "/remove_document",
+                               "/list_views"}
+    for endpoint in ("add_documents", "delete_document", "explore", "search", "explain", "use_fallback", "lab_run"):
+        assert endpoint in names  # still callable by name (undocumented), as the tests below do
 
 
 def test_every_endpoint_is_described_with_named_outputs(app):
     """The API page: each documented endpoint has its own description (not "partial(...)") and
-    outputs named after what they are (not "value_12")."""
+    outputs not named "value_12" (parameter descriptions: tests/test_mcp.py)."""
     client = app[0]
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("/add_documents", "/delete_document", "/explore", "/search", "/explain", "/use_fallback",
-                 "/retry_model", "/delete_view"):
-        info = endpoints[name]
+    for name, info in endpoints.items():
         assert info["description"] and "partial" not in info["description"], name
         labels = [r["label"] for r in info["returns"]]
         assert not any(label.startswith("value_") for label in labels), (name, labels)
@@ -164,7 +149,7 @@ def test_explore_figure_places_every_patch(app, indexed):
 
 def test_search_ranks_pages_like_the_engine(app, indexed):
     client, engine, _ = app
-    gallery, comparison, hits, *_ = client.predict("canvas drawing", "full", 5, api_name="/search")
+    gallery, comparison, hits, *_ = client.predict("canvas drawing", "full", 5, [], None, api_name="/search")
     expected = engine.search("canvas drawing", k=5)
     assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
     assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
@@ -179,7 +164,7 @@ def test_search_ranks_pages_like_the_engine(app, indexed):
 
 def test_search_over_a_view_compares_with_the_full_index(app, indexed):
     client, engine, _ = app
-    _, comparison, hits, *_ = client.predict("canvas drawing", "cluster:factor=9", 5, api_name="/search")
+    _, comparison, hits, *_ = client.predict("canvas drawing", "cluster:factor=9", 5, [], None, api_name="/search")
     reference = engine.compare("canvas drawing", k=5, view="cluster:factor=9")
     assert [h["page_id"] for h in hits] == [h.page_id for h in reference.view]
     assert f"overlap of the top {len(reference.full)} = **{reference.overlap:.0%}**" in comparison
@@ -248,7 +233,7 @@ def test_bad_pdf_and_empty_query_give_messages_and_change_nothing(app, indexed, 
     assert [s["file"] for s in result["skipped"]] == [BAD_PDF, "notes.pdf"] and result["documents"] == []
     assert f"- **{BAD_PDF}**" in status and "- **notes.pdf**" in status
     with pytest.raises(AppError, match="query is empty"):
-        client.predict("   ", "full", 5, api_name="/search")
+        client.predict("   ", "full", 5, [], None, api_name="/search")
     assert _store_state(engine) == before
 
 
@@ -270,7 +255,7 @@ def test_searches_run_while_a_document_is_indexed(app, indexed, sample_docs):
     try:
         upload = client.submit([handle_file(str(sample_docs / "pdfs" / THIRD_PDF))], api_name="/add_documents")
         assert inside.wait(60), "the upload never reached the encoder"
-        jobs = [client.submit(f"canvas query {i}", "full", 3, api_name="/search") for i in range(10)]
+        jobs = [client.submit(f"canvas query {i}", "full", 3, [], None, api_name="/search") for i in range(10)]
         results = [job.result(timeout=120) for job in jobs]
         assert not release.is_set()
         for _, _, hits, *_ in results:
@@ -306,13 +291,13 @@ def test_delete_removes_only_that_document(app, indexed, sample_docs):
     assert OTHER_PDF not in [d.name for d in engine.list_documents()]
     assert SHORT_PDF in [d.name for d in engine.list_documents()]
     assert not pages & set(engine.store.page_ids())
-    _, _, hits, *_ = client.predict("canvas drawing", "full", 50, api_name="/search")
+    _, _, hits, *_ = client.predict("canvas drawing", "full", 50, [], None, api_name="/search")
     assert not pages & {h["page_id"] for h in hits}
 
 
 def test_a_stored_view_can_be_deleted_from_the_library(app, indexed):
     client, engine, _ = app
-    client.predict("canvas drawing", "pool2d:factor=4", 3, api_name="/search")  # stores the view
+    client.predict("canvas drawing", "pool2d:factor=4", 3, [], None, api_name="/search")  # stores the view
     assert "pool2d:factor=4" in engine.store.view_specs()
     status = client.predict("pool2d:factor=4", api_name="/delete_view")
     assert status == "Deleted view `pool2d:factor=4`."
@@ -378,11 +363,11 @@ def test_search_filters_by_document(app, indexed, sample_docs):
         client.predict([handle_file(str(sample_docs / "pdfs" / OTHER_PDF))], api_name="/add_documents")
     docs = engine.list_documents()
     chosen = docs[-1].id
-    _, _, hits, *_ = client.predict("canvas drawing", "full", 10, [chosen], api_name="/search")
+    _, _, hits, *_ = client.predict("canvas drawing", "full", 10, [chosen], None, api_name="/search")
     expected = engine.search("canvas drawing", k=10, docs=[chosen])
     assert hits and {h["doc_id"] for h in hits} == {chosen}
     assert [h["page_id"] for h in hits] == [h.page_id for h in expected]
-    _, _, everything, *_ = client.predict("canvas drawing", "full", 10, [], api_name="/search")
+    _, _, everything, *_ = client.predict("canvas drawing", "full", 10, [], None, api_name="/search")
     assert {h["doc_id"] for h in everything} == {d.id for d in docs}
 
 

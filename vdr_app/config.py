@@ -99,6 +99,8 @@ class Settings:
         qdrant_shards: shards of a new collection, fixed when it is created (`VDR_QDRANT_SHARDS`).
         qdrant_replicas: replicas of a new collection, fixed when it is created
             (`VDR_QDRANT_REPLICAS`).
+        mcp: serve the app's API as an MCP server too, at `/gradio_api/mcp/` (`VDR_MCP=1`; unset:
+            Gradio's own `GRADIO_MCP_SERVER` decides). See docs/mcp.md.
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -136,6 +138,7 @@ class Settings:
     qdrant_quantization: str = ""
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
+    mcp: bool = False
     model_given: bool = True
 
     def __post_init__(self):
@@ -143,6 +146,9 @@ class Settings:
             raise ConfigError(f"VDR_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "shared" and not self.auth:
             raise ConfigError("VDR_MODE=shared needs logins: set VDR_AUTH=user:password[,user2:password2]")
+        if self.mode == "shared" and self.mcp:
+            raise ConfigError("VDR_MCP=1 does not work with VDR_MODE=shared: MCP clients cannot sign in to its login "
+                              "page (see docs/mcp.md)")
 
     @property
     def store_file(self) -> Path:
@@ -199,6 +205,7 @@ class Settings:
                                             re.compile("int8|none"), "int8 or none (empty: none)"),
             qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
+            mcp=read.flag("VDR_MCP", defaults.mcp),
         )
 
 
@@ -213,6 +220,7 @@ def parse_auth(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
 
 
@@ -250,6 +258,14 @@ class _Reader:
         if not low <= number <= high:
             raise self._fail(name, value, allowed)
         return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() not in _FLAGS:
+            raise self._fail(name, value, "must be 1, true, yes or on (or 0, false, no, off)")
+        return _FLAGS[value.lower()]
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         value = self._raw(name)

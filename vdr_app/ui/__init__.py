@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import Settings
-from . import access, explore, library, search, viewer
+from . import access, api, explore, library, search, viewer
 from .lab import build_lab_tab
 from .common import ASSETS, PageImages, bind, user_errors
 from .model_status import FAILED, LOADING, ModelStatus
@@ -150,6 +150,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
             with gr.Tab("Lab", id="lab"):
                 build_lab_tab(engine)
         page_viewer = viewer.build()  # drawn over the whole app when a page is opened
+        api.register(engine, pages)  # the documented API: gradio_client endpoints and MCP tools
         srch.gallery.select(bind(viewer.open_result, engine), [srch.hits], [page_viewer], api_name="view_result",
                             api_visibility="undocumented", queue=False)
         exp.view_page.click(bind(viewer.open_page, engine), [exp.page], [page_viewer], api_name="view_page",
@@ -159,9 +160,11 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         timer.tick(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
         buttons = lambda: _banner(status)[1:]  # noqa: E731
-        fallback.click(bind(_use_fallback, status), None, [banner], api_name="use_fallback").then(
+        fallback.click(bind(_use_fallback, status), None, [banner], api_name="use_fallback",
+                       api_visibility="undocumented").then(
             buttons, None, banner_outputs[1:], api_name="banner_after_fallback", api_visibility="undocumented")
-        retry.click(bind(_retry_model, status), None, [banner], api_name="retry_model").then(
+        retry.click(bind(_retry_model, status), None, [banner], api_name="retry_model",
+                    api_visibility="undocumented").then(
             buttons, None, banner_outputs[1:], api_name="banner_after_retry", api_visibility="undocumented")
 
         documents = bind(explore.document_choices, engine)
@@ -197,6 +200,7 @@ def launch_options(settings: Settings) -> dict:
         auth=list(settings.auth) if settings.mode == "shared" else None,
         theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"),
         footer_links=["api", "gradio", "settings"],
+        mcp_server=api.mcp_server(settings),
     )
     if css.is_file():
         options["css_paths"] = [str(css)]

@@ -236,8 +236,8 @@ def build_lab_tab(engine) -> dict:
             raise gr.Error(str(error)) from error
         return figure, frame, path, text
 
-    refresh.click(on_refresh, outputs=views, api_name="lab_views")
+    refresh.click(on_refresh, outputs=views, api_name="lab_views", api_visibility="undocumented")
     run.click(on_run, inputs=[views, sweep, queries, labels, keep], outputs=[plot, table, export, summary],
-              api_name="lab_run")
+              api_name="lab_run", api_visibility="undocumented")
     return dict(views=views, sweep=sweep, keep=keep, refresh=refresh, queries=queries, labels=labels, run=run,
                 summary=summary, plot=plot, table=table, export=export)

@@ -204,6 +204,7 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
         lambda: "", None, [status], queue=False, api_name="clear_status", api_visibility="undocumented",
     ).then(
         bind(add_documents, engine, pages), [files], [status, result, files], api_name="add_documents",
+        api_visibility="undocumented",
         concurrency_limit=1, concurrency_id="encode", show_progress="full",
         show_progress_on=[status],  # once, in the status box (not over the upload box too)
     ).success(bind(refresh, engine), None, outputs, api_name="library", api_visibility="undocumented")
@@ -213,9 +214,10 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
                      api_visibility="undocumented")
     delete_event = confirm_btn.click(
         bind(delete_document, engine, pages), [doc_choice], [status, result, files, confirm],
-        api_name="delete_document",
+        api_name="delete_document", api_visibility="undocumented",
     ).success(bind(refresh, engine), None, outputs, api_name="library_after_delete", api_visibility="undocumented")
-    delete_view_btn.click(bind(delete_view, engine), [view_choice], [status], api_name="delete_view").success(
+    delete_view_btn.click(bind(delete_view, engine), [view_choice], [status], api_name="delete_view",
+                          api_visibility="undocumented").success(
         bind(refresh, engine), None, outputs, api_name="library_after_view_delete", api_visibility="undocumented"
     )
     return LibraryTab(upload_event, delete_event, bind(refresh, engine), outputs)

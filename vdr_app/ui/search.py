@@ -213,7 +213,7 @@ def build(engine, pages: PageImages) -> SearchTab:
         trigger(run, [query, controls.spec, k, documents, rescore],
                 [gallery, comparison, hits, page_id, *explain_outputs],
                 api_name="search" if trigger == search_btn.click else "search_submit",
-                api_visibility="public" if trigger == search_btn.click else "undocumented",
+                api_visibility="undocumented",
                 concurrency_limit=4, concurrency_id="search")
     show = bind(explain, engine, pages)
     selected = gallery.select(select_result, [hits], [page_id], api_name="select_result",
@@ -222,7 +222,8 @@ def build(engine, pages: PageImages) -> SearchTab:
                   api_visibility="undocumented")
     selected.then(None, None, None, js=_SCROLL_TO_MAP, api_name="scroll_to_map", api_visibility="undocumented",
                   queue=False)
-    token.input(show, [query, page_id, controls.spec, token], explain_outputs, api_name="explain")
+    token.input(show, [query, page_id, controls.spec, token], explain_outputs, api_name="explain",
+                api_visibility="undocumented")
     page_id.submit(show, [query, page_id, controls.spec, gr.State(None)], explain_outputs,
                    api_name="explain_page", api_visibility="undocumented")
     controls.strategy.input(lambda name, precision: strategy_defaults(strategies, name, precision),
