@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -43,6 +44,8 @@ from .errors import ModelMismatchError, NotFoundError, StoreError
 from .quantise import QUANTISERS, QuantisedVectors, bytes_per_vector
 from .store_errors import ReadOnlyStoreError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 FULL_VIEW = "full"
@@ -177,8 +180,8 @@ class Store:
         self.read_only = bool(read_only) or (not memory and not _writable(Path(self.path)))
         try:
             if self.read_only:
-                conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
-                                       check_same_thread=False, timeout=busy_timeout)
+                conn = sqlite3.connect(_read_only_uri(Path(self.path)), uri=True, check_same_thread=False,
+                                       timeout=busy_timeout)
             else:
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
             self.db = sqlite_utils.Database(conn)
@@ -799,6 +802,24 @@ def _make_parent(path: Path) -> None:
         raise StoreError(f"cannot put the store at {path}: {blocking} is a file, not a folder") from None
     except OSError as error:
         raise StoreError(f"cannot create the folder of the store {path}: {error.strerror}") from None
+
+
+def _read_only_uri(path: Path) -> str:
+    """The URI that opens `path` for reading only.
+
+    A WAL store needs its `-shm` file beside it even to be read; where the folder cannot be
+    written (a read-only mount, a folder of another user) SQLite could not create it and every
+    read would fail with "unable to open". `immutable=1` tells SQLite that nobody writes the file,
+    so it reads it without `-shm` or locks. A `-wal` left beside such a file is not read (SQLite
+    folds it in the next time the store is opened writable), hence the warning.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    if os.access(path.parent, os.W_OK):
+        return uri
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        log.warning("%s is read-only and has an unmerged %s: its latest changes are not seen", path, wal.name)
+    return uri + "&immutable=1"
 
 
 def _writable(path: Path) -> bool:
