@@ -16,6 +16,7 @@ from tests.fakes import GridEncoder
 from vdr_app import cli
 from vdr_app.config import Settings
 from vdr_app.engine import Engine
+from vdr_app.errors import ConfigError
 from vdr_app.models import registry
 from vdr_app.store import Store
 
@@ -81,3 +82,15 @@ def test_1_a_store_in_a_read_only_folder_reads_and_refuses_writes_in_one_line(tm
     finally:
         folder.chmod(stat.S_IRWXU)
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+# -- 2. settings that fail open -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["local", "public-demo", None])
+def test_2_logins_outside_shared_mode_are_refused_not_ignored(mode):
+    env = {"VDR_AUTH": "ada:secret"} | ({"VDR_MODE": mode} if mode else {})
+    with pytest.raises(ConfigError, match="VDR_AUTH is set but VDR_MODE is .*set VDR_MODE=shared") as error:
+        Settings.from_env(env)
+    assert "\n" not in str(error.value) and "secret" not in str(error.value)
+    assert Settings.from_env(env | {"VDR_MODE": "shared"}).auth == (("ada", "secret"),)

@@ -109,6 +109,11 @@ class Settings:
             raise ConfigError(f"VDR_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "shared" and not self.auth:
             raise ConfigError("VDR_MODE=shared needs logins: set VDR_AUTH=user:password[,user2:password2]")
+        if self.auth and self.mode != "shared":
+            # Logins are only checked in shared mode: served anyway, the app would be open to anyone
+            # while whoever set them believes it is guarded.
+            raise ConfigError(f"VDR_AUTH is set but VDR_MODE is {self.mode}, where nobody is asked to sign in: "
+                              "set VDR_MODE=shared to require the logins (or unset VDR_AUTH)")
 
     @property
     def store_file(self) -> Path:
