@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
 
 
@@ -49,6 +50,9 @@ def main() -> None:
     from vdr_app.ui import launch_options
 
     demo, settings = create_app(settings)
+    # SIGTERM (docker stop, systemd, a Space restarting) ends like Ctrl-C: exit handlers run, so the
+    # public-demo visitor libraries are removed (vdr_app.sessions) instead of left on disk.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # The model the engine settled on (the store's own when none was asked for), not the default.
     logging.getLogger("app").info("mode %s, data folder %s, store %s, model %s", settings.mode, settings.data_dir,
                                   settings.store_file, demo.model_status.model)

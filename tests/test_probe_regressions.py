@@ -94,3 +94,91 @@ def test_2_logins_outside_shared_mode_are_refused_not_ignored(mode):
         Settings.from_env(env)
     assert "\n" not in str(error.value) and "secret" not in str(error.value)
     assert Settings.from_env(env | {"VDR_MODE": "shared"}).auth == (("ada", "secret"),)
+
+
+# -- 3. public-demo libraries -------------------------------------------------------------------
+
+
+def _libraries(tmp_path, sample: Path | None = None, **kw):
+    from vdr_app.sessions import SessionLibraries
+
+    base = Engine(Settings(data_dir=tmp_path, dpi=30, model=MODEL), encoder=GridEncoder(MODEL), store=Store(":memory:"))
+    return SessionLibraries(base, tmp_path / "sessions", sample_store=sample, **kw)
+
+
+def _session_folders(tmp_path) -> list[Path]:
+    return sorted((tmp_path / "sessions").glob("session-*"))
+
+
+def test_3_visitor_folders_go_at_stop_and_leftovers_are_swept_at_start(tmp_path, pdfs):
+    libraries = _libraries(tmp_path)
+    for key in "abc":
+        libraries.get(key).engine.add_files(pdfs[:1])
+    assert len(_session_folders(tmp_path)) == 3
+    # A second app on the same folder leaves the running one's libraries alone...
+    assert _libraries(tmp_path).swept == 0 and len(_session_folders(tmp_path)) == 3
+    # ...and a process that died (its folder locks released, nothing removed) is swept at the next start.
+    for library in libraries._libraries.values():
+        library.owner.close()
+    assert _libraries(tmp_path).swept == 3 and _session_folders(tmp_path) == []
+    # A normal stop removes every library.
+    stopping = _libraries(tmp_path)
+    stopping.get("d").engine.add_files(pdfs[:1])
+    stopping.close_all()
+    assert _session_folders(tmp_path) == []
+
+
+def test_3_the_app_stopping_removes_visitor_folders(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from tests.fakes import GridEncoder; "
+        "from vdr_app.config import Settings; from vdr_app.engine import Engine; from vdr_app.store import Store; "
+        "from vdr_app.sessions import SessionLibraries; root = Path(sys.argv[1]); "
+        "base = Engine(Settings(data_dir=root), encoder=GridEncoder(), store=Store(':memory:')); "
+        "libraries = SessionLibraries(base, root / 'sessions'); [libraries.get(k) for k in 'abc']; "
+        "print(len(list((root / 'sessions').glob('session-*'))))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=repo, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3" and _session_folders(tmp_path) == []
+
+
+def test_3_a_visitor_library_is_capped_in_pages_and_bytes(tmp_path, pdfs):
+    from vdr_app.engine import LibraryQuota
+    from vdr_app.errors import PdfTooLargeError
+
+    libraries = _libraries(tmp_path, quota=LibraryQuota(max_pages=2, max_bytes=10**9))
+    engine = libraries.get("a").engine
+    engine.add_files(pdfs[:1])
+    with pytest.raises(PdfTooLargeError, match="bring your library to 3 pages, over the limit of 2 per visitor"):
+        engine.add_files(pdfs[1:])
+    assert [d.name for d in engine.list_documents()] == ["doc1.pdf"]
+    small = _libraries(tmp_path / "b", quota=LibraryQuota(max_pages=100, max_bytes=pdfs[0].stat().st_size + 10))
+    small.get("a").engine.add_files(pdfs[:1])
+    with pytest.raises(PdfTooLargeError, match="MB of PDFs, over the limit"):
+        small.get("a").engine.add_files(pdfs[1:])
+    assert Settings.from_env({"VDR_SESSION_MAX_PAGES": "7", "VDR_SESSION_MAX_MB": "2.5"}).session_max_pages == 7
+    with pytest.raises(ConfigError, match="VDR_SESSION_MAX_PAGES"):
+        Settings.from_env({"VDR_SESSION_MAX_PAGES": "0"})
+
+
+def test_3_visitors_share_the_sample_read_only_until_they_change_something(tmp_path, pdfs):
+    sample = _store(tmp_path / "sample", pdfs[:1])
+    digest = sample.read_bytes()
+    libraries = _libraries(tmp_path, sample=sample)
+    readers = [libraries.get(f"v{i}").engine for i in range(20)]
+    for engine in readers:
+        assert [h.doc_name for h in engine.search("text", k=3)] == ["doc1.pdf"]
+    assert _session_folders(tmp_path) == []  # nobody has a copy: no disk, no second index per visitor
+    assert len({id(e.store) for e in readers}) == 1
+    writer = libraries.get("v0").engine
+    writer.add_files(pdfs[1:])  # the first change makes a private copy
+    assert sorted(d.name for d in writer.list_documents()) == ["doc1.pdf", "doc2.pdf"]
+    assert [d.name for d in readers[1].list_documents()] == ["doc1.pdf"]
+    assert len(_session_folders(tmp_path)) == 1 and sample.read_bytes() == digest
+    libraries.end("v0")
+    assert _session_folders(tmp_path) == [] and [d.name for d in readers[1].list_documents()] == ["doc1.pdf"]

@@ -59,6 +59,8 @@ class Settings:
         session_minutes: a public-demo library idle this long is removed (`VDR_SESSION_MINUTES`).
         max_sessions: public-demo libraries kept at once; the least recently used goes first
             (`VDR_MAX_SESSIONS`).
+        session_max_pages, session_max_mb: what one public-demo visitor may add to their library:
+            pages, and megabytes of PDFs (`VDR_SESSION_MAX_PAGES`, `VDR_SESSION_MAX_MB`).
         state_capacity: sessions whose state Gradio keeps in memory (`VDR_STATE_CAPACITY`).
         cache_minutes: uploaded and generated files older than this are deleted, checked as
             often (`VDR_CACHE_MINUTES`).
@@ -92,6 +94,8 @@ class Settings:
     sample_store: Path | None = None
     session_minutes: float = 60.0
     max_sessions: int = 50
+    session_max_pages: int = 100
+    session_max_mb: float = 50.0
     state_capacity: int = 200
     cache_minutes: float = 60.0
     # -- search index ---------------------------------------------------------------------------
@@ -155,6 +159,8 @@ class Settings:
             sample_store=read.path("VDR_SAMPLE_STORE", None, must_be="file"),
             session_minutes=read.number("VDR_SESSION_MINUTES", defaults.session_minutes, 1, 100_000),
             max_sessions=read.integer("VDR_MAX_SESSIONS", defaults.max_sessions, 1, 100_000),
+            session_max_pages=read.integer("VDR_SESSION_MAX_PAGES", defaults.session_max_pages, 1, 100_000),
+            session_max_mb=read.number("VDR_SESSION_MAX_MB", defaults.session_max_mb, 0.01, 100_000),
             state_capacity=read.integer("VDR_STATE_CAPACITY", defaults.state_capacity, 1, 1_000_000),
             cache_minutes=read.number("VDR_CACHE_MINUTES", defaults.cache_minutes, 1, 100_000),
             index=read.choice("VDR_INDEX", defaults.index, re.compile("memory|qdrant"), "memory or qdrant"),

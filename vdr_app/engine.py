@@ -157,6 +157,26 @@ def _prefixed(progress: Progress, prefix: str) -> Progress:
     return lambda fraction, message: progress(fraction, prefix + message)
 
 
+@dataclass(frozen=True)
+class LibraryQuota:
+    """How much one library may hold (a public-demo visitor's): pages, and bytes of PDFs added."""
+
+    max_pages: int
+    max_bytes: int
+
+    def check(self, store: Store, name: str, n_pages: int, n_bytes: int) -> None:
+        """Raise PdfTooLargeError (one line) if adding this file would go over either limit."""
+        documents = store.list_documents()
+        pages = sum(d.n_pages for d in documents) + n_pages
+        size = sum(d.n_bytes for d in documents) + n_bytes
+        if pages > self.max_pages:
+            raise PdfTooLargeError(f"{name}: its {n_pages} pages would bring your library to {pages} pages, over "
+                                   f"the limit of {self.max_pages} per visitor; delete a document first")
+        if size > self.max_bytes:
+            raise PdfTooLargeError(f"{name}: it would bring your library to {size / 2**20:.1f} MB of PDFs, over the "
+                                   f"limit of {self.max_bytes / 2**20:.1f} MB per visitor; delete a document first")
+
+
 class Engine:
     """Index PDFs, keep views, search.
 
@@ -181,6 +201,7 @@ class Engine:
         )
         self._encode_lock = threading.Lock()
         self._model_owner: Engine | None = None  # see sharing_model
+        self.quota: LibraryQuota | None = None  # a public-demo visitor's limit (vdr_app.sessions)
         self._store_version = self.store.data_version()
         # SQLite is written first, the index second; see vdr_app.index for what happens when the
         # second step fails (the document stays stored and is reported pending).
@@ -291,6 +312,8 @@ class Engine:
             self.check_store_model()  # a model this store cannot take is refused before rendering
         progress(0.0, f"{name}: reading")
         pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
+        if self.quota is not None:
+            self.quota.check(self.store, name, len(pages), len(data))
         if not self.model_loaded:
             progress(0.1, f"{name}: loading the model {self.settings.model}")
         encoder = self.encoder

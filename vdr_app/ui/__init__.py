@@ -92,12 +92,14 @@ def _session_objects(engine, settings: Settings):
     pages = PageImages(engine)
     if settings.mode != "public-demo":
         return access.Access(settings.mode), engine, pages
+    from ..engine import LibraryQuota
     from ..sessions import SessionLibraries, proxy
 
     libraries = SessionLibraries(
         engine, Path(settings.data_dir) / "sessions", sample_store=settings.sample_store,
         ttl_s=settings.session_minutes * 60, max_libraries=settings.max_sessions,
         extras=lambda session_engine: {"pages": PageImages(session_engine)},
+        quota=LibraryQuota(settings.session_max_pages, int(settings.session_max_mb * 1024 * 1024)),
     )
     session_engine = proxy(lambda: access.current_library().engine if access.has_session() else engine)
     session_pages = proxy(lambda: access.current_library().extras["pages"] if access.has_session() else pages)
