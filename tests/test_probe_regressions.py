@@ -182,3 +182,33 @@ def test_3_visitors_share_the_sample_read_only_until_they_change_something(tmp_p
     assert len(_session_folders(tmp_path)) == 1 and sample.read_bytes() == digest
     libraries.end("v0")
     assert _session_folders(tmp_path) == [] and [d.name for d in readers[1].list_documents()] == ["doc1.pdf"]
+
+
+# -- 4. backup of a damaged store ---------------------------------------------------------------
+
+
+def _damage(path: Path, table: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", [table]).fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xa5" * size)
+
+
+def test_4_backup_of_a_damaged_store_fails_in_one_line_unless_forced(tmp_path, pdfs, capsys):
+    path = _store(tmp_path, pdfs)
+    _damage(path, "layouts")
+    target = tmp_path / "copy.sqlite"
+    code, out, err = _run(capsys, "backup", str(target), "--store", str(path))
+    assert code == 1 and not out and err.count("\n") == 1 and "is damaged" in err and "--force" in err
+    assert not target.exists() and not list(tmp_path.glob(".copy*"))
+    code, out, err = _run(capsys, "backup", str(target), "--store", str(path), "--force")
+    assert code == 0 and target.is_file() and "backed up" in out
+    good = _store(tmp_path / "good", pdfs[:1])
+    assert _run(capsys, "backup", str(tmp_path / "good.sqlite"), "--store", str(good))[0] == 0
+    assert Store(tmp_path / "good.sqlite").integrity_ok()

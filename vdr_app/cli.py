@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="check the store for damage (SQLite integrity check)")
     backup = sub.add_parser("backup", parents=[common], help="copy the store to a new file (online: the app may run)")
     backup.add_argument("destination", type=Path, metavar="DEST", help="new file (or folder) to write")
+    backup.add_argument("--force", action="store_true",
+                        help="write the copy even if it fails SQLite's integrity check (a damaged store)")
 
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path)
@@ -320,7 +322,7 @@ def _run_store_command(args: argparse.Namespace) -> int:
     store = Store(path)
     try:
         if args.command == "backup":
-            print(f"backed up {path} to {store.backup(args.destination)}")
+            print(f"backed up {path} to {store.backup(args.destination, force=args.force)}")
             return 0
         damaged = store.check()
         if not damaged:

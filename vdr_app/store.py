@@ -42,7 +42,7 @@ from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
 from .quantise import QUANTISERS, QuantisedVectors, bytes_per_vector
-from .store_errors import ReadOnlyStoreError, open_error, translate_errors
+from .store_errors import ReadOnlyStoreError, StoreDamagedError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
 
 log = logging.getLogger(__name__)
@@ -767,8 +767,10 @@ class Store:
                     damaged[table] = rows
             return damaged
 
-    def backup(self, destination: str | Path) -> Path:
-        """Copy the store to a new file with SQLite's online backup (safe while others write).
+    def backup(self, destination: str | Path, force: bool = False) -> Path:
+        """Copy the store to a new file with SQLite's online backup (safe while others write),
+        then check the copy (`PRAGMA integrity_check`): a damaged copy is deleted and the backup
+        fails in one line, unless `force` (a damaged copy may still save some of the data).
 
         Returns:
             the file written (`destination`, or `destination/vdr.sqlite` for a folder).
@@ -785,12 +787,29 @@ class Store:
             try:
                 with self._lock:
                     self.db.conn.backup(destination_db)
+                problem = _integrity_problem(destination_db)
             finally:
                 destination_db.close()
+            if problem and force:
+                log.warning("the copy %s is damaged like its source (%s); written because of --force", target, problem)
+            elif problem:
+                raise StoreDamagedError(
+                    f"{self.path} is damaged ({problem}), so no backup was written: run `python -m vdr_app check` "
+                    "to see which part; `backup --force` copies it anyway"
+                )
             os.replace(staging, target)
         finally:
             staging.unlink(missing_ok=True)
         return target
+
+
+def _integrity_problem(conn: sqlite3.Connection) -> str | None:
+    """SQLite's first complaint about a database (None when the integrity check passes)."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check(5)").fetchall()]
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if rows == ["ok"] else rows[0]
 
 
 def _make_parent(path: Path) -> None:
