@@ -212,3 +212,29 @@ def test_4_backup_of_a_damaged_store_fails_in_one_line_unless_forced(tmp_path, p
     good = _store(tmp_path / "good", pdfs[:1])
     assert _run(capsys, "backup", str(tmp_path / "good.sqlite"), "--store", str(good))[0] == 0
     assert Store(tmp_path / "good.sqlite").integrity_ok()
+
+
+# -- 5. check validates the schema --------------------------------------------------------------
+
+
+def test_5_check_names_a_missing_table_or_column_and_use_fails_in_one_line(tmp_path, pdfs, capsys):
+    import sqlite3
+
+    path = _store(tmp_path, pdfs[:1])
+    assert _run(capsys, "check", "--store", str(path))[0] == 0
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE view_pages")
+    conn.commit()
+    conn.close()
+    code, out, err = _run(capsys, "check", "--store", str(path))
+    assert code == 1 and "view_pages: table missing" in out and err.count("\n") == 1
+    code, out, err = _run(capsys, "view", "add", "cluster:factor=4", "--store", str(path), "--model", MODEL)
+    assert code == 1 and err.count("\n") == 1 and "missing part of its schema" in err
+
+    other = _store(tmp_path / "b", pdfs[:1])
+    conn = sqlite3.connect(other)
+    conn.execute("ALTER TABLE views DROP COLUMN quant")
+    conn.commit()
+    conn.close()
+    code, out, err = _run(capsys, "check", "--store", str(other))
+    assert code == 1 and "views: column(s) missing: quant" in out

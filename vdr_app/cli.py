@@ -313,7 +313,7 @@ def _run_index(engine, args: argparse.Namespace) -> int:
 
 def _run_store_command(args: argparse.Namespace) -> int:
     """`check` and `backup` open the store alone (no model): they must work on any store."""
-    from .store import Store
+    from .store import SCHEMA_VERSION, Store
 
     path = _settings(args).store_file
     if not path.is_file():
@@ -326,7 +326,8 @@ def _run_store_command(args: argparse.Namespace) -> int:
             return 0
         damaged = store.check()
         if not damaged:
-            print(f"{path}: ok (SQLite integrity check passed for every table)")
+            print(f"{path}: ok (every table and column of schema v{SCHEMA_VERSION} present; SQLite integrity check "
+                  "passed for every table)")
             return 0
         for table, problems in damaged.items():
             print(f"damaged: {table}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

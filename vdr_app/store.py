@@ -752,12 +752,13 @@ class Store:
             return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def check(self) -> dict[str, list[str]]:
-        """SQLite's integrity check, table by table: {table: problems} for the damaged ones
-        (empty when the store is sound). A table's indexes are checked with it."""
+        """The schema against this version's, then SQLite's integrity check, table by table:
+        {table: problems} for the missing, incomplete or damaged ones (empty when the store is
+        sound). A table's indexes are checked with it."""
+        damaged = self._schema_problems()
         with self._lock:
             tables = [r[0] for r in self.db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()]
-            damaged = {}
             for table in tables:
                 try:
                     rows = [r[0] for r in self.db.execute(f"PRAGMA integrity_check('{table}')").fetchall()]
@@ -766,6 +767,22 @@ class Store:
                 if rows != ["ok"]:
                     damaged[table] = rows
             return damaged
+
+    def _schema_problems(self) -> dict[str, list[str]]:
+        """{table: problems} where the store lacks a table or column that schema SCHEMA_VERSION has."""
+        expected = _expected_schema()
+        with self._lock:
+            version = self.schema_version
+            found = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info('{t}')")} for t in expected}
+        problems: dict[str, list[str]] = {}
+        if version != SCHEMA_VERSION:
+            problems["user_version"] = [f"schema version {version}, expected {SCHEMA_VERSION}"]
+        for table, columns in expected.items():
+            if not found[table]:
+                problems[table] = [f"table missing (schema version {SCHEMA_VERSION} has it)"]
+            elif columns - found[table]:
+                problems[table] = [f"column(s) missing: {', '.join(sorted(columns - found[table]))}"]
+        return problems
 
     def backup(self, destination: str | Path, force: bool = False) -> Path:
         """Copy the store to a new file with SQLite's online backup (safe while others write),
@@ -801,6 +818,20 @@ class Store:
         finally:
             staging.unlink(missing_ok=True)
         return target
+
+
+_EXPECTED_SCHEMA: dict[str, set[str]] = {}
+
+
+def _expected_schema() -> dict[str, set[str]]:
+    """{table: columns} of a new store, made by running MIGRATIONS on an empty in-memory database."""
+    if not _EXPECTED_SCHEMA:
+        db = sqlite_utils.Database(memory=True)
+        for step in MIGRATIONS:
+            step(db)
+        _EXPECTED_SCHEMA.update({t.name: {c.name for c in t.columns} for t in db.tables})
+        db.close()
+    return _EXPECTED_SCHEMA
 
 
 def _integrity_problem(conn: sqlite3.Connection) -> str | None:
