@@ -40,16 +40,20 @@ def create_app(settings=None):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from vdr_app.config import Settings
-    from vdr_app.errors import ConfigError
+    from vdr_app.config import Settings, check_before_launch
+    from vdr_app.errors import VdrError
 
     try:
         settings = Settings.from_env()  # checked before anything heavy is imported
-    except ConfigError as error:
+        check_before_launch(settings)
+    except VdrError as error:
         sys.exit(f"vdr_app: {error}")
     from vdr_app.ui import launch_options
 
-    demo, settings = create_app(settings)
+    try:
+        demo, settings = create_app(settings)
+    except VdrError as error:  # e.g. a store or sample store that cannot be opened
+        sys.exit(f"vdr_app: {error}")
     # SIGTERM (docker stop, systemd, a Space restarting) ends like Ctrl-C: exit handlers run, so the
     # public-demo visitor libraries are removed (vdr_app.sessions) instead of left on disk.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

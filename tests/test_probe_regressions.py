@@ -238,3 +238,82 @@ def test_5_check_names_a_missing_table_or_column_and_use_fails_in_one_line(tmp_p
     conn.close()
     code, out, err = _run(capsys, "check", "--store", str(other))
     assert code == 1 and "views: column(s) missing: quant" in out
+
+
+# -- 6. one line, not a traceback ---------------------------------------------------------------
+
+
+class _RefusingEncoder(GridEncoder):
+    def encode_pages(self, pages, progress=None):
+        raise ValueError("absolute aspect ratio must be smaller than 200, got 4800.0")
+
+
+def test_6_a_page_the_model_refuses_is_one_line_and_no_logged_traceback(tmp_path, pdfs, capsys, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setitem(registry._NAMED, "refusing", lambda **kw: _RefusingEncoder("refusing"))
+    with caplog.at_level(logging.WARNING):
+        code, out, err = _run(capsys, "add", str(pdfs[0]), "--store", str(tmp_path / "s.sqlite"), "--model", "refusing")
+    assert code == 1 and err.count("\n") == 1 and "cannot encode this file's pages (absolute aspect ratio" in err
+    assert not [r for r in caplog.records if r.exc_info], "a traceback is logged at WARNING (shown without -v)"
+
+
+@pytest.mark.parametrize("argv", [["-k", "0"], ["-k", "9" * 400], ["--rescore", "9" * 400], ["--rescore", "-1"]])
+def test_6_numbers_are_bounded_before_conversion(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["search", "text", *argv, "--store", str(tmp_path / "s.sqlite")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "must be a whole number from" in err
+    assert len(err) < 200  # the 400 digits are not echoed
+
+
+def test_6_rescore_given_in_code_is_bounded_too():
+    from vdr_app.engine import MAX_RESCORE, check_rescore
+    from vdr_app.errors import InvalidQueryError
+
+    assert cli.MAX_RESCORE == MAX_RESCORE
+    for bad in (10**400, "9" * 400, float("inf"), -1, 2.5):
+        with pytest.raises(InvalidQueryError, match="rescore must be a whole number"):
+            check_rescore(bad)
+    assert check_rescore("12") == 12
+
+
+def test_6_an_unexpected_failure_is_one_line_and_v_shows_the_traceback(capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(cli, "run", broken)
+    code, out, err = _run(capsys, "list")
+    assert code == 1 and err == "error: unexpected RuntimeError: something nobody foresaw (run again with -v for the traceback)\n"
+    code, out, err = _run(capsys, "list", "-v")
+    assert code == 1 and "Traceback" in err and err.rstrip().endswith("for the traceback)")
+
+
+def test_6_app_settings_are_checked_before_launch(tmp_path):
+    import socket
+
+    from vdr_app.config import check_before_launch
+
+    good = Settings(data_dir=tmp_path / "data", port=0)
+    check_before_launch(good)
+    assert (tmp_path / "data").is_dir()
+    cases = [
+        (dict(host="256.1.1.1"), "VDR_HOST='256.1.1.1' is not an address"),
+        (dict(data_dir=Path("/proc/vdr-no/data")), "VDR_DATA_DIR='/proc/vdr-no/data' cannot be created"),
+        (dict(mode="public-demo", sample_store=tmp_path / "none.sqlite"), "VDR_SAMPLE_STORE=.* is not a readable file"),
+    ]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        cases.append((dict(host="127.0.0.1", port=held.getsockname()[1]), "port .* is in use"))
+        for change, message in cases:
+            with pytest.raises(ConfigError, match=message) as error:
+                check_before_launch(Settings(**(dict(data_dir=tmp_path / "data", port=0) | change)))
+            assert "\n" not in str(error.value)
+
+
+def test_6_a_public_demo_without_its_sample_store_does_not_start(tmp_path):
+    from vdr_app.errors import StoreError
+
+    with pytest.raises(StoreError, match="VDR_SAMPLE_STORE=.* does not exist"):
+        _libraries(tmp_path, sample=tmp_path / "missing.sqlite")

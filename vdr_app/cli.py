@@ -16,7 +16,7 @@
 
 Every command accepts --store PATH, --model NAME_OR_PATH, --device, --index memory|qdrant and
 --qdrant-url URL (they override VDR_STORE, VDR_MODEL, VDR_DEVICE, VDR_INDEX and VDR_QDRANT_URL).
-Errors print one line on stderr and exit 1, having changed nothing.
+Errors print one line on stderr and exit 1, having changed nothing (-v adds the traceback).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
+import traceback
 from pathlib import Path
 
 from .config import Settings
@@ -33,6 +35,29 @@ from .errors import VdrError
 from .memory import format_bytes
 
 EXIT_ERROR = 1
+MAX_K = 100_000
+MAX_RESCORE = 100_000  # engine.MAX_RESCORE (not imported: the engine pulls in torch)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high], its digits counted before conversion."""
+
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not re.fullmatch(r"[+-]?\d{1,12}", value) or not low <= int(value) <= high:
+            shown = value if len(value) <= 20 else value[:17] + "..."
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, got {shown!r}")
+        return int(value)
+
+    parse.__name__ = "whole number"
+    return parse
 
 
 def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.ArgumentParser:
@@ -51,12 +76,12 @@ def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.Argum
 def _common() -> argparse.ArgumentParser:
     """The shared options, accepted after the command too. SUPPRESS keeps a subcommand from
     overwriting a value given before it (`python -m vdr_app --model M add ...`)."""
-    return _add_common(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
+    return _add_common(_Parser(add_help=False), default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m vdr_app",
         description="Visual document retrieval with multi-vector models, and what shrinking them does.",
     )
@@ -68,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", parents=[common], help="rank pages for a query")
     search.add_argument("query")
-    search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
+    search.add_argument("-k", type=_whole(1, MAX_K), default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full",
                         help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
-    search.add_argument("--rescore", type=int, default=None, metavar="N",
+    search.add_argument("--rescore", type=_whole(0, MAX_RESCORE), default=None, metavar="N",
                         help="quantised views: re-score the best N candidates exactly with the float vectors "
                              "(0 = none; default 100)")
     search.add_argument("--doc", action="append", metavar="NAME",
@@ -118,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sweep", action="store_true",
                     help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
                     "docpruner k=-0.5..1, prune_then_merge")
-    ev.add_argument("--rescore", type=int, nargs="+", default=None, metavar="N",
+    ev.add_argument("--rescore", type=_whole(0, MAX_RESCORE), nargs="+", default=None, metavar="N",
                     help="quantised views: rescoring depth(s); several give one row per depth (default 100; 0 = none)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
@@ -384,9 +409,12 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    verbose = getattr(args, "verbose", False)
     try:
         return run(args)
     except VdrError as error:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. `... | head`: the reader left; nothing to report
@@ -395,3 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; the store is unchanged by the unfinished step", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an unforeseen failure: still one line, the traceback with -v
+        if verbose:
+            traceback.print_exc()
+        text = str(error).splitlines()[0][:300] if str(error) else ""
+        print(f"error: unexpected {type(error).__name__}{': ' + text if text else ''} "
+              "(run again with -v for the traceback)", file=sys.stderr)
+        return EXIT_ERROR

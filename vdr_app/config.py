@@ -8,9 +8,11 @@ starts.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +174,35 @@ class Settings:
             qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
         )
+
+
+def check_before_launch(settings: Settings) -> None:
+    """What the web app needs from its settings, checked before anything is loaded: the data
+    folder can be made, the address exists on this machine and the port is free, and a public
+    demo's sample store can be read. Raises ConfigError naming the variable (one line)."""
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"VDR_DATA_DIR={str(settings.data_dir)!r} cannot be created "
+                          f"({error.strerror or error}): give a folder this user can write") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError):
+        raise ConfigError(f"VDR_HOST={settings.host!r} is not an address or a name this machine can resolve: use "
+                          "127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {settings.port} on {settings.host} is in use: stop what holds it or set "
+                                  "VDR_PORT to another port") from None
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port} ({error.strerror or error}): "
+                              "check VDR_HOST (an address of this machine) and VDR_PORT") from None
+    sample = settings.sample_store
+    if settings.mode == "public-demo" and sample is not None and not (sample.is_file() and os.access(sample, os.R_OK)):
+        raise ConfigError(f"VDR_SAMPLE_STORE={str(sample)!r} is not a readable file: give a store made with "
+                          "`python -m vdr_app add`, or unset it for empty visitor libraries")
 
 
 def parse_auth(text: str) -> tuple[tuple[str, str], ...]:

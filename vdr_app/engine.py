@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +49,13 @@ def check_rescore(rescore: int | float | str | None) -> int:
     whole number in [0, MAX_RESCORE]."""
     if rescore is None or rescore == "":
         return DEFAULT_RESCORE
-    try:
-        value = float(rescore)
-    except (TypeError, ValueError):
-        raise InvalidQueryError(f"rescore must be a whole number of pages (0 = none), got {rescore!r}") from None
-    if value != value or value != int(value) or not 0 <= value <= MAX_RESCORE:
-        raise InvalidQueryError(f"rescore must be a whole number from 0 to {MAX_RESCORE} (0 = none), got {rescore!r}")
+    shown = repr(rescore) if len(str(rescore)) <= 24 else f"{str(rescore)[:20]!r}... ({len(str(rescore))} characters)"
+    try:  # a 400-digit int does not fit a float: OverflowError, refused like any other bad number
+        value = float(rescore) if len(str(rescore)) <= 32 else math.inf
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidQueryError(f"rescore must be a whole number of pages (0 = none), got {shown}") from None
+    if value != value or not 0 <= value <= MAX_RESCORE or value != int(value):
+        raise InvalidQueryError(f"rescore must be a whole number from 0 to {MAX_RESCORE} (0 = none), got {shown}")
     return int(value)
 
 
@@ -324,7 +326,7 @@ class Engine:
             try:
                 embeddings = encoder.encode_pages(pages, encoding)
             except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
-                log.warning("%s: encoding failed", name, exc_info=True)
+                log.info("%s: encoding failed", name, exc_info=True)  # the traceback with -v; the error says why
                 raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
         specs = self.store.view_specs()
         if specs:
