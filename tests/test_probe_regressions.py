@@ -317,3 +317,49 @@ def test_6_a_public_demo_without_its_sample_store_does_not_start(tmp_path):
 
     with pytest.raises(StoreError, match="VDR_SAMPLE_STORE=.* does not exist"):
         _libraries(tmp_path, sample=tmp_path / "missing.sqlite")
+
+
+# -- 7. login throttling in shared mode ---------------------------------------------------------
+
+
+def test_7_failed_sign_ins_lock_the_user_and_address_out_for_a_growing_while():
+    from vdr_app.ui.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(free_failures=3, first_lock_s=10, max_lock_s=60, clock=lambda: now[0])
+    for _ in range(2):
+        throttle.failed("ada", "1.2.3.4")
+    assert throttle.wait_s("ada", "1.2.3.4") == 0
+    throttle.failed("ada", "1.2.3.4")
+    assert throttle.wait_s("ada", "1.2.3.4") == 10
+    assert throttle.wait_s("ada", "5.6.7.8") == 0 and throttle.wait_s("bob", "1.2.3.4") == 0  # others unaffected
+    now[0] = 11
+    throttle.failed("ada", "1.2.3.4")
+    assert throttle.wait_s("ada", "1.2.3.4") == 20  # doubled
+    for _ in range(10):
+        throttle.failed("ada", "1.2.3.4")
+    assert throttle.wait_s("ada", "1.2.3.4") == 60  # capped
+    throttle.succeeded("ada", "1.2.3.4")
+    assert throttle.wait_s("ada", "1.2.3.4") == 0
+
+
+def test_7_the_shared_app_refuses_the_right_password_after_a_burst_of_wrong_ones(tmp_path):
+    import httpx
+
+    from vdr_app.ui import build_demo, launch_options
+
+    settings = Settings(data_dir=tmp_path / "data", dpi=30, host="127.0.0.1", mode="shared", auth=(("ada", "secret"),))
+    demo = build_demo(Engine(settings, encoder=GridEncoder(), store=Store(":memory:")), load_model=False)
+    options = launch_options(settings)
+    options.pop("server_port")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **options)
+    try:
+        with httpx.Client(base_url=url) as http:
+            codes = [http.post("login", data={"username": "ada", "password": f"wrong{i}"}).status_code
+                     for i in range(40)]
+            assert codes[:4] == [400] * 4 and set(codes[5:]) == {429}
+            refused = http.post("login", data={"username": "ada", "password": "secret"})
+            assert refused.status_code == 429 and "too many failed sign-ins" in refused.text
+            assert http.post("login", data={"username": "bob", "password": "x"}).status_code == 400  # not locked
+    finally:
+        demo.close()

@@ -194,6 +194,12 @@ def launch_options(settings: Settings) -> dict:
         theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"),
         footer_links=["api", "gradio", "settings"],
     )
+    if settings.mode == "shared":  # wrong passwords lock (user, address) out for a growing while
+        from starlette.middleware import Middleware
+
+        from .throttle import LoginThrottle, LoginThrottleMiddleware
+
+        options["app_kwargs"] = {"middleware": [Middleware(LoginThrottleMiddleware, throttle=LoginThrottle())]}
     if css.is_file():
         options["css_paths"] = [str(css)]
     script = ASSETS / "highlight.js"
