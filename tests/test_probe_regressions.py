@@ -363,3 +363,77 @@ def test_7_the_shared_app_refuses_the_right_password_after_a_burst_of_wrong_ones
             assert http.post("login", data={"username": "bob", "password": "x"}).status_code == 400  # not locked
     finally:
         demo.close()
+
+
+# -- 8. space given back ------------------------------------------------------------------------
+
+
+def _engine(path: Path) -> Engine:
+    return Engine(Settings(data_dir=path.parent, store_path=path, dpi=30, model=MODEL), encoder=GridEncoder(MODEL))
+
+
+def _sweep(engine: Engine, n: int = 6) -> None:
+    for factor in range(2, 2 + n):  # what the Lab does: views computed, evaluated, removed again
+        engine.delete_view(engine.add_view(f"pool1d:factor={factor}"))
+
+
+def test_8_views_removed_by_the_lab_give_their_pages_back(tmp_path, pdfs):
+    engine = _engine(tmp_path / "new.sqlite")
+    engine.add_files(pdfs)
+    engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    start = engine.store.file_bytes()
+    _sweep(engine)
+    engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert engine.store.reclaimable_bytes() == 0
+    assert engine.store.file_bytes() <= start * 1.05
+    assert engine.stats()["reclaimable_bytes"] == 0
+
+
+def test_8_an_older_store_is_compacted_and_the_library_says_what_is_reclaimable(tmp_path, pdfs, capsys):
+    import sqlite3
+
+    from vdr_app.ui.library import totals_markdown
+
+    path = tmp_path / "old.sqlite"
+    engine = _engine(path)
+    engine.add_files(pdfs)
+    engine.store.close()
+    conn = sqlite3.connect(path)  # a store made before incremental vacuum
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    conn.close()
+    engine = _engine(path)
+    _sweep(engine)
+    free = engine.store.reclaimable_bytes()
+    assert free > 0 and "reclaimable: `python -m vdr_app compact`" in totals_markdown(engine.stats())
+    assert "reclaimable with `compact`" in _run(capsys, "stats", "--store", str(path), "--model", MODEL)[1]
+    before = engine.store.file_bytes()  # the file and its WAL
+    engine.store.close()
+    code, out, err = _run(capsys, "compact", "--store", str(path))
+    assert code == 0 and "given back" in out, err
+    assert Store(path).file_bytes() < before
+    engine = _engine(path)
+    assert engine.store.reclaimable_bytes() == 0 and [d.name for d in engine.list_documents()] == [p.name for p in pdfs]
+    _sweep(engine, 2)  # compacted stores give space back by themselves from now on
+    assert engine.store.reclaimable_bytes() == 0 and engine.store.check() == {}
+
+
+def test_8_a_visitor_copy_of_the_sample_is_compact(tmp_path, pdfs):
+    import sqlite3
+
+    sample = _store(tmp_path / "sample", pdfs)
+    conn = sqlite3.connect(sample)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("VACUUM")
+    conn.execute("CREATE TABLE padding (b BLOB)")
+    conn.execute("INSERT INTO padding VALUES (zeroblob(2000000))")
+    conn.commit()
+    conn.execute("DROP TABLE padding")  # 2 MB of free pages in the sample
+    conn.commit()
+    conn.close()
+    libraries = _libraries(tmp_path, sample=sample)
+    engine = libraries.get("v").engine
+    engine.delete_document("doc1.pdf")  # the first change copies the sample
+    copy = libraries.get("v").folder / "vdr.sqlite"
+    assert copy.stat().st_size < sample.stat().st_size - 1_500_000
+    assert [d.name for d in engine.list_documents()] == ["doc2.pdf"]

@@ -7,8 +7,9 @@
     python -m vdr_app stats [--json]              totals and memory of every view
     python -m vdr_app views [--json]              stored views with their memory
     python -m vdr_app view add SPEC | view delete SPEC
-    python -m vdr_app check                       SQLite integrity check, naming any damaged table
-    python -m vdr_app backup DEST                 copy the store (safe while the app runs)
+    python -m vdr_app check                       schema and SQLite integrity check, naming any damaged table
+    python -m vdr_app backup DEST [--force]       copy the store (safe while the app runs), verified
+    python -m vdr_app compact                     give the free pages of the store back to the disk
     python -m vdr_app index status [--json] | index sync   the search index against the store
     python -m vdr_app make-tiny-model DIR [--family F] [--size full]   a random offline checkpoint
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
@@ -27,6 +28,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--force", action="store_true",
                         help="write the copy even if it fails SQLite's integrity check (a damaged store)")
 
+    sub.add_parser("compact", parents=[common],
+                   help="give the store's free pages back to the disk (SQLite VACUUM; deletes then do it themselves)")
+
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", default="colqwen2", help="colpali, colqwen2, colqwen2_5, colidefics3")
@@ -233,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"try: python -m vdr_app --help; python -m vdr_app add FILE.pdf --model {path}")
         return 0
 
-    if args.command in ("check", "backup"):
+    if args.command in ("check", "backup", "compact"):
         return _run_store_command(args)
 
     from .engine import Engine
@@ -288,7 +293,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(stats)
         else:
-            print(f"store   {stats['store']}  ({format_bytes(stats['file_bytes'])} on disk, schema v{stats['schema_version']})")
+            free = (f", {format_bytes(stats['reclaimable_bytes'])} reclaimable with `compact`"
+                    if stats["reclaimable_bytes"] else "")
+            print(f"store   {stats['store']}  ({format_bytes(stats['file_bytes'])} on disk{free}, "
+                  f"schema v{stats['schema_version']})")
             print(f"model   {stats['model'] or '-'}  (d={stats['dim'] or '-'})")
             print(f"content {stats['documents']} documents, {stats['pages']} pages")
             print(_memory_table(engine.views()))
@@ -337,7 +345,7 @@ def _run_index(engine, args: argparse.Namespace) -> int:
 
 
 def _run_store_command(args: argparse.Namespace) -> int:
-    """`check` and `backup` open the store alone (no model): they must work on any store."""
+    """`check`, `backup` and `compact` open the store alone (no model): they must work on any store."""
     from .store import SCHEMA_VERSION, Store
 
     path = _settings(args).store_file
@@ -346,6 +354,12 @@ def _run_store_command(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     store = Store(path)
     try:
+        if args.command == "compact":
+            started = time.perf_counter()
+            before, after = store.compact()
+            print(f"compacted {path}: {format_bytes(before)} -> {format_bytes(after)} "
+                  f"({format_bytes(max(0, before - after))} given back) in {time.perf_counter() - started:.1f} s")
+            return 0
         if args.command == "backup":
             print(f"backed up {path} to {store.backup(args.destination, force=args.force)}")
             return 0

@@ -705,6 +705,7 @@ class Engine:
             documents=len(documents),
             pages=sum(d.n_pages for d in documents),
             file_bytes=self.store.file_bytes(),
+            reclaimable_bytes=self.store.reclaimable_bytes(),
             views=[v.as_dict() for v in self.views()],
         )
 

@@ -239,7 +239,7 @@ class SessionLibraries:
                 return library.engine
             path = self._new_folder(library) / "vdr.sqlite"
             try:
-                self._sample_engine.store.backup(path)
+                self._sample_engine.store.compact_copy(path)
                 return self._own(library, Store(path))
             except BaseException:
                 self._remove_folder(library)

@@ -186,6 +186,10 @@ class Store:
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
             self.db = sqlite_utils.Database(conn)
             self._refuse_foreign()
+            if not memory and not self.read_only and self._page_count() == 0:
+                # A new file gives freed pages back to the disk (`_give_back_space`); only possible
+                # before the first table: an older store switches with `compact`.
+                self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if not memory and not self.read_only and self.db.journal_mode != "wal":
                 self.db.enable_wal()
             self._migrate()
@@ -386,6 +390,7 @@ class Store:
             self.db.execute(f"DELETE FROM layouts WHERE page_id IN ({pages})", [doc_id])
             self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
             self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
+        self._give_back_space()
 
     def resolve_document(self, ref: str | int) -> int:
         """A document id from an id, a file name or a sha256 prefix (at least 8 characters)."""
@@ -720,6 +725,7 @@ class Store:
             self._require_view(spec)
             self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
             self.db.execute("DELETE FROM views WHERE spec = ?", [spec])
+        self._give_back_space()
 
     # -- accounting -------------------------------------------------------------------------------
 
@@ -746,6 +752,55 @@ class Store:
         if self.path == ":memory:":
             return 0
         return sum(p.stat().st_size for p in (Path(self.path), Path(self.path + "-wal")) if p.exists())
+
+    def _page_count(self) -> int:
+        return self.db.execute("PRAGMA page_count").fetchone()[0]
+
+    def reclaimable_bytes(self) -> int:
+        """Bytes of free pages inside the file: what `compact` would give back to the disk."""
+        with self._lock:
+            free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+            return free * self.db.execute("PRAGMA page_size").fetchone()[0]
+
+    def _give_back_space(self) -> None:
+        """After a delete: on a store with incremental auto-vacuum, hand the freed pages back to
+        the disk (the Lab adds and removes views by the dozen). Best effort: when another process
+        holds the store the pages stay free inside the file until the next delete or `compact`."""
+        if self.read_only or self.path == ":memory:":
+            return
+        with self._lock:
+            try:
+                if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                    return
+                self.db.execute("PRAGMA incremental_vacuum").fetchall()
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # lets the file shrink now
+            except sqlite3.OperationalError as error:
+                log.info("freed pages of %s stay in the file for now: %s", self.path, error)
+
+    def compact(self) -> tuple[int, int]:
+        """Rebuild the file without its free pages (SQLite VACUUM) and switch it to incremental
+        auto-vacuum, so later deletes give their space back by themselves. Needs the store to
+        itself for a moment (other writers wait or get "busy") and free disk space about the size
+        of the store. Returns (bytes before, bytes after), WAL included."""
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path} is read-only: it cannot be compacted")
+        with self._lock:
+            before = self.file_bytes()
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return before, self.file_bytes()
+
+    def compact_copy(self, destination: str | Path) -> Path:
+        """Write a compact copy of the store (SQLite VACUUM INTO: no free pages) to a new file;
+        works on a read-only store. A public-demo visitor's private copy of the sample is one."""
+        target = Path(destination)
+        if target.exists():
+            raise StoreError(f"{target} already exists: a copy never overwrites")
+        _make_parent(target)
+        with self._lock:
+            self.db.execute("VACUUM INTO ?", [str(target)])
+        return target
 
     def integrity_ok(self) -> bool:
         with self._lock:
