@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 
 
@@ -63,19 +64,26 @@ def create_app(settings=None):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from vdr_app.config import Settings
-    from vdr_app.errors import ConfigError
+    from vdr_app.config import Settings, check_before_launch
+    from vdr_app.errors import VdrError
 
     try:
         settings = Settings.from_env()  # checked before anything heavy is imported
-    except ConfigError as error:
+        check_before_launch(settings)
+    except VdrError as error:
         sys.exit(f"vdr_app: {error}")
     use_model_cache(settings)
     if settings.zero_gpu:
         import spaces  # noqa: F401  before torch: ZeroGPU patches torch's CUDA calls at import
     from vdr_app.ui import launch_options
 
-    demo, settings = create_app(settings)
+    try:
+        demo, settings = create_app(settings)
+    except VdrError as error:  # e.g. a store or sample store that cannot be opened
+        sys.exit(f"vdr_app: {error}")
+    # SIGTERM (docker stop, systemd, a Space restarting) ends like Ctrl-C: exit handlers run, so the
+    # public-demo visitor libraries are removed (vdr_app.sessions) instead of left on disk.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # The model the engine settled on (the store's own when none was asked for), not the default.
     logging.getLogger("app").info("mode %s, data folder %s, store %s, model %s", settings.mode, settings.data_dir,
                                   settings.store_file, demo.model_status.model)

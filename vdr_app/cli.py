@@ -7,8 +7,9 @@
     python -m vdr_app stats [--json]              totals and memory of every view
     python -m vdr_app views [--json]              stored views with their memory
     python -m vdr_app view add SPEC | view delete SPEC
-    python -m vdr_app check                       SQLite integrity check, naming any damaged table
-    python -m vdr_app backup DEST                 copy the store (safe while the app runs)
+    python -m vdr_app check                       schema and SQLite integrity check, naming any damaged table
+    python -m vdr_app backup DEST [--force]       copy the store (safe while the app runs), verified
+    python -m vdr_app compact                     give the free pages of the store back to the disk
     python -m vdr_app index status [--json] | index sync   the search index against the store
     python -m vdr_app make-tiny-model DIR [--family F] [--size full]   a random offline checkpoint
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
@@ -16,7 +17,7 @@
 
 Every command accepts --store PATH, --model NAME_OR_PATH, --device, --index memory|qdrant and
 --qdrant-url URL (they override VDR_STORE, VDR_MODEL, VDR_DEVICE, VDR_INDEX and VDR_QDRANT_URL).
-Errors print one line on stderr and exit 1, having changed nothing.
+Errors print one line on stderr and exit 1, having changed nothing (-v adds the traceback).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
+import time
+import traceback
 from pathlib import Path
 
 from .config import Settings
@@ -33,6 +37,29 @@ from .errors import VdrError
 from .memory import format_bytes
 
 EXIT_ERROR = 1
+MAX_K = 100_000
+MAX_RESCORE = 100_000  # engine.MAX_RESCORE (not imported: the engine pulls in torch)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high], its digits counted before conversion."""
+
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not re.fullmatch(r"[+-]?\d{1,12}", value) or not low <= int(value) <= high:
+            shown = value if len(value) <= 20 else value[:17] + "..."
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low:,} to {high:,}, got {shown!r}")
+        return int(value)
+
+    parse.__name__ = "whole number"
+    return parse
 
 
 def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.ArgumentParser:
@@ -51,12 +78,12 @@ def _add_common(parser: argparse.ArgumentParser, default=None) -> argparse.Argum
 def _common() -> argparse.ArgumentParser:
     """The shared options, accepted after the command too. SUPPRESS keeps a subcommand from
     overwriting a value given before it (`python -m vdr_app --model M add ...`)."""
-    return _add_common(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
+    return _add_common(_Parser(add_help=False), default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m vdr_app",
         description="Visual document retrieval with multi-vector models, and what shrinking them does.",
     )
@@ -68,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", parents=[common], help="rank pages for a query")
     search.add_argument("query", help="what to look for, in words")
-    search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
+    search.add_argument("-k", type=_whole(1, MAX_K), default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full",
                         help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
-    search.add_argument("--rescore", type=int, default=None, metavar="N",
+    search.add_argument("--rescore", type=_whole(0, MAX_RESCORE), default=None, metavar="N",
                         help="quantised views: re-score the best N candidates exactly with the float vectors "
                              "(0 = none; default 100)")
     search.add_argument("--doc", action="append", metavar="NAME",
@@ -120,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sweep", action="store_true",
                     help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
                     "docpruner k=-0.5..1, prune_then_merge")
-    ev.add_argument("--rescore", type=int, nargs="+", default=None, metavar="N",
+    ev.add_argument("--rescore", type=_whole(0, MAX_RESCORE), nargs="+", default=None, metavar="N",
                     help="quantised views: rescoring depth(s); several give one row per depth (default 100; 0 = none)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
@@ -128,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="check the store for damage (SQLite integrity check)")
     backup = sub.add_parser("backup", parents=[common], help="copy the store to a new file (online: the app may run)")
     backup.add_argument("destination", type=Path, metavar="DEST", help="new file (or folder) to write")
+    backup.add_argument("--force", action="store_true",
+                        help="write the copy even if it fails SQLite's integrity check (a damaged store)")
+
+    sub.add_parser("compact", parents=[common],
+                   help="give the store's free pages back to the disk (SQLite VACUUM; deletes then do it themselves)")
 
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random checkpoint (no download) to a folder")
     tiny.add_argument("directory", type=Path, help="folder to write the checkpoint to")
@@ -208,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"try: python -m vdr_app --help; python -m vdr_app add FILE.pdf --model {path}")
         return 0
 
-    if args.command in ("check", "backup"):
+    if args.command in ("check", "backup", "compact"):
         return _run_store_command(args)
 
     from .engine import Engine
@@ -263,7 +295,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(stats)
         else:
-            print(f"store   {stats['store']}  ({format_bytes(stats['file_bytes'])} on disk, schema v{stats['schema_version']})")
+            free = (f", {format_bytes(stats['reclaimable_bytes'])} reclaimable with `compact`"
+                    if stats["reclaimable_bytes"] else "")
+            print(f"store   {stats['store']}  ({format_bytes(stats['file_bytes'])} on disk{free}, "
+                  f"schema v{stats['schema_version']})")
             print(f"model   {stats['model'] or '-'}  (d={stats['dim'] or '-'})")
             print(f"content {stats['documents']} documents, {stats['pages']} pages")
             print(_memory_table(engine.views()))
@@ -312,8 +347,8 @@ def _run_index(engine, args: argparse.Namespace) -> int:
 
 
 def _run_store_command(args: argparse.Namespace) -> int:
-    """`check` and `backup` open the store alone (no model): they must work on any store."""
-    from .store import Store
+    """`check`, `backup` and `compact` open the store alone (no model): they must work on any store."""
+    from .store import SCHEMA_VERSION, Store
 
     path = _settings(args).store_file
     if not path.is_file():
@@ -321,12 +356,19 @@ def _run_store_command(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     store = Store(path)
     try:
+        if args.command == "compact":
+            started = time.perf_counter()
+            before, after = store.compact()
+            print(f"compacted {path}: {format_bytes(before)} -> {format_bytes(after)} "
+                  f"({format_bytes(max(0, before - after))} given back) in {time.perf_counter() - started:.1f} s")
+            return 0
         if args.command == "backup":
-            print(f"backed up {path} to {store.backup(args.destination)}")
+            print(f"backed up {path} to {store.backup(args.destination, force=args.force)}")
             return 0
         damaged = store.check()
         if not damaged:
-            print(f"{path}: ok (SQLite integrity check passed for every table)")
+            print(f"{path}: ok (every table and column of schema v{SCHEMA_VERSION} present; SQLite integrity check "
+                  "passed for every table)")
             return 0
         for table, problems in damaged.items():
             print(f"damaged: {table}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -383,9 +425,12 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    verbose = getattr(args, "verbose", False)
     try:
         return run(args)
     except VdrError as error:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. `... | head`: the reader left; nothing to report
@@ -394,3 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; the store is unchanged by the unfinished step", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an unforeseen failure: still one line, the traceback with -v
+        if verbose:
+            traceback.print_exc()
+        text = str(error).splitlines()[0][:300] if str(error) else ""
+        print(f"error: unexpected {type(error).__name__}{': ' + text if text else ''} "
+              "(run again with -v for the traceback)", file=sys.stderr)
+        return EXIT_ERROR

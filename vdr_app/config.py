@@ -8,9 +8,11 @@ starts.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,8 @@ class Settings:
         session_minutes: a public-demo library idle this long is removed (`VDR_SESSION_MINUTES`).
         max_sessions: public-demo libraries kept at once; the least recently used goes first
             (`VDR_MAX_SESSIONS`).
+        session_max_pages, session_max_mb: what one public-demo visitor may add to their library:
+            pages, and megabytes of PDFs (`VDR_SESSION_MAX_PAGES`, `VDR_SESSION_MAX_MB`).
         state_capacity: sessions whose state Gradio keeps in memory (`VDR_STATE_CAPACITY`).
         cache_minutes: uploaded and generated files older than this are deleted, checked as
             often (`VDR_CACHE_MINUTES`).
@@ -128,6 +132,8 @@ class Settings:
     sample_store: Path | None = None
     session_minutes: float = 60.0
     max_sessions: int = 50
+    session_max_pages: int = 100
+    session_max_mb: float = 50.0
     state_capacity: int = 200
     cache_minutes: float = 60.0
     # -- search index ---------------------------------------------------------------------------
@@ -149,6 +155,11 @@ class Settings:
         if self.mode == "shared" and self.mcp:
             raise ConfigError("VDR_MCP=1 does not work with VDR_MODE=shared: MCP clients cannot sign in to its login "
                               "page (see docs/mcp.md)")
+        if self.auth and self.mode != "shared":
+            # Logins are only checked in shared mode: served anyway, the app would be open to anyone
+            # while whoever set them believes it is guarded.
+            raise ConfigError(f"VDR_AUTH is set but VDR_MODE is {self.mode}, where nobody is asked to sign in: "
+                              "set VDR_MODE=shared to require the logins (or unset VDR_AUTH)")
 
     @property
     def store_file(self) -> Path:
@@ -195,6 +206,8 @@ class Settings:
             sample_store=read.path("VDR_SAMPLE_STORE", None, must_be="file"),
             session_minutes=read.number("VDR_SESSION_MINUTES", defaults.session_minutes, 1, 100_000),
             max_sessions=read.integer("VDR_MAX_SESSIONS", defaults.max_sessions, 1, 100_000),
+            session_max_pages=read.integer("VDR_SESSION_MAX_PAGES", defaults.session_max_pages, 1, 100_000),
+            session_max_mb=read.number("VDR_SESSION_MAX_MB", defaults.session_max_mb, 0.01, 100_000),
             state_capacity=read.integer("VDR_STATE_CAPACITY", defaults.state_capacity, 1, 1_000_000),
             cache_minutes=read.number("VDR_CACHE_MINUTES", defaults.cache_minutes, 1, 100_000),
             index=read.choice("VDR_INDEX", defaults.index, re.compile("memory|qdrant"), "memory or qdrant"),
@@ -207,6 +220,35 @@ class Settings:
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
             mcp=read.flag("VDR_MCP", defaults.mcp),
         )
+
+
+def check_before_launch(settings: Settings) -> None:
+    """What the web app needs from its settings, checked before anything is loaded: the data
+    folder can be made, the address exists on this machine and the port is free, and a public
+    demo's sample store can be read. Raises ConfigError naming the variable (one line)."""
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"VDR_DATA_DIR={str(settings.data_dir)!r} cannot be created "
+                          f"({error.strerror or error}): give a folder this user can write") from None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError):
+        raise ConfigError(f"VDR_HOST={settings.host!r} is not an address or a name this machine can resolve: use "
+                          "127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {settings.port} on {settings.host} is in use: stop what holds it or set "
+                                  "VDR_PORT to another port") from None
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port} ({error.strerror or error}): "
+                              "check VDR_HOST (an address of this machine) and VDR_PORT") from None
+    sample = settings.sample_store
+    if settings.mode == "public-demo" and sample is not None and not (sample.is_file() and os.access(sample, os.R_OK)):
+        raise ConfigError(f"VDR_SAMPLE_STORE={str(sample)!r} is not a readable file: give a store made with "
+                          "`python -m vdr_app add`, or unset it for empty visitor libraries")
 
 
 def parse_auth(text: str) -> tuple[tuple[str, str], ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +49,13 @@ def check_rescore(rescore: int | float | str | None) -> int:
     whole number in [0, MAX_RESCORE]."""
     if rescore is None or rescore == "":
         return DEFAULT_RESCORE
-    try:
-        value = float(rescore)
-    except (TypeError, ValueError):
-        raise InvalidQueryError(f"rescore must be a whole number of pages (0 = none), got {rescore!r}") from None
-    if value != value or value != int(value) or not 0 <= value <= MAX_RESCORE:
-        raise InvalidQueryError(f"rescore must be a whole number from 0 to {MAX_RESCORE} (0 = none), got {rescore!r}")
+    shown = repr(rescore) if len(str(rescore)) <= 24 else f"{str(rescore)[:20]!r}... ({len(str(rescore))} characters)"
+    try:  # a 400-digit int does not fit a float: OverflowError, refused like any other bad number
+        value = float(rescore) if len(str(rescore)) <= 32 else math.inf
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidQueryError(f"rescore must be a whole number of pages (0 = none), got {shown}") from None
+    if value != value or not 0 <= value <= MAX_RESCORE or value != int(value):
+        raise InvalidQueryError(f"rescore must be a whole number from 0 to {MAX_RESCORE} (0 = none), got {shown}")
     return int(value)
 
 
@@ -157,6 +159,26 @@ def _prefixed(progress: Progress, prefix: str) -> Progress:
     return lambda fraction, message: progress(fraction, prefix + message)
 
 
+@dataclass(frozen=True)
+class LibraryQuota:
+    """How much one library may hold (a public-demo visitor's): pages, and bytes of PDFs added."""
+
+    max_pages: int
+    max_bytes: int
+
+    def check(self, store: Store, name: str, n_pages: int, n_bytes: int) -> None:
+        """Raise PdfTooLargeError (one line) if adding this file would go over either limit."""
+        documents = store.list_documents()
+        pages = sum(d.n_pages for d in documents) + n_pages
+        size = sum(d.n_bytes for d in documents) + n_bytes
+        if pages > self.max_pages:
+            raise PdfTooLargeError(f"{name}: its {n_pages} pages would bring your library to {pages} pages, over "
+                                   f"the limit of {self.max_pages} per visitor; delete a document first")
+        if size > self.max_bytes:
+            raise PdfTooLargeError(f"{name}: it would bring your library to {size / 2**20:.1f} MB of PDFs, over the "
+                                   f"limit of {self.max_bytes / 2**20:.1f} MB per visitor; delete a document first")
+
+
 class Engine:
     """Index PDFs, keep views, search.
 
@@ -181,6 +203,7 @@ class Engine:
         )
         self._encode_lock = threading.Lock()
         self._model_owner: Engine | None = None  # see sharing_model
+        self.quota: LibraryQuota | None = None  # a public-demo visitor's limit (vdr_app.sessions)
         self._store_version = self.store.data_version()
         # SQLite is written first, the index second; see vdr_app.index for what happens when the
         # second step fails (the document stays stored and is reported pending).
@@ -296,6 +319,8 @@ class Engine:
             self.check_store_model()  # a model this store cannot take is refused before rendering
         progress(0.0, f"{name}: reading")
         pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
+        if self.quota is not None:
+            self.quota.check(self.store, name, len(pages), len(data))
         if not self.model_loaded:
             progress(0.1, f"{name}: loading the model {self.settings.model}")
         encoder = self.encoder
@@ -306,7 +331,7 @@ class Engine:
             try:
                 embeddings = encoder.encode_pages(pages, encoding)
             except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
-                log.warning("%s: encoding failed", name, exc_info=True)
+                log.info("%s: encoding failed", name, exc_info=True)  # the traceback with -v; the error says why
                 raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
         specs = self.store.view_specs()
         if specs:
@@ -685,6 +710,7 @@ class Engine:
             documents=len(documents),
             pages=sum(d.n_pages for d in documents),
             file_bytes=self.store.file_bytes(),
+            reclaimable_bytes=self.store.reclaimable_bytes(),
             views=[v.as_dict() for v in self.views()],
         )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -41,8 +42,10 @@ from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
 from .quantise import QUANTISERS, QuantisedVectors, bytes_per_vector
-from .store_errors import ReadOnlyStoreError, open_error, translate_errors
+from .store_errors import ReadOnlyStoreError, StoreDamagedError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 FULL_VIEW = "full"
@@ -177,12 +180,16 @@ class Store:
         self.read_only = bool(read_only) or (not memory and not _writable(Path(self.path)))
         try:
             if self.read_only:
-                conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=ro", uri=True,
-                                       check_same_thread=False, timeout=busy_timeout)
+                conn = sqlite3.connect(_read_only_uri(Path(self.path)), uri=True, check_same_thread=False,
+                                       timeout=busy_timeout)
             else:
                 conn = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
             self.db = sqlite_utils.Database(conn)
             self._refuse_foreign()
+            if not memory and not self.read_only and self._page_count() == 0:
+                # A new file gives freed pages back to the disk (`_give_back_space`); only possible
+                # before the first table: an older store switches with `compact`.
+                self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if not memory and not self.read_only and self.db.journal_mode != "wal":
                 self.db.enable_wal()
             self._migrate()
@@ -383,6 +390,7 @@ class Store:
             self.db.execute(f"DELETE FROM layouts WHERE page_id IN ({pages})", [doc_id])
             self.db.execute("DELETE FROM pages WHERE doc_id = ?", [doc_id])
             self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
+        self._give_back_space()
 
     def resolve_document(self, ref: str | int) -> int:
         """A document id from an id, a file name or a sha256 prefix (at least 8 characters)."""
@@ -717,6 +725,7 @@ class Store:
             self._require_view(spec)
             self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
             self.db.execute("DELETE FROM views WHERE spec = ?", [spec])
+        self._give_back_space()
 
     # -- accounting -------------------------------------------------------------------------------
 
@@ -744,17 +753,67 @@ class Store:
             return 0
         return sum(p.stat().st_size for p in (Path(self.path), Path(self.path + "-wal")) if p.exists())
 
+    def _page_count(self) -> int:
+        return self.db.execute("PRAGMA page_count").fetchone()[0]
+
+    def reclaimable_bytes(self) -> int:
+        """Bytes of free pages inside the file: what `compact` would give back to the disk."""
+        with self._lock:
+            free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+            return free * self.db.execute("PRAGMA page_size").fetchone()[0]
+
+    def _give_back_space(self) -> None:
+        """After a delete: on a store with incremental auto-vacuum, hand the freed pages back to
+        the disk (the Lab adds and removes views by the dozen). Best effort: when another process
+        holds the store the pages stay free inside the file until the next delete or `compact`."""
+        if self.read_only or self.path == ":memory:":
+            return
+        with self._lock:
+            try:
+                if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                    return
+                self.db.execute("PRAGMA incremental_vacuum").fetchall()
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # lets the file shrink now
+            except sqlite3.OperationalError as error:
+                log.info("freed pages of %s stay in the file for now: %s", self.path, error)
+
+    def compact(self) -> tuple[int, int]:
+        """Rebuild the file without its free pages (SQLite VACUUM) and switch it to incremental
+        auto-vacuum, so later deletes give their space back by themselves. Needs the store to
+        itself for a moment (other writers wait or get "busy") and free disk space about the size
+        of the store. Returns (bytes before, bytes after), WAL included."""
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.path} is read-only: it cannot be compacted")
+        with self._lock:
+            before = self.file_bytes()
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return before, self.file_bytes()
+
+    def compact_copy(self, destination: str | Path) -> Path:
+        """Write a compact copy of the store (SQLite VACUUM INTO: no free pages) to a new file;
+        works on a read-only store. A public-demo visitor's private copy of the sample is one."""
+        target = Path(destination)
+        if target.exists():
+            raise StoreError(f"{target} already exists: a copy never overwrites")
+        _make_parent(target)
+        with self._lock:
+            self.db.execute("VACUUM INTO ?", [str(target)])
+        return target
+
     def integrity_ok(self) -> bool:
         with self._lock:
             return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def check(self) -> dict[str, list[str]]:
-        """SQLite's integrity check, table by table: {table: problems} for the damaged ones
-        (empty when the store is sound). A table's indexes are checked with it."""
+        """The schema against this version's, then SQLite's integrity check, table by table:
+        {table: problems} for the missing, incomplete or damaged ones (empty when the store is
+        sound). A table's indexes are checked with it."""
+        damaged = self._schema_problems()
         with self._lock:
             tables = [r[0] for r in self.db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()]
-            damaged = {}
             for table in tables:
                 try:
                     rows = [r[0] for r in self.db.execute(f"PRAGMA integrity_check('{table}')").fetchall()]
@@ -764,8 +823,26 @@ class Store:
                     damaged[table] = rows
             return damaged
 
-    def backup(self, destination: str | Path) -> Path:
-        """Copy the store to a new file with SQLite's online backup (safe while others write).
+    def _schema_problems(self) -> dict[str, list[str]]:
+        """{table: problems} where the store lacks a table or column that schema SCHEMA_VERSION has."""
+        expected = _expected_schema()
+        with self._lock:
+            version = self.schema_version
+            found = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info('{t}')")} for t in expected}
+        problems: dict[str, list[str]] = {}
+        if version != SCHEMA_VERSION:
+            problems["user_version"] = [f"schema version {version}, expected {SCHEMA_VERSION}"]
+        for table, columns in expected.items():
+            if not found[table]:
+                problems[table] = [f"table missing (schema version {SCHEMA_VERSION} has it)"]
+            elif columns - found[table]:
+                problems[table] = [f"column(s) missing: {', '.join(sorted(columns - found[table]))}"]
+        return problems
+
+    def backup(self, destination: str | Path, force: bool = False) -> Path:
+        """Copy the store to a new file with SQLite's online backup (safe while others write),
+        then check the copy (`PRAGMA integrity_check`): a damaged copy is deleted and the backup
+        fails in one line, unless `force` (a damaged copy may still save some of the data).
 
         Returns:
             the file written (`destination`, or `destination/vdr.sqlite` for a folder).
@@ -782,12 +859,43 @@ class Store:
             try:
                 with self._lock:
                     self.db.conn.backup(destination_db)
+                problem = _integrity_problem(destination_db)
             finally:
                 destination_db.close()
+            if problem and force:
+                log.warning("the copy %s is damaged like its source (%s); written because of --force", target, problem)
+            elif problem:
+                raise StoreDamagedError(
+                    f"{self.path} is damaged ({problem}), so no backup was written: run `python -m vdr_app check` "
+                    "to see which part; `backup --force` copies it anyway"
+                )
             os.replace(staging, target)
         finally:
             staging.unlink(missing_ok=True)
         return target
+
+
+_EXPECTED_SCHEMA: dict[str, set[str]] = {}
+
+
+def _expected_schema() -> dict[str, set[str]]:
+    """{table: columns} of a new store, made by running MIGRATIONS on an empty in-memory database."""
+    if not _EXPECTED_SCHEMA:
+        db = sqlite_utils.Database(memory=True)
+        for step in MIGRATIONS:
+            step(db)
+        _EXPECTED_SCHEMA.update({t.name: {c.name for c in t.columns} for t in db.tables})
+        db.close()
+    return _EXPECTED_SCHEMA
+
+
+def _integrity_problem(conn: sqlite3.Connection) -> str | None:
+    """SQLite's first complaint about a database (None when the integrity check passes)."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check(5)").fetchall()]
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if rows == ["ok"] else rows[0]
 
 
 def _make_parent(path: Path) -> None:
@@ -799,6 +907,24 @@ def _make_parent(path: Path) -> None:
         raise StoreError(f"cannot put the store at {path}: {blocking} is a file, not a folder") from None
     except OSError as error:
         raise StoreError(f"cannot create the folder of the store {path}: {error.strerror}") from None
+
+
+def _read_only_uri(path: Path) -> str:
+    """The URI that opens `path` for reading only.
+
+    A WAL store needs its `-shm` file beside it even to be read; where the folder cannot be
+    written (a read-only mount, a folder of another user) SQLite could not create it and every
+    read would fail with "unable to open". `immutable=1` tells SQLite that nobody writes the file,
+    so it reads it without `-shm` or locks. A `-wal` left beside such a file is not read (SQLite
+    folds it in the next time the store is opened writable), hence the warning.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    if os.access(path.parent, os.W_OK):
+        return uri
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        log.warning("%s is read-only and has an unmerged %s: its latest changes are not seen", path, wal.name)
+    return uri + "&immutable=1"
 
 
 def _writable(path: Path) -> bool:

@@ -57,6 +57,11 @@ def translate(error: sqlite3.Error, path: str, busy_timeout: float | None = None
             f"the store {path} is damaged ({text}): run `python -m vdr_app check --store {path}` to see which part, "
             "and restore a backup (`python -m vdr_app backup` makes one)"
         )
+    if text.startswith(("no such table", "no such column")):
+        return StoreDamagedError(
+            f"the store {path} is missing part of its schema ({text}): run `python -m vdr_app check --store {path}`, "
+            "and restore a backup"
+        )
     if name == "SQLITE_NOTADB" or "not a database" in text:
         return StoreError(
             f"{path} is not a vdr_app store (not an SQLite database); it was left unchanged: give another file with "

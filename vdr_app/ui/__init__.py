@@ -96,12 +96,14 @@ def _session_objects(engine, settings: Settings):
     pages = PageImages(engine)
     if settings.mode != "public-demo":
         return access.Access(settings.mode), engine, pages
+    from ..engine import LibraryQuota
     from ..sessions import SessionLibraries, proxy
 
     libraries = SessionLibraries(
         engine, Path(settings.data_dir) / "sessions", sample_store=settings.sample_store,
         ttl_s=settings.session_minutes * 60, max_libraries=settings.max_sessions,
         extras=lambda session_engine: {"pages": PageImages(session_engine)},
+        quota=LibraryQuota(settings.session_max_pages, int(settings.session_max_mb * 1024 * 1024)),
     )
     session_engine = proxy(lambda: access.current_library().engine if access.has_session() else engine)
     session_pages = proxy(lambda: access.current_library().extras["pages"] if access.has_session() else pages)
@@ -202,6 +204,12 @@ def launch_options(settings: Settings) -> dict:
         footer_links=["api", "gradio", "settings"],
         mcp_server=api.mcp_server(settings),
     )
+    if settings.mode == "shared":  # wrong passwords lock (user, address) out for a growing while
+        from starlette.middleware import Middleware
+
+        from .throttle import LoginThrottle, LoginThrottleMiddleware
+
+        options["app_kwargs"] = {"middleware": [Middleware(LoginThrottleMiddleware, throttle=LoginThrottle())]}
     if css.is_file():
         options["css_paths"] = [str(css)]
     script = ASSETS / "highlight.js"

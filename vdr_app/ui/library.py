@@ -140,9 +140,12 @@ def totals_markdown(stats: dict) -> str:
     vectors = full["vectors"] if full else 0
     docs = f"{stats['documents']} document" + ("" if stats["documents"] == 1 else "s")
     pages = f"{stats['pages']} page" + ("" if stats["pages"] == 1 else "s")
+    free = stats.get("reclaimable_bytes", 0)
+    # Free pages left by deleted views or documents in a store made before incremental vacuum.
+    reclaimable = f" ({format_bytes(free)} reclaimable: `python -m vdr_app compact`)" if free else ""
     return (
         f"**{docs} · {pages} · {vectors:,} vectors** · "
-        f"full index {memory} · store file {format_bytes(stats['file_bytes'])} · "
+        f"full index {memory} · store file {format_bytes(stats['file_bytes'])}{reclaimable} · "
         f"model `{access.shown_model(stats['model']) or '—'}`"
     )
 
