@@ -81,6 +81,11 @@ class Exploration:
     # float32 (n,) for a quantised view: per patch, the cosine between the float vector that stands
     # for it and its dequantised code (NaN where pruned); None otherwise
     quant_cosine: np.ndarray | None = None
+    # float64 (n,) SAP's score per patch (mid-layer in-degree centrality averaged over the window
+    # the view uses, or the automatic one), and that window (first, last, n_layers); None for a
+    # page stored without centrality
+    centrality: np.ndarray | None = None
+    centrality_window: tuple[int, int, int] | None = None
 
     @property
     def kind(self) -> str:
@@ -548,7 +553,17 @@ class Engine:
             cosine = np.full(embedding.n_patches, np.nan, dtype=np.float32)
             kept = reduction.groups >= 0
             cosine[kept] = per_vector[reduction.groups[kept]]
+        centrality = window = None
+        if embedding.centrality is not None:
+            from .reduce.sap import sap_scores
+
+            parsed = reduce_lib.parse_spec(strategy)
+            layers = dict(parsed.values).get("layers", "auto") if parsed.strategy == "sap" else "auto"
+            centrality, (first, last) = sap_scores(embedding.centrality, layers)
+            window = (first, last, int(embedding.centrality.shape[0]))
         return Exploration(
+            centrality=centrality,
+            centrality_window=window,
             page=page,
             embedding=embedding,
             reduction=reduction,
