@@ -104,3 +104,33 @@ def test_shared_options_work_before_and_after_the_command(tmp_path, tiny_model, 
     before = json.loads(cli("--store", store, "stats", "--json").stdout)
     after = json.loads(cli("stats", "--json", "--store", store).stdout)
     assert before == after and before["pages"] == 1
+
+
+def test_reencode_gives_old_pages_what_sap_needs(tmp_path, tiny_model, sample_docs):
+    """Pages stored before centrality was captured: `sap` says to re-encode, `reencode` does it
+    in place (same document and page ids), and from then on any `sap` ratio is a re-cut."""
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    common = ["--store", store, "--model", tiny_model]
+    pdf = sample_docs / "pdfs" / PDFS[1]
+    cli("add", pdf, *common)
+    cli("view", "add", "random:keep=0.5", *common)
+    with sqlite3.connect(store) as conn:  # what a store written before schema 3 holds
+        conn.execute("DELETE FROM centrality")
+        page_ids = [r[0] for r in conn.execute("SELECT id FROM pages ORDER BY id")]
+    proc = cli("view", "add", "sap:keep=0.1", *common, check=False)
+    assert proc.returncode == 1 and "re-encode" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert [v["view"] for v in json.loads(cli("views", "--json", *common).stdout)] == ["full", "random:keep=0.5,seed=0"]
+    missing = cli("reencode", sample_docs / "pdfs" / PDFS[0], *common, check=False)
+    assert missing.returncode == 1 and "add it instead" in missing.stderr
+
+    assert "re-encoded (document 1, 2 pages)" in cli("reencode", pdf, *common).stdout
+    cli("view", "add", "sap:keep=0.1", *common)
+    cli("view", "add", "sap:factor=4,layers=0-0", *common)
+    with sqlite3.connect(store) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM pages ORDER BY id")] == page_ids
+        assert conn.execute("SELECT COUNT(*) FROM centrality").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM view_pages WHERE spec = 'random:keep=0.5,seed=0'").fetchone()[0] == 2
+    hits = json.loads(cli("search", "report", "--view", "sap:keep=0.1", "--json", *common).stdout)
+    assert len(hits) == 2

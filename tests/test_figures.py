@@ -99,3 +99,26 @@ def test_page_background_is_a_downscaled_jpeg():
     bg = figures.page_background(Image.new("RGB", (2000, 3000), "white"), max_side=1000)
     assert (bg.width, bg.height) == (667, 1000)
     assert bg.source.startswith("data:image/jpeg;base64,")
+
+
+def test_centrality_panel_sits_beside_the_attention_and_says_when_it_is_missing():
+    from vdr_app.models.layout import grid_layout
+
+    layout = grid_layout(4, 5)
+    n = len(layout.boxes)
+    groups = np.where(np.arange(n) % 3 == 0, np.arange(n) // 3, -1)
+    centrality = np.linspace(0, 5, n)
+    fig = figures.exploration_figure(BG, layout.boxes, layout.cells, groups, np.ones(n),
+                                     centrality=centrality, centrality_label="mid-layer centrality, layers 1-2 of 4")
+    (layer,) = _heatmaps(fig, "mid-layer centrality, layers 1-2 of 4")
+    z = np.asarray(layer.z, dtype=float)
+    r, c = layout.cells[-1, 1], layout.cells[-1, 2]
+    assert z[r, c] == np.nanmax(z) and z[0, 0] == np.nanmin(z)  # highest centrality, hottest patch
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles.index("mid-layer centrality, layers 1-2 of 4") < titles.index("kept / pruned")
+    missing = figures.exploration_figure(BG, layout.boxes, layout.cells, groups, np.ones(n),
+                                         centrality_label="not stored: re-encode")
+    (empty,) = _heatmaps(missing, "not stored: re-encode")
+    assert np.isnan(np.asarray(empty.z, dtype=float)).all()
+    no_panel = figures.exploration_figure(BG, layout.boxes, layout.cells, groups, np.ones(n))
+    assert not any("centrality" in (a.text or "") for a in no_panel.layout.annotations)

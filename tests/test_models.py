@@ -208,6 +208,79 @@ def test_captured_attention_equals_eager(encoders, eager_encoders, family):
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-4)
 
 
+# Centrality tolerance: the captured values are rounded to float16 (the stored precision,
+# relative step 2^-11); the rest is eager-vs-SDPA drift of the tiny random models' hidden states.
+CENTRALITY_RTOL = {"colqwen3": 1e-2}
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_captured_centrality_equals_eager_attention_loop(encoders, eager_encoders, family):
+    """Every decoder layer's in-degree of each patch, from the SDPA pass, equals a plain loop over
+    the eager model's own attention weights: sum over image rows i of mean over heads A[h, i, j]."""
+    import torch
+
+    fast, eager = encoders(family), eager_encoders(family)
+    layers = eager.decoder_attention_modules()
+    assert fast.centrality_layers == len(layers) >= 2 and eager.centrality_layers == 0
+    pages = mixed_pages()  # padded batches of different page sizes
+    ours = fast.encode_pages(pages)
+    weights: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: weights.__setitem__(i, out[1]))
+             for i, m in enumerate(layers)]
+    try:
+        batch = eager.processor.process_images([p.image.convert("RGB") for p in pages])
+        image = eager.processor.get_image_mask(batch).numpy()
+        with torch.inference_mode():
+            eager.model(**eager._to_device(eager.model_inputs(batch)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for b, emb in enumerate(ours):
+        rows = np.flatnonzero(image[b])
+        reference = np.zeros((len(layers), len(rows)))
+        for layer in range(len(layers)):
+            a = weights[layer][b].double().numpy()  # (H, L, L)
+            for jj, j in enumerate(rows):
+                reference[layer, jj] = a[:, rows, j].mean(0).sum()  # over heads, then image rows i
+        assert emb.centrality.shape == reference.shape
+        np.testing.assert_allclose(emb.centrality, reference, rtol=CENTRALITY_RTOL.get(family, 2e-3),
+                                   atol=1e-3 * reference.max())
+
+
+@pytest.mark.parametrize("mask_kind", ["none-causal", "none-bidirectional", "bool", "float"])
+def test_in_degree_matches_a_plain_loop(mask_kind):
+    import torch
+
+    from vdr_app.models.centrality import in_degree
+
+    g = torch.Generator().manual_seed(1)
+    batch, heads, kv_heads, length, dim = 2, 4, 2, 9, 5
+    query = torch.randn(batch, heads, length, dim, generator=g)
+    key = torch.randn(batch, kv_heads, length, dim, generator=g)
+    rows = torch.zeros(batch, length, dtype=torch.bool)
+    rows[0, 1:6] = True
+    rows[1, 3:8] = True
+    causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    mask = None
+    if mask_kind == "bool":
+        mask = causal[None, None].expand(batch, 1, length, length)
+    elif mask_kind == "float":
+        mask = torch.zeros(batch, 1, length, length).masked_fill(~causal[None, None], -1e9)
+    is_causal = mask_kind != "none-bidirectional"
+    ours = in_degree(query, key, mask, 0.4, rows, is_causal).numpy()
+    q, k = query.double().numpy(), key.double().numpy()
+    expected = np.zeros((batch, length))
+    for b in range(batch):
+        for h in range(heads):
+            for i in np.flatnonzero(rows[b].numpy()):
+                scores = np.array([q[b, h, i] @ k[b, h // 2, j] * 0.4 for j in range(length)])
+                allowed = np.arange(length) <= i if is_causal else np.ones(length, bool)
+                e = np.where(allowed, np.exp(scores - scores.max()), 0)
+                expected[b] += e / e.sum() / heads
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    np.testing.assert_allclose(ours.sum(1), rows.sum(1).numpy(), atol=1e-5)  # each row gives 1
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
 def test_16_bit_dtypes_stay_within_tolerance_of_float32(encoders, tiny_checkpoint, family, dtype):

@@ -45,8 +45,10 @@ def grid_boxes(rows: int, cols: int, x0=0.0, y0=0.0, width=1.0, height=1.0) -> n
     return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], 1)
 
 
-def make_page(rows=10, cols=13, dim=16, extra=4, seed=0, attention=True, clustered=False) -> PageEmbedding:
-    """A rows×cols page of random unit patches (optionally drawn around a few centres)."""
+def make_page(rows=10, cols=13, dim=16, extra=4, seed=0, attention=True, clustered=False,
+              layers=5) -> PageEmbedding:
+    """A rows×cols page of random unit patches (optionally drawn around a few centres), with
+    final-row attention and per-layer centrality unless `attention` is False."""
     rng = np.random.default_rng(seed)
     n = rows * cols
     if clustered:
@@ -60,6 +62,7 @@ def make_page(rows=10, cols=13, dim=16, extra=4, seed=0, attention=True, cluster
         attention=rng.dirichlet(np.ones(n)) if attention else None,
         extra=unit(rng.standard_normal((extra, dim))),
         model_id="test",
+        centrality=rng.random((layers, n)) * n if attention else None,
     )
 
 
@@ -69,7 +72,7 @@ def two_region_page(seed=0, dim=16) -> PageEmbedding:
     boxes = np.concatenate([grid_boxes(4, 6), grid_boxes(2, 3)])
     n = len(boxes)
     return PageEmbedding(unit(rng.standard_normal((n, dim))), boxes, attention=rng.random(n),
-                         extra=unit(rng.standard_normal((2, dim))))
+                         extra=unit(rng.standard_normal((2, dim))), centrality=rng.random((3, n)))
 
 
 PAGES = {
@@ -78,7 +81,7 @@ PAGES = {
     "two_regions": two_region_page,
     "single_patch": lambda: make_page(1, 1, seed=2),
     "empty": lambda: PageEmbedding(np.zeros((0, 16)), np.zeros((0, 4)), attention=np.zeros(0),
-                                   extra=unit(np.ones((2, 16)))),
+                                   extra=unit(np.ones((2, 16))), centrality=np.zeros((4, 0))),
 }
 
 
@@ -232,6 +235,55 @@ def test_identity_view_ranks_exactly_like_full(alias):
 def test_attention_strategies_refuse_pages_without_attention(name):
     with pytest.raises(InvalidSpecError, match="attention"):
         reduce_page(make_page(attention=False), name)
+
+
+def test_sap_on_a_page_encoded_before_centrality_says_to_reencode():
+    old = make_page()
+    old.centrality = None  # what the store returns for a page stored before schema v3
+    with pytest.raises(InvalidSpecError, match="re-encode"):
+        reduce_page(old, "sap:keep=0.1")
+
+
+def test_sap_keeps_the_top_mean_centrality_of_the_middle_layers():
+    """A plain loop over the spec: middle band floor(0.4 L)..floor(0.6 L), mean, top k, page order."""
+    page = make_page(rows=6, cols=7, layers=18)  # ColPali's 18 decoder layers: 7-10
+    n = page.n_patches
+    red = reduce_page(page, "sap:keep=0.25")
+    assert red.info["layers"] == "7-10" and red.info["n_layers"] == 18
+    score = [sum(page.centrality[layer, j] for layer in range(7, 11)) / 4 for j in range(n)]
+    expected = sorted(sorted(range(n), key=lambda j: -score[j])[: n // 4])
+    assert np.flatnonzero(red.groups >= 0).tolist() == expected
+    np.testing.assert_array_equal(red.vectors, page.patches[expected])
+    # An explicit window is a re-cut of the same stored values.
+    one = reduce_page(page, "sap:keep=0.25,layers=3")
+    top3 = sorted(np.argsort(-page.centrality[3], kind="stable")[: n // 4].tolist())
+    assert np.flatnonzero(one.groups >= 0).tolist() == top3 and one.info["layers"] == "3-3"
+
+
+@pytest.mark.parametrize("n_layers, band", [(18, (7, 10)), (28, (11, 16)), (36, (14, 21)), (6, (2, 3)), (2, (0, 1)), (1, (0, 0))])
+def test_sap_middle_band_is_the_papers(n_layers, band):
+    from vdr_app.reduce.sap import middle_window
+
+    assert middle_window(n_layers) == band
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sap:layers=8-4", "comes after"), ("sap:layers=x", "auto or first-last"), ("sap:layers=-1", "auto or first-last"),
+])
+def test_sap_bad_layer_ranges_are_refused(text, message):
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec(text)
+
+
+def test_sap_window_past_the_models_layers_is_refused():
+    with pytest.raises(InvalidSpecError, match="0-4"):
+        reduce_page(make_page(layers=5), "sap:layers=3-9")
+
+
+def test_sap_spec_is_canonical():
+    assert str(parse_spec("SAP:factor=10")) == "sap:keep=0.1,layers=auto"
+    assert str(parse_spec("sap:keep=0.1, layers=04-8@int8")) == "sap:keep=0.1,layers=4-8@int8"
+    assert parse_spec("sap").kwargs == {"keep": Fraction(1, 10), "layers": "auto"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -165,3 +165,76 @@ def test_page_rows_by_id_follow_the_order_asked_for():
     everything = {r.id: r for r in store.page_rows()}
     asked = [ids[2], ids[0], ids[2]]
     assert store.page_rows(asked) == [everything[i] for i in asked]
+
+
+def _with_centrality(seed: int, layers: int = 4):
+    image, emb = _page(seed)
+    rng = np.random.default_rng(100 + seed)
+    emb.centrality = rng.random((layers, emb.n_patches)).astype(np.float16).astype(np.float32)
+    return image, emb
+
+
+def test_centrality_round_trips_and_old_pages_have_none(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.add_document("new.pdf", "a" * 64, 10, "m", [_with_centrality(0)])
+    store.add_document("old.pdf", "b" * 64, 10, "m", [_page(1)])
+    new_id, old_id = store.page_ids()
+    back = Store(tmp_path / "s.sqlite").page_embedding(new_id)
+    np.testing.assert_array_equal(back.centrality, _with_centrality(0)[1].centrality)  # float16 values: exact
+    assert store.page_embedding(old_id).centrality is None
+    assert store.pages_without_centrality() == 1 and store.pages_without_centrality(1) == 0
+    store.delete_document(1)
+    assert store.db["centrality"].count == 0
+
+
+def test_a_version_2_store_is_upgraded_in_place_and_keeps_its_pages(tmp_path):
+    """A store written before centrality (schema 2) opens, gains the table, and its pages say
+    they have none (so `sap` asks for a re-encode) while everything else reads as before."""
+    from vdr_app.store import MIGRATIONS
+
+    path = tmp_path / "v2.sqlite"
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    for step in MIGRATIONS[:2]:
+        step(db)
+    db.execute("PRAGMA user_version = 2")
+    db.conn.commit()
+    db.conn.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 3
+    _add(store)
+    assert store.pages_without_centrality() == 2
+    assert all(store.page_embedding(i).centrality is None for i in store.page_ids())
+
+
+def test_replace_embeddings_swaps_pages_and_views_in_one_transaction(monkeypatch):
+    store = Store()
+    pages = [_page(i) for i in range(2)]
+    store.add_document("doc.pdf", "a" * 64, 10, "m", pages)
+    ids = store.page_ids()
+    red = lambda e: Reduction(e.patches[:2], np.r_[0, 1, -np.ones(e.n_patches - 2)], e.extra)  # noqa: E731
+    store.add_view("random:keep=0.5", {i: red(store.page_embedding(i)) for i in ids})
+    new = [_with_centrality(i)[1] for i in (5, 6)]
+    assert store.replace_embeddings(1, "m", new, lambda spec: [red(e) for e in new]) == ids
+    for page_id, emb in zip(ids, new):
+        back = store.page_embedding(page_id)
+        np.testing.assert_array_equal(back.patches, emb.patches.astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(back.centrality, emb.centrality)
+        np.testing.assert_array_equal(store.view_reduction("random:keep=0.5", page_id).vectors,
+                                      emb.patches[:2].astype(np.float16).astype(np.float32))
+    # A failure halfway (the second page's view) leaves the first page as it was.
+    before = store.page_embedding(ids[0]).patches.copy()
+    again = [_page(i)[1] for i in (7, 8)]
+
+    def failing(spec):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.replace_embeddings(1, "m", again, failing)
+    np.testing.assert_array_equal(store.page_embedding(ids[0]).patches, before)
+    assert store.pages_without_centrality() == 0
+    with pytest.raises(ValueError, match="2 pages"):
+        store.replace_embeddings(1, "m", again[:1], lambda spec: [])
+    with pytest.raises(ModelMismatchError):
+        store.replace_embeddings(1, "other", again, lambda spec: [red(e) for e in again])

@@ -278,8 +278,11 @@ def test_patch_vectors_and_attention_match_a_per_token_reference_loop(encoder):
         out = reference(input_ids=torch.tensor([enc["input_ids"]]), output_attentions=True)
     hidden = out.last_hidden_state[0].numpy()
     cls_attention = out.attentions[-1][0, :, 0, :].mean(0).numpy()
+    # In-degree per layer: attention each token receives from the text tokens (specials excluded).
+    text_rows = [t for t, (start, end) in enumerate(enc["offset_mapping"]) if end > start]
+    in_degree = np.stack([layer[0].double().mean(0).numpy()[text_rows].sum(0) for layer in out.attentions])
     rows, cols = emb.info["grid"]
-    sums, attention = {}, {}
+    sums, attention, centrality = {}, {}, {}
     for t, (start, end) in enumerate(enc["offset_mapping"]):
         if end == start:  # [CLS], [SEP]
             continue
@@ -289,12 +292,15 @@ def test_patch_vectors_and_attention_match_a_per_token_reference_loop(encoder):
         cell = int(cy * rows) * cols + int(cx * cols)
         sums[cell] = sums.get(cell, 0) + hidden[t] / np.linalg.norm(hidden[t])
         attention[cell] = attention.get(cell, 0) + cls_attention[t]
+        centrality[cell] = centrality.get(cell, 0) + in_degree[:, t]
     flat = (emb.cells[:, 1] * cols + emb.cells[:, 2]).tolist()
     assert sorted(flat) == sorted(sums) and len(flat) < len(enc["input_ids"]) - 2
     for i, cell in enumerate(flat):
         np.testing.assert_allclose(emb.patches[i], sums[cell] / np.linalg.norm(sums[cell]), atol=2e-4)
         assert emb.attention[i] == pytest.approx(attention[cell], abs=1e-5)
+        np.testing.assert_allclose(emb.centrality[:, i], centrality[cell], rtol=1e-3, atol=1e-4)  # float16
     assert 0 < emb.attention.sum() < 1  # the rest went to [CLS]/[SEP]
+    assert emb.centrality.shape == (len(out.attentions), len(flat)) == (6, len(flat))
 
 
 def test_long_pages_are_encoded_in_overlapping_windows(encoder):

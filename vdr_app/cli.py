@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", parents=[common], help="index PDF files")
     add.add_argument("files", nargs="+", type=Path, metavar="FILE", help="PDF files (all or none are added)")
 
+    reencode = sub.add_parser(
+        "reencode", parents=[common], help="encode stored PDFs again (e.g. to give old pages what `sap` needs)",
+        description="Encode stored PDF files again with the store's model and swap their embeddings and view rows "
+        "in one transaction per file (pages keep their ids). Pages stored before per-layer centrality was captured "
+        "need this once before a `sap` view can be cut.",
+    )
+    reencode.add_argument("files", nargs="+", type=Path, metavar="FILE", help="the PDF as it was added")
+
     search = sub.add_parser("search", parents=[common], help="rank pages for a query")
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("-k", type=_whole(1, MAX_K), default=5, help="results to show (default 5)")
@@ -287,6 +295,13 @@ def run(args: argparse.Namespace) -> int:
             for d in docs:
                 print(f"{d.id:>4}  {d.name}  {d.n_pages} pages  {format_bytes(d.vector_bytes)}  {d.added_at}")
             print(f"{len(docs)} documents")
+    elif command == "reencode":
+        for path, data, error in engine.check_files(args.files):
+            if error is not None:
+                raise error
+            with _Bar("re-encoding") as bar:
+                doc_id, n_pages = engine.reencode_pdf(data, path.name, progress=bar)
+            print(f"{path.name}: re-encoded (document {doc_id}, {n_pages} pages)")
     elif command == "delete":
         doc_id = engine.delete_document(args.doc)
         print(f"deleted document {doc_id}")

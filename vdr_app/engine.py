@@ -83,6 +83,11 @@ class Exploration:
     # float32 (n,) for a quantised view: per patch, the cosine between the float vector that stands
     # for it and its dequantised code (NaN where pruned); None otherwise
     quant_cosine: np.ndarray | None = None
+    # float64 (n,) SAP's score per patch (mid-layer in-degree centrality averaged over the window
+    # the view uses, or the automatic one), and that window (first, last, n_layers); None for a
+    # page stored without centrality
+    centrality: np.ndarray | None = None
+    centrality_window: tuple[int, int, int] | None = None
 
     @property
     def kind(self) -> str:
@@ -356,6 +361,47 @@ class Engine:
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
+    def reencode_pdf(self, data: bytes, name: str, progress: Progress | None = None) -> tuple[int, int]:
+        """Encode a stored PDF again and swap its embeddings and view rows in one transaction.
+
+        For pages stored before a signal was captured (the per-layer centrality `sap` needs):
+        the same bytes give the same pages, so page ids, images and the document row stay and
+        every view is recomputed from the new embeddings. A failure leaves the document as it was.
+
+        Returns:
+            (document id, pages re-encoded).
+
+        Raises:
+            NotFoundError: the PDF is not stored (add it instead); PdfError for a bad file.
+        """
+        progress = progress or log_progress
+        name = Path(name).name
+        check_pdf_bytes(data, name, self.limits)
+        doc_id = self.store.find_document(hashlib.sha256(data).hexdigest())
+        if doc_id is None:
+            raise NotFoundError(f"{name} is not in this store (its bytes match no stored document); add it instead")
+        pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
+        encoder = self.encoder
+        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
+        with self._encode_lock:
+            encoding(0.0, "")
+            try:
+                embeddings = encoder.encode_pages(pages, encoding)
+            except ValueError as error:
+                raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
+        progress(0.95, f"{name}: saving")
+        self.store.replace_embeddings(
+            doc_id, encoder.model_id, embeddings,
+            lambda spec: [reduce_lib.reduce_page(e, spec) for e in embeddings],
+        )
+        try:  # the index holds the old vectors of these pages: load the new ones
+            self.index.remove_document(doc_id)
+            self.index.add_document(doc_id)
+        except VdrError as error:
+            log.warning("%s is re-encoded in the store; the search index catches up on sync: %s", name, error)
+        progress(1.0, f"{name}: {len(pages)} pages re-encoded")
+        return doc_id, len(pages)
+
     def check_files(self, paths: Sequence[str | Path]) -> list[tuple[Path, bytes | None, VdrError | None]]:
         """Read and check every file without encoding: (path, bytes or None if not read, the error
         it would raise or None). A file over the size limit is refused before it is read."""
@@ -537,7 +583,17 @@ class Engine:
             cosine = np.full(embedding.n_patches, np.nan, dtype=np.float32)
             kept = reduction.groups >= 0
             cosine[kept] = per_vector[reduction.groups[kept]]
+        centrality = window = None
+        if embedding.centrality is not None:
+            from .reduce.sap import sap_scores
+
+            parsed = reduce_lib.parse_spec(strategy)
+            layers = dict(parsed.values).get("layers", "auto") if parsed.strategy == "sap" else "auto"
+            centrality, (first, last) = sap_scores(embedding.centrality, layers)
+            window = (first, last, int(embedding.centrality.shape[0]))
         return Exploration(
+            centrality=centrality,
+            centrality_window=window,
             page=page,
             embedding=embedding,
             reduction=reduction,

@@ -379,6 +379,8 @@ def exploration_figure(
     attention_label: str = "final-token attention",
     quant_cosine: np.ndarray | None = None,
     quant: str | None = None,
+    centrality: np.ndarray | None = None,
+    centrality_label: str | None = None,
 ) -> go.Figure:
     """The Explore view: the model's attention, and what a reduction kept, pruned or merged.
 
@@ -404,6 +406,10 @@ def exploration_figure(
             panel of the error 1 - cos, scaled from the page's smallest to its largest error (the
             bar gives the values).
         quant: the quantiser's name ("int8", "binary") for that panel's title.
+        centrality: float (n,) SAP's mid-layer centrality per patch, drawn as its own panel beside
+            the attention (robustly scaled like it), so the two rankings can be compared.
+        centrality_label: that panel's title; given without `centrality`, the panel is drawn
+            empty under this title (e.g. to say the page needs a re-encode).
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = groups.shape[0]
@@ -417,6 +423,9 @@ def exploration_figure(
     fate = [("pruned" if g < 0 else f"group {g}: merged with {s - 1} other patches into one vector" if s > 1
              else f"kept as vector {g}") for g, s in zip(groups.tolist(), sizes.tolist())]
     lines = [att_text, fate]
+    if centrality_label is not None:
+        cen = None if centrality is None else np.asarray(centrality, dtype=np.float32)
+        lines.insert(1, ["centrality: not stored"] * n if cen is None else [f"centrality {c:.3g}" for c in cen.tolist()])
     if quant_cosine is not None:
         cos = np.asarray(quant_cosine, dtype=np.float64)
         lines.append([f"{quant or 'quantised'}: cos {c:.5f} with the float vector (1 - cos {1 - c:.2g})"
@@ -451,6 +460,13 @@ def exploration_figure(
     else:
         decision = "every patch kept"
     panels = [(att_name, left), (decision, right)]
+    if centrality_label is not None:
+        cen_heat = (np.full(n, np.nan, np.float32) if centrality is None
+                    else heatmap.robust_normalise(np.asarray(centrality, dtype=np.float32)))
+        panels.insert(1, (centrality_label, [
+            _Layer("scale", cen_heat, centrality_label, colorbar_title="centrality", scale=ATTENTION_SCALE),
+            _Layer("hover", cen_heat, text=hover, custom=groups if merging else None),
+        ]))
     if quant_cosine is not None:
         error = 1.0 - np.asarray(quant_cosine, dtype=np.float64)
         finite = error[np.isfinite(error)]

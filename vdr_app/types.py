@@ -77,6 +77,9 @@ class PageEmbedding:
             it is derived from `boxes` (see `derive_cells`).
         model_id: the encoder that produced it.
         info: free-form per-page facts from the encoder (e.g. "no_text": True).
+        centrality: float32 (layers, n) each patch's in-degree centrality in every decoder layer
+            (attention received from the page's other patches, `models/centrality.py`), what the
+            `sap` strategy ranks by; None for pages encoded without it (before it was captured).
     """
 
     patches: np.ndarray
@@ -86,6 +89,7 @@ class PageEmbedding:
     cells: np.ndarray | None = None
     model_id: str = ""
     info: dict = field(default_factory=dict)
+    centrality: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.patches = _as_2d(self.patches, "patches")
@@ -104,6 +108,10 @@ class PageEmbedding:
             self.cells = np.asarray(self.cells, dtype=np.int64).reshape(-1, 3)
             if self.cells.shape[0] != n:
                 raise ValueError(f"cells has {self.cells.shape[0]} rows for {n} patches")
+        if self.centrality is not None:
+            self.centrality = np.asarray(self.centrality, dtype=np.float32)
+            if self.centrality.ndim != 2 or self.centrality.shape[1] != n or self.centrality.shape[0] < 1:
+                raise ValueError(f"centrality must have shape (layers, {n}), got {self.centrality.shape}")
 
     @property
     def n_patches(self) -> int:

@@ -59,6 +59,9 @@ class ColIdefics3Encoder(ColVisionEncoder):
     def attention_module(self) -> Any:
         return self.model.model.text_model.layers[-1].self_attn
 
+    def decoder_attention_modules(self) -> list[Any]:
+        return [layer.self_attn for layer in self.model.model.text_model.layers]
+
     def stage_modules(self) -> dict[str, Any]:
         return {"vision": self.model.model.vision_model, "lm": self.model.model.text_model}
 
@@ -76,3 +79,6 @@ class ColModernVBertEncoder(ColIdefics3Encoder):
 
     def attention_module(self) -> Any:
         return self.model.model.text_model.layers[-1].attn
+
+    def decoder_attention_modules(self) -> list[Any]:
+        return [layer.attn for layer in self.model.model.text_model.layers]

@@ -62,6 +62,9 @@ class ColPaliEncoder(ColVisionEncoder):
     def attention_module(self) -> Any:
         return self.model.model.model.language_model.layers[-1].self_attn
 
+    def decoder_attention_modules(self) -> list[Any]:
+        return [layer.self_attn for layer in self.model.model.model.language_model.layers]
+
     def stage_modules(self) -> dict[str, Any]:
         inner = self.model.model.model
         return {"vision": inner.vision_tower, "lm": inner.language_model}

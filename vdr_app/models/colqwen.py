@@ -36,6 +36,9 @@ class ColQwen2Encoder(ColVisionEncoder):
     def attention_module(self) -> Any:
         return self.model.language_model.layers[-1].self_attn
 
+    def decoder_attention_modules(self) -> list[Any]:
+        return [layer.self_attn for layer in self.model.language_model.layers]
+
     def stage_modules(self) -> dict[str, Any]:
         return {"vision": self.model.visual, "lm": self.model.language_model}
 

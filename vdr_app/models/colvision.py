@@ -119,6 +119,9 @@ class ColVisionEncoder(Encoder):
         # "hook": a forward hook reads the eager attention weights of that layer.
         self.capture = capture
         self._warned_no_attention = False
+        # Decoder layers whose in-degree centrality pages get (`centrality.py`); 0 = none (eager
+        # attention everywhere, or a family whose attention modules cannot be switched).
+        self.centrality_layers = 0
         self._attention_capture = None  # installed on first eager-hook page pass (see capture.py)
 
     # ----------------------------------------------------------------- loading
@@ -159,6 +162,7 @@ class ColVisionEncoder(Encoder):
         import colpali_engine.models as cm
         from transformers.utils import logging as hf_logging
 
+        from .centrality import install_centrality
         from .final_row import install_final_row
         from .resources import check_fits, choose_batch_size
 
@@ -198,6 +202,11 @@ class ColVisionEncoder(Encoder):
                 encoder.capture = "final-row"
             else:  # an attention module without a switchable config: read eager weights there
                 logger.warning("%s: cannot switch the last attention layer; attention capture may be missing", model_id)
+            # After the final row, so the last layer's centrality wraps its final-row function.
+            encoder.centrality_layers = (
+                len(encoder.decoder_attention_modules())
+                if install_centrality(encoder.decoder_attention_modules()) else 0
+            )
         encoder.check_loaded()
         logger.info(
             "loaded %s on %s (%s, %s attention, capture %s, batch %d)",
@@ -241,6 +250,10 @@ class ColVisionEncoder(Encoder):
         """The last text-decoder layer's self-attention module (hooked for attention weights)."""
         raise NotImplementedError
 
+    def decoder_attention_modules(self) -> list[Any]:
+        """Every text-decoder layer's self-attention module, first to last (centrality capture)."""
+        return []
+
     def stage_modules(self) -> dict[str, Any]:
         """The vision encoder ("vision") and language model ("lm") modules, for per-stage timing."""
         return {}
@@ -283,7 +296,7 @@ class ColVisionEncoder(Encoder):
         for start in range(0, len(queries), step):
             chunk = list(queries[start : start + step])
             batch = self.processor.process_queries(chunk)
-            emb, _ = self._forward(self.model_inputs(batch), capture_attention=False)  # (B, L, d)
+            emb, _, _ = self._forward(self.model_inputs(batch), capture_attention=False)  # (B, L, d)
             keep = batch["attention_mask"].bool().numpy()  # (B, L)
             ids = batch["input_ids"].numpy()
             for b, text in enumerate(chunk):
@@ -303,7 +316,9 @@ class ColVisionEncoder(Encoder):
         layouts = self.layouts(batch, images)
         image_mask = self.processor.get_image_mask(batch).cpu().numpy()  # (B, L)
         attention_mask = batch["attention_mask"].bool().cpu().numpy()  # (B, L)
-        emb, attention = self._forward(self.model_inputs(batch), capture_attention=True)
+        emb, attention, centrality = self._forward(
+            self.model_inputs(batch), capture_attention=True, image_rows=image_mask
+        )
         pages = []
         for b, layout in enumerate(layouts):
             is_image = image_mask[b]
@@ -323,11 +338,14 @@ class ColVisionEncoder(Encoder):
                     extra=_l2_normalise(emb[b][attention_mask[b] & ~is_image]),
                     model_id=self.model_id,
                     info={"family": self.family, **layout.info},
+                    centrality=None if centrality is None else centrality[:, b][:, is_image],
                 )
             )
         return pages
 
-    def _forward(self, inputs: dict, capture_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _forward(
+        self, inputs: dict, capture_attention: bool, image_rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Run the model once; optionally capture the final token's last-layer attention.
 
         With capture "final-row" (the default) the last text layer's own attention function
@@ -336,8 +354,13 @@ class ColVisionEncoder(Encoder):
         reads the row from its (B, heads, L, L) weights. Either way embeddings and attention
         come from the same pass, and only the final token's row, averaged over heads, is kept.
 
+        With `image_rows` (bool (B, L), the image tokens) and centrality layers installed, every
+        decoder layer also sums the attention the image tokens pay each token (`centrality.py`).
+
         Returns:
-            embeddings float32 (B, L, d) and attention float32 (B, L) or None.
+            embeddings float32 (B, L, d), attention float32 (B, L) or None, and centrality
+            float32 (layers, B, L) or None, rounded to float16 (the stored precision, so a view
+            cut now and one cut later from the store rank patches alike).
         """
         import torch
 
@@ -348,11 +371,19 @@ class ColVisionEncoder(Encoder):
         # trailing padding positions.
         final = (length - 1) - mask.flip(1).to(torch.int64).argmax(1)  # (B,)
         captured: dict[str, torch.Tensor] = {}
+        layers: dict = {}
         if capture_attention and self.capture == "final-row":
+            from .centrality import centrality_capture
             from .final_row import final_row_capture
 
+            rows = torch.from_numpy(np.asarray(image_rows, dtype=bool)) if image_rows is not None else None
             with final_row_capture(final) as captured, torch.inference_mode():
-                emb = self.model(**inputs)  # (B, L, d)
+                if rows is not None and self.centrality_layers:
+                    with centrality_capture(rows) as degree_target:
+                        emb = self.model(**inputs)  # (B, L, d)
+                    layers = degree_target["layers"]
+                else:
+                    emb = self.model(**inputs)  # (B, L, d)
         else:
 
             def hook(module, args, output):
@@ -378,9 +409,17 @@ class ColVisionEncoder(Encoder):
                 "(attention-based pruning will be unavailable)",
                 self.model_id,
             )
+        centrality = None
+        if layers:
+            from .centrality import stack_layers
+
+            centrality = stack_layers(layers, self.centrality_layers)
+            if centrality is not None:
+                centrality = centrality.astype(np.float16).astype(np.float32)
         return (
             emb.float().cpu().numpy(),
             None if attention is None else attention.numpy().astype(np.float32),
+            centrality,
         )
 
     def _to_device(self, inputs: dict) -> dict:

@@ -10,7 +10,7 @@ Pure numpy/scipy (no torch). Public entry points:
     PRUNING, MERGING                      the kinds (how to read Reduction.groups)
     register(...)                         add a strategy (see registry.py)
 
-Strategies live in prune.py (identity, random, attention, docpruner) and merge.py (pool1d, pool2d,
+Strategies live in prune.py (identity, random, attention, docpruner), sap.py (sap) and merge.py (pool1d, pool2d,
 cluster, kmeans, prune_then_merge); the ratio notion (`keep` / `factor`) is explained in spec.py.
 """
 
@@ -22,6 +22,7 @@ from vdr_app.errors import InvalidSpecError
 from vdr_app.quantise import quantise
 from vdr_app.reduce import merge as _merge  # noqa: F401  (registers the merging strategies)
 from vdr_app.reduce import prune as _prune  # noqa: F401  (registers the pruning strategies)
+from vdr_app.reduce import sap as _sap  # noqa: F401  (registers Structural Anchor Pruning)
 from vdr_app.reduce.merge import pool2d_kernel
 from vdr_app.reduce.ops import group_means
 from vdr_app.reduce.registry import MERGING, PRUNING, available_strategies, get_strategy, register
@@ -93,6 +94,13 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
             f"strategy {strat.name!r} ranks patches by attention, but this page{model} has none; "
             "re-encode it with a model that returns attention, or pick a strategy that does not need it "
             f"({', '.join(s for s in available_strategies() if not get_strategy(s).needs_attention)})"
+        )
+    if strat.needs_centrality and page.centrality is None:
+        raise InvalidSpecError(
+            f"strategy {strat.name!r} ranks patches by their mid-layer centrality, which this page does not "
+            "have: it was encoded before centrality was captured (or by a model that gives none). "
+            "Re-encode its document (`python -m vdr_app reencode FILE.pdf`, or Library > re-encode) "
+            "and the view is a re-cut from then on"
         )
     if n == 0:
         vectors, groups, info = np.zeros((0, d), np.float32), np.zeros(0, np.int64), {}

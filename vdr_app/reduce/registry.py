@@ -27,6 +27,8 @@ RATIO = "ratio"
 FLOAT = "float"
 INT = "int"
 CHOICE = "choice"
+# A range of decoder layers: "auto" (the strategy chooses) or "a-b" / "a" (0-based, inclusive).
+LAYERS = "layers"
 
 # Other spellings of strategy names accepted by `parse_spec`.
 ALIASES = {"full": "identity"}
@@ -65,6 +67,8 @@ class Param:
                        aliases=["factor"], default_factor=float(1 / keep))
         elif self.type == CHOICE:
             out.update(default=self.default, choices=list(self.choices))
+        elif self.type == LAYERS:
+            out.update(default=self.default, range="auto, or first-last decoder layers (0-based, inclusive)")
         else:
             lo = "-inf" if self.low is None else self.low
             hi = "inf" if self.high is None else self.high
@@ -83,6 +87,7 @@ class Strategy:
         params: the parameters, each always passed (defaults filled by `parse_spec`).
         doc: one line for the UI and README.
         needs_attention: refuses pages whose `attention` is None.
+        needs_centrality: refuses pages whose `centrality` is None (encoded before it was captured).
     """
 
     name: str
@@ -91,6 +96,7 @@ class Strategy:
     params: tuple[Param, ...] = ()
     doc: str = ""
     needs_attention: bool = False
+    needs_centrality: bool = False
     param_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +118,7 @@ def register(
     params: tuple[Param, ...] = (),
     doc: str = "",
     needs_attention: bool = False,
+    needs_centrality: bool = False,
 ) -> Callable[[Callable[..., tuple]], Callable[..., tuple]]:
     """Decorator registering `func(page, **params) -> (vectors, groups, info)` under `name`.
 
@@ -127,7 +134,9 @@ def register(
 
     def wrap(func: Callable[..., tuple]) -> Callable[..., tuple]:
         one_line = doc or (func.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = Strategy(name, func, frozenset(kinds), tuple(params), one_line, needs_attention)
+        _REGISTRY[name] = Strategy(
+            name, func, frozenset(kinds), tuple(params), one_line, needs_attention, needs_centrality
+        )
         return func
 
     return wrap

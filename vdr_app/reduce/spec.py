@@ -33,7 +33,17 @@ from typing import Any
 
 from vdr_app.errors import InvalidSpecError
 from vdr_app.quantise import QUANTISERS
-from vdr_app.reduce.registry import CHOICE, FLOAT, INT, MERGING, RATIO, Strategy, available_strategies, get_strategy
+from vdr_app.reduce.registry import (
+    CHOICE,
+    FLOAT,
+    INT,
+    LAYERS,
+    MERGING,
+    RATIO,
+    Strategy,
+    available_strategies,
+    get_strategy,
+)
 
 # Parameter values are held exactly; a value needing more decimals than this is rounded to it.
 _MAX_PLACES = 9
@@ -94,6 +104,23 @@ def _integer(text: str, where: str) -> int:
     if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
         raise InvalidSpecError(f"{where} must be an integer of at most {_MAX_INT_DIGITS} digits, got {_shown(text)}")
     return int(text)
+
+
+_LAYERS_RE = re.compile(r"(\d{1,3})(?:-(\d{1,3}))?")
+
+
+def _layers(text: str, where: str) -> str:
+    """Canonical layer range: "auto", "a" or "a-b" (0-based, inclusive, a <= b)."""
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    match = _LAYERS_RE.fullmatch(text)
+    if match is None:
+        raise InvalidSpecError(f"{where} must be auto or first-last layers such as 4-8, got {_shown(text)}")
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    if first > last:
+        raise InvalidSpecError(f"{where}: the first layer comes after the last in {text!r}")
+    return f"{first}-{last}"
 
 
 def _ratio_text(keep: Fraction, merging: bool) -> str:
@@ -223,6 +250,9 @@ def _coerce(strat: Strategy, raw: dict[str, str], source: str, quant: str | None
             values.append((p.name, keep))
             continue
         text = raw.get(p.name)
+        if p.type == LAYERS:
+            values.append((p.name, p.default if text is None else _layers(text, where)))
+            continue
         if p.type == CHOICE:
             value: Any = p.default if text is None else text.strip().lower()
             if value not in p.choices:
@@ -301,7 +331,7 @@ def describe_strategies() -> list[dict]:
     """Every registered strategy, for the UI and README.
 
     Returns:
-        One JSON-friendly dict per strategy: name, kinds, needs_attention, doc (one line),
+        One JSON-friendly dict per strategy: name, kinds, needs_attention, needs_centrality, doc (one line),
         params (name, type, default, range or choices, aliases, doc) and example (the canonical
         spec with all defaults).
     """
@@ -313,6 +343,7 @@ def describe_strategies() -> list[dict]:
                 name=name,
                 kinds=sorted(strat.kinds),
                 needs_attention=strat.needs_attention,
+                needs_centrality=strat.needs_centrality,
                 doc=strat.doc,
                 params=[p.describe() for p in strat.params],
                 example=str(parse_spec(name)),

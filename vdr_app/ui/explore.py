@@ -63,6 +63,15 @@ def attention_label(ex) -> str:
     return "final-token attention to each patch"
 
 
+def centrality_label(ex) -> str:
+    """The centrality panel's title: which layers, or plainly that the page needs a re-encode."""
+    if ex.centrality_window is None:
+        return "mid-layer centrality: not stored for this page (re-encode its document for SAP)"
+    first, last, n_layers = ex.centrality_window
+    where = f"layer {first}" if first == last else f"layers {first}-{last}"
+    return f"mid-layer centrality, {where} of {n_layers} (what SAP keeps)"
+
+
 def _nominal_keep(spec: str) -> float | None:
     """The share of patches a spec asks to keep ("factor=9" -> 1/9, "keep=0.5" -> 0.5), or None."""
     params = dict(part.split("=", 1) for part in spec.partition(":")[2].split(",") if "=" in part)
@@ -149,6 +158,7 @@ def explore(engine, pages: PageImages, page_id, spec):
         pages.background(ex.page.id), ex.embedding.boxes, ex.embedding.cells, ex.reduction.groups,
         ex.embedding.attention, title=title, merging=ex.kind == "merging", attention_label=attention_label(ex),
         quant_cosine=ex.quant_cosine, quant=ex.quant,
+        centrality=ex.centrality, centrality_label=centrality_label(ex),
     )
     return fig, text, details
 

@@ -25,6 +25,9 @@ How a page becomes patch vectors:
    summed per cell. It is computed from the last layer's input inside the normal fast (SDPA)
    forward and equals what `attn_implementation="eager"` + `output_attentions` returns
    (tested), without materialising every layer's (L, L) maps.
+6. Centrality per patch (what the `sap` strategy ranks by): in every layer, the attention each
+   token receives from the window's other text tokens (in-degree, averaged over heads), summed
+   per cell like the attention; computed from each layer's input captured in the same forward.
 
 A page with no text at all (blank, a picture, OCR off or failed) gets one all-zero vector covering
 the whole page and `info["no_text"] = True`: it stays listed and visible but scores 0 against
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from typing import Sequence
 
 import numpy as np
@@ -235,11 +239,13 @@ class TextLayoutEncoder(Encoder):
             owner = window_owner(len(ids), starts, size)
             vectors = np.empty((len(ids), self.dim), np.float32)
             attention = np.empty(len(ids), np.float32)
+            centrality = np.empty((self.n_layers, len(ids)), np.float32)
             for w, start in enumerate(starts):
                 mine = np.flatnonzero(owner == w)
-                window_vectors, window_attention = encoded[first_window + w]
+                window_vectors, window_attention, window_centrality = encoded[first_window + w]
                 vectors[mine] = window_vectors[mine - start]
                 attention[mine] = window_attention[mine - start]
+                centrality[:, mine] = window_centrality[:, mine - start]
             items, cells = token_cells(token_boxes(text.char_boxes, offsets), rows, cols)
         if len(items) == 0:
             info["no_text"] = True
@@ -252,12 +258,16 @@ class TextLayoutEncoder(Encoder):
                 cells=np.zeros((1, 3), np.int64),
                 model_id=self.model_id,
                 info=info,
+                centrality=np.zeros((self.n_layers, 1), np.float32),
             )
         vectors = _normalise(vectors)
         unique, slot = np.unique(cells, return_inverse=True)  # patches in row-major cell order
         sums = np.zeros((len(unique), self.dim), np.float64)
         np.add.at(sums, slot, vectors[items])
         patch_attention = np.bincount(slot, weights=attention[items], minlength=len(unique))
+        patch_centrality = np.stack(
+            [np.bincount(slot, weights=layer[items], minlength=len(unique)) for layer in centrality]
+        ).astype(np.float16)  # the stored precision (see ColVisionEncoder._forward)
         r, c = np.divmod(unique, cols)
         boxes = np.stack([c / cols, r / rows, (c + 1) / cols, (r + 1) / rows], axis=1)
         return PageEmbedding(
@@ -267,29 +277,34 @@ class TextLayoutEncoder(Encoder):
             cells=np.stack([np.zeros_like(r), r, c], axis=1),
             model_id=self.model_id,
             info=info,
+            centrality=patch_centrality.astype(np.float32),
         )
 
     def _forward_windows(self, windows: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Encode token-id windows (no specials) with [CLS]/[SEP] added, similar lengths batched.
 
         Returns:
-            per window: (float32 (k, d) token vectors, float32 (k,) [CLS] attention), specials removed.
+            per window: (float32 (k, d) token vectors, float32 (k,) [CLS] attention, float32
+            (layers, k) in-degree centrality), specials removed.
         """
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
         for first in range(0, len(order), self.windows_per_forward):
             batch = order[first:first + self.windows_per_forward]
-            hidden, cls_attention, mask = self._forward([windows[i] for i in batch], with_attention=True)
+            hidden, (cls_attention, centrality), mask = self._forward(
+                [windows[i] for i in batch], with_attention=True
+            )
             for row, i in enumerate(batch):
                 k = len(windows[i])
-                out[i] = (hidden[row, 1:k + 1], cls_attention[row, 1:k + 1])
+                out[i] = (hidden[row, 1:k + 1], cls_attention[row, 1:k + 1], centrality[:, row, 1:k + 1])
         return out  # type: ignore[return-value]
 
     def _forward(self, sequences: list[list[int]], with_attention: bool):
         """One MiniLM forward over id sequences (specials added here).
 
         Returns:
-            (hidden float32 (B, L, d), cls_attention float32 (B, L) or None, mask bool (B, L)).
+            (hidden float32 (B, L, d), signals, mask bool (B, L)); signals is None without
+            attention, else (cls_attention float32 (B, L), centrality float32 (layers, B, L)).
         """
         import torch
 
@@ -303,23 +318,40 @@ class TextLayoutEncoder(Encoder):
             mask[row, : len(full)] = 1
         captured: dict = {}
 
-        def grab(module, args, kwargs):
-            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        def grabber(index):
+            def grab(module, args, kwargs):
+                captured[index] = args[0] if args else kwargs["hidden_states"]
+            return grab
 
+        signals = None
         with torch.inference_mode():
             if with_attention:
                 # Per-call capture (capture.py): a query encoded meanwhile on another thread
-                # passes the same layer without touching `captured`.
-                layer = self.model.encoder.layer[-1].attention.self
-                with capture_for(self, "_input_capture", lambda: layer, pre=True).capturing(grab):
-                    output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-                cls_attention = cls_attention_from_input(layer, captured["hidden"], mask.to(self.device))
-                cls_attention = cls_attention.float().cpu().numpy()
+                # passes the same layers without touching `captured`.
+                layers = [layer.attention.self for layer in self.model.encoder.layer]
+                device_mask = mask.to(self.device)
+                with ExitStack() as stack:
+                    for index, layer in enumerate(layers):
+                        capture = capture_for(self, f"_input_capture_{index}", lambda layer=layer: layer, pre=True)
+                        stack.enter_context(capture.capturing(grabber(index)))
+                    output = self.model(input_ids=ids.to(self.device), attention_mask=device_mask)
+                cls_attention = cls_attention_from_input(layers[-1], captured[len(layers) - 1], device_mask)
+                special = torch.tensor(sorted(self._special), device=self.device)
+                rows = device_mask.bool() & ~torch.isin(ids.to(self.device), special)
+                centrality = torch.stack([
+                    in_degree_from_input(layer, captured[index], device_mask, rows)
+                    for index, layer in enumerate(layers)
+                ])
+                signals = (cls_attention.float().cpu().numpy(), centrality.float().cpu().numpy())
             else:
                 output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-                cls_attention = None
         hidden = output.last_hidden_state.float().cpu().numpy()
-        return hidden, cls_attention, mask.numpy().astype(bool)
+        return hidden, signals, mask.numpy().astype(bool)
+
+    @property
+    def n_layers(self) -> int:
+        """Encoder layers, each of which gives every patch a centrality."""
+        return len(self.model.encoder.layer)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -373,6 +405,28 @@ def cls_attention_from_input(self_attention, hidden, mask):
     scores = (q @ k.transpose(-1, -2)).squeeze(2) * self_attention.scaling  # (B, H, L)
     scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
     return torch.softmax(scores.float(), dim=-1).mean(dim=1)
+
+
+def in_degree_from_input(self_attention, hidden, mask, rows):
+    """Each token's in-degree in one layer: the head-averaged attention it receives from `rows`.
+
+    Args:
+        self_attention: the layer's BertSelfAttention.
+        hidden: (B, L, d) the layer's input.
+        mask: (B, L) 1 for real tokens, 0 for padding (keys a row may attend to).
+        rows: bool (B, L) the tokens whose attention counts (text tokens, no specials).
+
+    Returns:
+        (B, L) float32 (`vdr_app.models.centrality.in_degree`, bidirectional).
+    """
+    from ..centrality import in_degree
+
+    b, length, _ = hidden.shape
+    heads, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
+    q = self_attention.query(hidden).view(b, length, heads, head_size).transpose(1, 2)
+    k = self_attention.key(hidden).view(b, length, heads, head_size).transpose(1, 2)
+    keys = mask.bool()[:, None, None, :].expand(b, 1, length, length)
+    return in_degree(q, k, keys, self_attention.scaling, rows, is_causal=False)
 
 
 def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells: int = 4096) -> TextLayoutEncoder:
