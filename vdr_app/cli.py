@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full",
-                        help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
+                        help="view spec, e.g. cluster:factor=9, full@int8, full@int4, cluster:factor=9@binary (default: full)")
     search.add_argument("--rescore", type=int, default=None, metavar="N",
                         help="quantised views: re-score the best N candidates exactly with the float vectors "
                              "(0 = none; default 100)")

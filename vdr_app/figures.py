@@ -402,7 +402,7 @@ def exploration_figure(
             stands for each patch and its dequantised code (NaN where pruned): drawn as a third
             panel of the error 1 - cos, scaled from the page's smallest to its largest error (the
             bar gives the values).
-        quant: the quantiser's name ("int8", "binary") for that panel's title.
+        quant: the quantiser's name ("int8", "int4", "int2", "binary") for that panel's title.
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = groups.shape[0]
@@ -548,8 +548,8 @@ def _dotted(row: dict, path: str):
     return value
 
 
-QUANT_SYMBOLS = {None: "circle", "int8": "square", "binary": "diamond"}
-QUANT_DASH = {None: "solid", "int8": "dash", "binary": "dot"}
+QUANT_SYMBOLS = {None: "circle", "int8": "square", "int4": "triangle-up", "int2": "triangle-down", "binary": "diamond"}
+QUANT_DASH = {None: "solid", "int8": "dash", "int4": "longdash", "int2": "dashdot", "binary": "dot"}
 
 
 def _series_name(row: dict) -> str:
@@ -596,7 +596,8 @@ def retention_figure(
     Returns:
         A plotly figure with a log-scale x axis: bytes stored when every row has them, else the
         share of the full index's memory. Float16 views are circles on solid lines, int8 squares
-        on dashed lines, binary diamonds on dotted lines; the frontier is a black step line
+        on dashed lines, int4 / int2 triangles (up / down) on long-dash / dash-dot lines, binary
+        diamonds on dotted lines; the frontier is a black step line
         through ringed points.
     """
     from .evaluate import pareto_front

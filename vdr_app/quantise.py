@@ -1,4 +1,5 @@
-"""Quantisers for view vectors (pure numpy): int8 with a symmetric per-vector scale, and binary.
+"""Quantisers for view vectors (pure numpy): int8 with a symmetric per-vector scale, rotated 4- and
+2-bit codes, and binary.
 
 A quantised view (`cluster:factor=9@int8`, `full@binary`) is its reduction computed first, then
 every searchable vector (reduced vectors and extra tokens alike) quantised; groups are unchanged.
@@ -18,30 +19,63 @@ binary (one sign bit per value, packed 8 per byte, most significant bit first as
     -1), so cos(x, x') = ||x||_1 / (sqrt(d) ||x||_2), between 1/sqrt(d) and 1.
     bytes per vector: ceil(d / 8).
 
+int4 / int2 (rotated low-bit codes, the scheme of TurboQuant as shipped in Qdrant 1.18: a random
+orthogonal rotation, a fixed Gaussian Lloyd-Max codebook, one length-correcting scale per vector):
+
+    y_i = x_i R                     R: the seeded random orthogonal d x d matrix `rotation(d)`
+                                    (QR of a Gaussian matrix, seed ROTATION_SEED): it spreads every
+                                    vector's energy evenly, so each y_ij is ~ N(0, ||x_i||^2 / d)
+    u_ij = the nearest of the 2^b Lloyd-Max centroids of N(0, 1) to y_ij / (||x_i|| / sqrt(d))
+    level(u): the centroids as int8, scaled so the outermost is 127 (LEVELS; int2: -127 -38 38 127)
+    scale_i = ||x_i||^2 / (y_i . level(u_i))       RaBitQ's unbiased inner-product estimator:
+                                    scale_i * (q R . level(u_i)) estimates q . x_i, exactly for q = x_i
+    dequantised x'_i = scale_i * level(u_i) R^T
+    codes: b-bit indices packed 8/b per byte, dimension P*j + k in bits [k*b, (k+1)*b) of byte j
+    (P = 8/b); the dimension is padded to a multiple of P (padded indices 0, never scored).
+    bytes per vector: ceil(d / P) (codes) + 4 (float32 scale). An all-zero vector: scale 0.
+    The rotation is the same for every vector and query of a dimension, so R R^T = I keeps dot
+    products: a query is rotated once and scored against the codes without rotating them back.
+
 Scoring (vdr_app.search_quantised): an int8 view quantises the query tokens the same way and
 scores the dequantised query against the dequantised vectors (exact int32 products through
 torch._int_mm; without it, the float32 query against the dequantised vectors); a binary view
 binarises the query tokens the same way and scores every pair by the cosine of the two ±1
-vectors, (d - 2 * Hamming distance) / d.
+vectors, (d - 2 * Hamming distance) / d; an int4 / int2 view rotates the query tokens, quantises them
+to int8 as above and scores them against the codes' int8 levels (the same exact int32 product).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-QUANTISERS = ("int8", "binary")
+QUANTISERS = ("int8", "int4", "int2", "binary")
+ROTATED = {"int4": 4, "int2": 2}  # rotated low-bit quantisers -> bits per value
 FLOAT16 = "float16"  # how unquantised vectors are stored (see vdr_app.store)
 INT8_MAX = 127
+ROTATION_SEED = 20260519  # fixed: stored codes and later queries must share the rotation
+# Lloyd-Max centroids of N(0, 1) for 4 and 16 levels (Max 1960), scaled so the outermost is 127 and
+# rounded: the int8 levels the codes stand for (the codebook *is* these integers, so int8 x int8
+# products on them are exact).
+_CENTROIDS = {
+    2: np.array([-1.5104, -0.4528, 0.4528, 1.5104]),
+    4: np.array([-2.7326, -2.0690, -1.6180, -1.2562, -0.9423, -0.6568, -0.3880, -0.1284,
+                 0.1284, 0.3880, 0.6568, 0.9423, 1.2562, 1.6180, 2.0690, 2.7326]),
+}
+LEVELS = {bits: np.rint(c * INT8_MAX / c[-1]).astype(np.int8) for bits, c in _CENTROIDS.items()}
 
 
 def bytes_per_vector(dim: int, quant: str | None = None) -> int:
-    """Stored bytes of one d-dimensional vector: float16 2d; int8 d + 4 (its scale); binary ceil(d/8)."""
+    """Stored bytes of one d-dimensional vector: float16 2d; int8 d + 4 (its scale); int4
+    ceil(d/2) + 4; int2 ceil(d/4) + 4; binary ceil(d/8)."""
     if quant is None or quant == FLOAT16:
         return 2 * dim
     if quant == "int8":
         return dim + 4
+    if quant in ROTATED:
+        return packed_width(dim, quant) + 4
     if quant == "binary":
         return (dim + 7) // 8
     raise ValueError(f"unknown quantiser {quant!r}; quantisers: {', '.join(QUANTISERS)}")
@@ -78,6 +112,91 @@ def dequantise_int8(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.asarray(codes, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
 
 
+@lru_cache(maxsize=8)
+def rotation(dim: int) -> np.ndarray:
+    """The seeded random orthogonal matrix float64 (d, d) of the int4 / int2 codes (read-only).
+
+    Q of the QR decomposition of a standard Gaussian matrix drawn with ROTATION_SEED, its columns'
+    signs fixed by R's diagonal (so Q is Haar-distributed, Mezzadri 2007)."""
+    gauss = np.random.default_rng([ROTATION_SEED, int(dim)]).standard_normal((dim, dim))
+    q, r = np.linalg.qr(gauss)
+    q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+    q.setflags(write=False)
+    return q
+
+
+def packed_width(dim: int, kind: str) -> int:
+    """Bytes of one vector's packed int4 / int2 codes: ceil(d / (8 / bits))."""
+    per_byte = 8 // ROTATED[kind]
+    return -(-int(dim) // per_byte)
+
+
+def _rotated_bits(kind: str) -> int:
+    if kind not in ROTATED:
+        raise ValueError(f"rotated quantisers are {', '.join(ROTATED)}, got {kind!r}")
+    return ROTATED[kind]
+
+
+def quantise_rotated(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rotated int4 / int2 codes (see the module docstring).
+
+    Args:
+        x: float (n, d), finite.
+        kind: "int4" or "int2".
+
+    Returns:
+        (packed codes uint8 (n, packed_width(d, kind)), scales float32 (n,)).
+    """
+    bits = _rotated_bits(kind)
+    x = _as_matrix(x).astype(np.float64)
+    n, d = x.shape
+    y = x @ rotation(d) if d else x  # (n, d)
+    norms = np.linalg.norm(y, axis=1)
+    sigma = np.where(norms > 0, norms / np.sqrt(max(d, 1)), 1.0)
+    centroids = LEVELS[bits].astype(np.float64) * (_CENTROIDS[bits][-1] / INT8_MAX)  # the int8 levels, in sigmas
+    indices = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, y / sigma[:, None])  # nearest centroid
+    levels = LEVELS[bits][indices].astype(np.float64)
+    dot = (y * levels).sum(axis=1)  # > 0 for a non-zero vector: every level has its value's sign
+    scales = np.where(norms > 0, norms**2 / np.where(dot > 0, dot, 1.0), 0.0).astype(np.float32)
+    per_byte = 8 // bits
+    padded = np.zeros((n, packed_width(d, kind) * per_byte), dtype=np.uint8)
+    padded[:, :d] = indices
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits)  # dimension P*j + k -> bits k*b of byte j
+    packed = np.bitwise_or.reduce(padded.reshape(n, padded.shape[1] // per_byte, per_byte) << shifts, axis=2).astype(np.uint8)
+    return packed, scales
+
+
+@lru_cache(maxsize=4)
+def unpack_table(kind: str) -> np.ndarray:
+    """uint16 (int4) or uint32 (int2) (256,): byte -> its P int8 levels in one word, in memory
+    order, so `unpack_table(kind)[packed].view(np.int8)` is the levels of dimensions P*j + k."""
+    bits = _rotated_bits(kind)
+    per_byte = 8 // bits
+    byte = np.arange(256)
+    table = np.stack([LEVELS[bits][(byte >> (k * bits)) & ((1 << bits) - 1)] for k in range(per_byte)], axis=1)
+    word = np.ascontiguousarray(table, dtype=np.int8).view(np.uint16 if per_byte == 2 else np.uint32)[:, 0]
+    word.setflags(write=False)
+    return word
+
+
+def unpack_levels(packed: np.ndarray, kind: str, out: np.ndarray | None = None) -> np.ndarray:
+    """int8 (n, padded d) levels of packed int4 / int2 codes (padding included)."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    table = unpack_table(kind)
+    n, width = packed.shape
+    per_byte = 8 // ROTATED[kind]
+    if out is None:
+        out = np.empty((n, width * per_byte), dtype=np.int8)
+    np.take(table, packed, out=out.view(table.dtype).reshape(n, width), mode="clip")  # bytes < 256: no bounds to check, no out buffering
+    return out
+
+
+def dequantise_rotated(packed: np.ndarray, scales: np.ndarray, dim: int, kind: str) -> np.ndarray:
+    """float32 (n, dim): scales[i] * levels[i] R^T, back in the vectors' own coordinates."""
+    levels = unpack_levels(packed, kind)[:, :dim].astype(np.float64) * np.asarray(scales, np.float64)[:, None]
+    return (levels @ rotation(dim).T).astype(np.float32) if dim else levels.astype(np.float32)
+
+
 def quantise_binary(x: np.ndarray) -> np.ndarray:
     """Sign bits (1 for x > 0), packed 8 per byte: uint8 (n, ceil(d/8)); padding bits are 0."""
     x = _as_matrix(x)
@@ -95,10 +214,11 @@ class QuantisedVectors:
     """One page's searchable vectors, quantised.
 
     Attributes:
-        kind: "int8" or "binary".
+        kind: "int8", "int4", "int2" or "binary".
         dim: d of the vectors before quantisation.
-        codes: int8 (n, d) for int8; uint8 (n, ceil(d/8)) packed sign bits for binary.
-        scales: float32 (n,) for int8, None for binary.
+        codes: int8 (n, d) for int8; uint8 (n, packed_width(d, kind)) packed rotated codes for
+            int4 / int2; uint8 (n, ceil(d/8)) packed sign bits for binary.
+        scales: float32 (n,) for int8, int4 and int2, None for binary.
     """
 
     kind: str
@@ -119,15 +239,20 @@ class QuantisedVectors:
         """float32 (n, d): what the codes stand for (±1 for binary)."""
         if self.kind == "int8":
             return dequantise_int8(self.codes, self.scales)
+        if self.kind in ROTATED:
+            return dequantise_rotated(self.codes, self.scales, self.dim, self.kind)
         return dequantise_binary(self.codes, self.dim)
 
 
 def quantise(x: np.ndarray, kind: str) -> QuantisedVectors:
-    """Quantise float (n, d) vectors with `kind` ("int8" or "binary")."""
+    """Quantise float (n, d) vectors with `kind` ("int8", "int4", "int2" or "binary")."""
     x = _as_matrix(x)
     if kind == "int8":
         codes, scales = quantise_int8(x)
         return QuantisedVectors("int8", x.shape[1], codes, scales)
+    if kind in ROTATED:
+        codes, scales = quantise_rotated(x, kind)
+        return QuantisedVectors(kind, x.shape[1], codes, scales)
     if kind == "binary":
         return QuantisedVectors("binary", x.shape[1], quantise_binary(x))
     raise ValueError(f"unknown quantiser {kind!r}; quantisers: {', '.join(QUANTISERS)}")
@@ -149,13 +274,22 @@ def cosine_error(x: np.ndarray, quantised: QuantisedVectors) -> np.ndarray:
 
 
 __all__ = [
+    "LEVELS",
     "QUANTISERS",
+    "ROTATED",
+    "ROTATION_SEED",
     "QuantisedVectors",
     "bytes_per_vector",
     "cosine_error",
     "dequantise_binary",
     "dequantise_int8",
+    "dequantise_rotated",
+    "packed_width",
     "quantise",
     "quantise_binary",
     "quantise_int8",
+    "quantise_rotated",
+    "rotation",
+    "unpack_levels",
+    "unpack_table",
 ]
