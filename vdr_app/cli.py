@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
                     "docpruner k=-0.5..1, prune_then_merge")
     ev.add_argument("--rescore", type=int, nargs="+", default=None, metavar="N",
-                    help="quantised views: rescoring depth(s); several give one row per depth (default 100; 0 = none)")
+                    help="quantised views: rescoring depth(s); several give one row per depth (default 0: the codes' own "
+                    "scores; a depth above 5%% of the pages is marked and left off the frontier)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 
