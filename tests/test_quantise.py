@@ -17,7 +17,7 @@ from vdr_app.config import Settings
 from vdr_app.engine import DEFAULT_RESCORE, Engine, check_rescore
 from vdr_app.errors import InvalidQueryError, InvalidSpecError, UnknownStrategyError
 from vdr_app.quantise import (
-    LEVELS, ROTATED, QuantisedVectors, bytes_per_vector, cosine_error, dequantise_binary, dequantise_int8,
+    LEVELS, ROTATED, STEP, QuantisedVectors, bytes_per_vector, cosine_error, dequantise_binary, dequantise_int8,
     packed_width, quantise, quantise_binary, quantise_int8, quantise_rotated, rotation, unpack_levels,
 )
 from vdr_app.reduce import make_spec, parse_spec, reduce_page
@@ -96,11 +96,9 @@ def test_rotation_is_orthogonal_seeded_and_fixed():
     assert np.array_equal(rotation(24), r)
 
 
-def test_rotated_levels_are_the_gaussian_lloyd_max_centroids_as_int8():
-    assert LEVELS[2].tolist() == [-127, -38, 38, 127]
-    four = LEVELS[4].astype(int)
-    assert four.tolist() == sorted(four.tolist()) and (four == -four[::-1]).all() and four[-1] == 127
-    assert len(set(four.tolist())) == 16
+def test_rotated_levels_are_the_odd_integers_of_the_uniform_grid():
+    assert LEVELS[2].tolist() == [-3, -1, 1, 3]
+    assert LEVELS[4].tolist() == list(range(-15, 16, 2))
 
 
 @pytest.mark.parametrize("kind", ["int4", "int2"])
@@ -113,15 +111,16 @@ def test_rotated_codes_pack_unpack_and_keep_dot_products(kind, dim):
     x[7] = 0.0
     packed, scales = quantise_rotated(x, kind)
     assert packed.dtype == np.uint8 and packed.shape == (300, packed_width(dim, kind)) and scales.dtype == np.float32
-    # the indices, recovered bit by bit (dimension P*j + k in bits k*b of byte j), are the nearest
-    # centroid of each rotated, normalised value
-    per_byte = 8 // bits
-    idx = np.stack([(packed >> (k * bits)) & ((1 << bits) - 1) for k in range(per_byte)], axis=2).reshape(300, -1)
+    # the indices, recovered bit by bit (plane k: dimension j + k*w in bits k*b of byte j), are the
+    # nearest level of each rotated value on the grid of step STEP * ||x|| / sqrt(d) (clipped)
+    per_byte, w = 8 // bits, packed.shape[1]
+    idx = np.concatenate([(packed >> (k * bits)) & ((1 << bits) - 1) for k in range(per_byte)], axis=1)
+    assert idx.shape == (300, w * per_byte)
     y = x.astype(np.float64) @ rotation(dim)
-    sigma = np.linalg.norm(x, axis=1, keepdims=True) / np.sqrt(dim)
     live = np.arange(300) != 7
-    centroids = LEVELS[bits] / 127.0 * {2: 1.5104, 4: 2.7326}[bits]  # in units of ||x|| / sqrt(d)
-    nearest = np.abs((y[live] / sigma[live])[..., None] - centroids).argmin(axis=2)
+    step = STEP[bits] * np.linalg.norm(x[live], axis=1, keepdims=True) / np.sqrt(dim)
+    grid = LEVELS[bits] * step[..., None] / 2  # (n, 1, L) values of the levels
+    nearest = np.abs(y[live][..., None] - grid).argmin(axis=2)
     assert np.array_equal(idx[live, :dim], nearest)
     assert np.array_equal(unpack_levels(packed, kind)[:, :dim], LEVELS[bits][idx[:, :dim]])
     back = quantise(x, kind).dequantise()

@@ -28,8 +28,8 @@ Scores:
   rescoring is exact float.
 * int4 / int2 (rotated codes, vdr_app.quantise): the query tokens are rotated by the same
   `rotation(d)` and quantised to int8 as above; each block's packed codes are unpacked to their
-  int8 levels through a 256-entry table (one `np.take` of 2- or 4-byte words per code byte, into a
-  reused buffer), and the rest is the int8 kernel: one exact `_int_mm` product, the vector scales,
+  int8 levels 2u - (2^b - 1) (shift and mask per byte plane, into reused buffers:
+  `quantise.unpack_levels`), and the rest is the int8 kernel: one exact `_int_mm` product, the vector scales,
   page max, token scales, sum. Scores equal a float64 loop over the dequantised query tokens
   (rotated, int8, rotated back) and the dequantised codes, up to float32 rounding. Fallback as for
   int8: the rotated float32 query against the levels cast to float32.
@@ -400,16 +400,19 @@ def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int)
 
 
 def _score_rotated_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
-    """int4 / int2 blocks: unpack the codes to their int8 levels (one table gather), then the int8
+    """int4 / int2 blocks: unpack the codes to their int8 levels (shifts and masks), then the int8
     kernel (`_score_int8_mm`): exact int32 product with the int8 query, scales, page max, sum."""
     codes, scales, qcodes, qscales, kind = args
     q, padded = qcodes.shape
     rows = max(b.v1 - b.v0 for b in plan)
-    lflat, sflat = _slot("rotmm", slot, (((rows, padded), np.dtype(np.int8)), ((q, rows), np.dtype(np.float32))))
+    width = codes.shape[1]
+    lflat, uflat, sflat = _slot("rotmm", slot, (((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)),
+                                                ((q, rows), np.dtype(np.float32))))
     qcol = qscales[:, None]  # (q, 1)
     for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
-        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded))
+        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded),
+                               scratch=uflat[: n * width].reshape(n, width))
         dots = int8_matmul.int_mm(qcodes, levels)  # int32 (q, n), exact
         sims = sflat[: q * n].reshape(q, n)
         np.copyto(sims, dots, casting="unsafe")  # int32 -> float32 (exact below 2**24)
@@ -425,12 +428,15 @@ def _score_rotated(args, plan: list[_Block], out: np.ndarray, ticket, slot: int)
     codes, scales, q_rot, kind = args
     q, padded = q_rot.shape
     rows = max(b.v1 - b.v0 for b in plan)
-    lflat, xflat, sflat = _slot("rot", slot, (
-        ((rows, padded), np.dtype(np.int8)), ((rows, padded), np.dtype(np.float32)), ((q, rows), np.dtype(np.float32)),
+    width = codes.shape[1]
+    lflat, uflat, xflat, sflat = _slot("rot", slot, (
+        ((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)),
+        ((rows, padded), np.dtype(np.float32)), ((q, rows), np.dtype(np.float32)),
     ))
     for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0
-        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded))
+        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded),
+                               scratch=uflat[: n * width].reshape(n, width))
         x = xflat[: n * padded].reshape(n, padded)
         np.copyto(x, levels, casting="unsafe")  # int8 -> float32, exact
         sims = sflat[: q * n].reshape(q, n)
