@@ -462,6 +462,19 @@ def test_retention_figure_plots_bytes_and_marks_the_frontier_across_both_axes():
     assert figure.layout.xaxis.type == "log" and "bytes" in figure.layout.xaxis.title.text
 
 
+def test_stacked_frontier_picks_the_best_row_within_each_byte_budget_and_ignores_deep_rescoring():
+    def row(label, ratio, value, off=None, skipped=None):
+        return dict(label=label, view=label, memory_ratio=ratio, retention={"ndcg@5": value}, off_frontier=off,
+                    skipped=skipped)
+
+    rows = [row("full", 1.0, 1.0), row("a@binary", 0.004, 0.90), row("b@int2", 0.009, 0.95),
+            row("c@int4", 0.009, 0.95), row("d", 0.11, 0.94), row("a@binary rescore=100", 0.004, 1.0, off="36%"),
+            row("e", 0.003, 0.99, skipped="no attention")]
+    got = ev.stacked_frontier(rows, budgets=(0.001, 0.005, 0.01, 0.2, 1.0))
+    assert [(b, r and r["label"]) for b, r in got] == [
+        (0.001, None), (0.005, "a@binary"), (0.01, "b@int2"), (0.2, "b@int2"), (1.0, "full")]
+
+
 def test_pareto_front():
     assert ev.pareto_front([(1, 0.5), (2, 0.4), (2, 0.9), (3, 0.9), (0.5, float("nan")), (4, 1.0)]) == [0, 2, 5]
     assert ev.pareto_front([]) == []
