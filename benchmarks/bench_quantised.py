@@ -250,7 +250,8 @@ def profile(n: int = 8192) -> None:
     qcodes = quantise(q, "int8").codes
     dots = int8_matmul.int_mm(qcodes, codes) if int8_matmul.available(DIM) else None
     packed4, packed2 = quantise(x, "int4").codes, quantise(x, "int2").codes
-    levels, scratch4, scratch2 = np.empty((n, DIM), np.int8), np.empty((n, DIM // 2), np.uint8), np.empty((n, DIM // 4), np.uint8)
+    levels = np.empty((n, DIM), np.int8)
+    scratch4, scratch2 = np.empty((n, DIM // 2), np.uint8), np.empty((n, DIM // 4), np.uint8)
 
     def ns(fn, reps=100):
         fn()

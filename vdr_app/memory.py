@@ -23,7 +23,8 @@ class MemorySummary:
         view: the view spec ("full" for the stored embeddings).
         pages: pages counted.
         vectors: vectors stored in all.
-        bytes: vectors × bytes per vector (float16: dim × 2; int8: dim + 4; int4: ceil(dim / 2) + 4; int2: ceil(dim / 4) + 4; binary: ceil(dim / 8)).
+        bytes: vectors × bytes per vector (float16: dim × 2; int8: dim + 4; int4: ceil(dim / 2) + 4;
+            int2: ceil(dim / 4) + 4; binary: ceil(dim / 8)).
         per_page_min, per_page_mean, per_page_max: vectors per page.
         bytes_per_page: mean bytes per page.
         ratio_to_full: bytes of this view / bytes of the full index (1.0 for full; NaN when empty).

@@ -281,7 +281,8 @@ class QuantisedMaxSimIndex:
                 return
             except RuntimeError:  # torch's kernel failed at this size: the numpy path
                 pass
-        run_kernel(_score_rotated, (self._codes, self._scales, q_rot, self._kind), self._get_plan(INT8_BLOCK_VECTORS), out)
+        run_kernel(_score_rotated, (self._codes, self._scales, q_rot, self._kind),
+                   self._get_plan(INT8_BLOCK_VECTORS), out)
 
     def top_k(self, query: np.ndarray, k: int, rescore: int = 0,
               float_pages: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
@@ -406,8 +407,9 @@ def _score_rotated_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: i
     q, padded = qcodes.shape
     rows = max(b.v1 - b.v0 for b in plan)
     width = codes.shape[1]
-    lflat, uflat, sflat = _slot("rotmm", slot, (((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)),
-                                                ((q, rows), np.dtype(np.float32))))
+    lflat, uflat, sflat = _slot("rotmm", slot, (
+        ((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)), ((q, rows), np.dtype(np.float32)),
+    ))
     qcol = qscales[:, None]  # (q, 1)
     for b in claimed_blocks(plan, ticket):
         n = b.v1 - b.v0

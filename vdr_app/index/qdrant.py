@@ -181,7 +181,8 @@ class QdrantIndex(SearchIndex):
                 type=models.ScalarType.INT8, always_ram=True))
         elif quant in ("int4", "int2"):
             bits = models.TurboQuantBitSize.BITS4 if quant == "int4" else models.TurboQuantBitSize.BITS2
-            quantization = models.TurboQuantization(turbo=models.TurboQuantQuantizationConfig(bits=bits, always_ram=True))
+            quantization = models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=bits, always_ram=True))
         elif quant == "binary":
             quantization = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
         with self._calls(f"create collection {name}"):

@@ -46,7 +46,8 @@ from ..evaluate import (
 )
 from ..figures import retention_figure
 
-TABLE_COLUMNS = ["view", "family", "precision", "rescore", "rescored share", "bytes", "memory", "vectors/page", *METRICS,
+TABLE_COLUMNS = ["view", "family", "precision", "rescore", "rescored share", "bytes", "memory", "vectors/page",
+                 *METRICS,
                  "retention nDCG@5", *FIDELITY, "build s"]
 
 
@@ -262,5 +263,6 @@ def build_lab_tab(engine) -> dict:
     refresh.click(on_refresh, outputs=views, api_name="lab_views")
     run.click(on_run, inputs=[views, sweep, queries, labels, keep, rescore], outputs=[plot, table, export, summary],
               api_name="lab_run")
-    return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, refresh=refresh, queries=queries, labels=labels, run=run,
+    return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, refresh=refresh, queries=queries, labels=labels,
+                run=run,
                 summary=summary, plot=plot, table=table, export=export)
