@@ -121,7 +121,9 @@ def test_rotated_codes_pack_unpack_and_keep_dot_products(kind, dim):
     step = STEP[bits] * np.linalg.norm(x[live], axis=1, keepdims=True) / np.sqrt(dim)
     grid = LEVELS[bits] * step[..., None] / 2  # (n, 1, L) values of the levels
     nearest = np.abs(y[live][..., None] - grid).argmin(axis=2)
-    assert np.array_equal(idx[live, :dim], nearest)
+    # (the codes rotate in float32: a value within float32 rounding of a cell edge may round either way)
+    assert (idx[live, :dim] != nearest).mean() < 1e-3
+    assert np.abs(idx[live, :dim].astype(int) - nearest).max() <= 1
     assert np.array_equal(unpack_levels(packed, kind)[:, :dim], LEVELS[bits][idx[:, :dim]])
     back = quantise(x, kind).dequantise()
     # the scale is RaBitQ's unbiased estimator: <x, x'> = ||x||^2 exactly (up to float rounding)

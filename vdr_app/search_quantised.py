@@ -64,7 +64,7 @@ import numpy as np
 
 from . import int8_matmul
 from .quantise import (
-    QUANTISERS, ROTATED, QuantisedVectors, packed_width, quantise_binary, quantise_int8, rotation, unpack_levels,
+    QUANTISERS, ROTATED, QuantisedVectors, packed_width, quantise_binary, quantise_int8, rotate, unpack_levels,
 )
 from .search import (
     _Block,
@@ -272,7 +272,7 @@ class QuantisedMaxSimIndex:
         the unpacked levels, through int_mm with the int8 query when available."""
         padded = self._codes.shape[1] * (8 // ROTATED[self._kind])
         q_rot = np.zeros((q.shape[0], padded), dtype=np.float32)
-        q_rot[:, : self._dim] = q.astype(np.float64) @ rotation(self._dim)  # dot products kept: R R^T = I
+        q_rot[:, : self._dim] = rotate(q)  # dot products kept: R R^T = I
         if self._int_mm and int8_matmul.available(padded):
             qcodes, qscales = quantise_int8(q_rot)
             try:
