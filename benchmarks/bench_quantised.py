@@ -1,5 +1,5 @@
-"""Quantised views: query time of bfloat16, int8 and binary MaxSim, with and without exact
-rescoring of the top 100, and their top-10 overlap with the float view (issue 14).
+"""Quantised views: query time of bfloat16, int8, int4, int2 and binary MaxSim, with and without
+exact rescoring of the top 100, and their top-10 overlap with the float view (issues 14, 19).
 
     python benchmarks/bench_quantised.py                 # 10k pages x 115 and x 1,030 vectors
     python benchmarks/bench_quantised.py --cells 10000x115 --queries 7
@@ -19,6 +19,9 @@ method after another so that only one index is in RAM at a time):
     int8            QuantisedMaxSimIndex, kind int8 (int8 query x codes, torch._int_mm; numpy
                     float32 query x dequantised codes where torch is missing)
     int8+rescore    ... its top 100 re-scored exactly from the float16 "store"
+    int4, int2      QuantisedMaxSimIndex, kinds int4 / int2 (rotated codes unpacked to their int8
+                    levels by a table gather, then the int8 kernel with the rotated int8 query)
+    int4+rescore, int2+rescore
     binary          QuantisedMaxSimIndex, kind binary (Hamming on packed sign bits)
     binary+rescore  ... its top 100 re-scored exactly
 
@@ -43,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vdr_app.quantise import quantise  # noqa: E402
+from vdr_app.quantise import bytes_per_vector, quantise, unpack_levels  # noqa: E402
 from vdr_app.search import MaxSimIndex  # noqa: E402
 from vdr_app.search_quantised import QuantisedMaxSimIndex, exact_scores  # noqa: E402
 
@@ -143,7 +146,8 @@ def run_cell(n_pages: int, per_page: int, n_queries: int, folder: Path) -> list[
         return index
 
     interleave = n_pages * per_page <= 3_000_000
-    groups = [["bf16", "int8", "binary"]] if interleave else [["bf16"], ["int8"], ["binary"]]
+    kinds = ["bf16", "int8", "int4", "int2", "binary"]
+    groups = [kinds] if interleave else [[k] for k in kinds]
     results: dict[str, dict] = {}
     for group in groups:
         indexes = {kind: build(kind) for kind in group}
@@ -167,11 +171,16 @@ def run_cell(n_pages: int, per_page: int, n_queries: int, folder: Path) -> list[
         gc.collect()
     base = results["bf16"]["p50"]
     rows = []
-    print(f"{'method':16} {'index MB':>9} {'p50 ms':>8} {'x bf16':>7} {'overlap@10':>10} {'planted@1':>9}")
-    for name in ("bf16", "int8", "int8+rescore", "binary", "binary+rescore"):
+    print(f"uptime: {os.getloadavg()[0]:.1f} load (1 min) on {os.cpu_count()} CPUs")
+    print(f"{'method':16} {'B/vector':>8} {'index MB':>9} {'p50 ms':>8} {'x bf16':>7} {'overlap@10':>10} "
+          f"{'planted@1':>9}")
+    for name in ("bf16", "int8", "int8+rescore", "int4", "int4+rescore", "int2", "int2+rescore",
+                 "binary", "binary+rescore"):
         r = results[name]
-        print(f"{name:16} {r['nbytes'] / 1e6:9.1f} {r['p50']:8.1f} {r['p50'] / base:7.2f} {r['overlap']:10.2f} "
-              f"{r['planted']:9.2f}")
+        kind = name.split("+")[0]
+        per = 2 * DIM if kind == "bf16" else bytes_per_vector(DIM, kind)
+        print(f"{name:16} {per:8d} {r['nbytes'] / 1e6:9.1f} {r['p50']:8.1f} {r['p50'] / base:7.2f} "
+              f"{r['overlap']:10.2f} {r['planted']:9.2f}")
         rows.append(dict(cell=f"{n_pages}x{per_page}", method=name, **r))
     del store
     for f in folder.glob("*.f16"):
@@ -240,6 +249,9 @@ def profile(n: int = 8192) -> None:
     xor, cnt, ham = np.empty((Q, 2, n), np.uint64), np.empty((Q, 2, n), np.uint8), np.empty((Q, n), np.uint16)
     qcodes = quantise(q, "int8").codes
     dots = int8_matmul.int_mm(qcodes, codes) if int8_matmul.available(DIM) else None
+    packed4, packed2 = quantise(x, "int4").codes, quantise(x, "int2").codes
+    levels = np.empty((n, DIM), np.int8)
+    scratch4, scratch2 = np.empty((n, DIM // 2), np.uint8), np.empty((n, DIM // 4), np.uint8)
 
     def ns(fn, reps=100):
         fn()
@@ -251,6 +263,8 @@ def profile(n: int = 8192) -> None:
     steps = {
         "bf16 widen (copy + shift)": lambda: _widen_into(bits, buf, "bfloat16"),
         "int8 cast to float32": lambda: np.copyto(buf, codes, casting="unsafe"),
+        "int4 unpack to int8 levels": lambda: unpack_levels(packed4, "int4", out=levels, scratch=scratch4),
+        "int2 unpack to int8 levels": lambda: unpack_levels(packed2, "int2", out=levels, scratch=scratch2),
         "sgemm (n,d)@(d,q) -> (n,q)": lambda: np.matmul(buf, qT, out=s_nq),
         "sgemm (q,d)@(d,n) -> (q,n)": lambda: np.matmul(q, buf.T, out=s_qn),
         **({"int8 _int_mm (q,d)@(d,n) -> int32": lambda: int8_matmul.int_mm(qcodes, codes),
@@ -273,7 +287,7 @@ def profile(n: int = 8192) -> None:
             torch.set_num_threads(1)
         with threadpool_limits(1, "blas"):
             for name, fn in steps.items():
-                print(f"{name:34} {ns(fn):6.1f}")
+                print(f"{name:36} {ns(fn):6.1f}")
     finally:
         if torch:
             torch.set_num_threads(torch_threads)

@@ -177,7 +177,8 @@ def test_sweep_covers_every_family_at_the_documented_ratios():
     assert len(by_family["prune_then_merge"]) == 4
     quantised = [s for s in specs if parse_spec(s).quant]
     assert {"full@int8", "full@binary", "cluster:factor=9,features=profile@binary"} <= set(quantised)
-    assert len(quantised) == 2 * len(ev.SWEEP_QUANTISED)
+    assert len(quantised) == 4 * len(ev.SWEEP_QUANTISED)
+    assert {"full@int4", "full@int2", "cluster:factor=9,features=profile@int2"} <= set(quantised)
     # every quantised variant is the quantised twin of a float view of the sweep (or of full)
     assert all(str(parse_spec(s).base) in specs or s.startswith("full@") for s in quantised)
 
@@ -218,6 +219,33 @@ def test_the_full_index_and_an_identity_view_have_fidelity_one(fake_engine):
     table = result.table()
     assert "pool1d:factor=4" in table and "ret@nDCG5" in table
     assert "text (1)" in result.kind_table()
+
+
+def test_quantised_views_are_scored_on_their_codes_and_deep_rescoring_is_a_marked_variant(fake_engine):
+    """The old Lab re-scored every quantised view 100 deep: on a small library that is the float
+    view's ranking, whatever the codes. By default a quantised view is its codes (rescore 0); a
+    rescoring depth adds a variant row with the share of the library it re-scores, marked and left
+    off the frontier above 5 %."""
+    labels = ev.parse_labels(_labels({"query": "alpha beta", "file": "a.pdf", "page": 2},
+                                     {"query": "gamma", "file": "b.pdf", "page": 1}))
+    plain = ev.evaluate(fake_engine, ["full@binary", "pool1d:factor=4"], labels)
+    assert [(v.view, v.rescore, v.rescore_share) for v in plain.views] == [
+        ("full", None, None), ("full@binary", 0, 0.0), ("pool1d:factor=4", None, None)]
+    assert plain.view("full@binary").off_frontier is None and plain.view("full@binary").label == "full@binary"
+    # the codes' own ranking: what the engine gives without rescoring
+    binary = plain.view("full@binary")
+    for row in binary.per_query:
+        emb = fake_engine.encode_query(row["query"])
+        assert row["top"] == [h.page_id for h in fake_engine.search_embedding(emb, ev.DEPTH, "full@binary", rescore=0)]
+    both = ev.evaluate(fake_engine, ["full@binary"], labels, rescore=[0, 100])
+    codes, deep = both.views[1], both.views[2]
+    assert (codes.rescore, deep.rescore) == (0, 100) and deep.label == "full@binary rescore=100"
+    assert deep.rescore_share == 1.0 and "100% of the library" in deep.off_frontier  # 4 pages, 100 deep
+    assert deep.fidelity["overlap@10"] == 1.0  # the float view's ranking: the codes no longer matter
+    rows = both.as_dict()["views"]
+    assert rows[2]["off_frontier"] and rows[2]["rescore_share"] == 1.0 and rows[1]["off_frontier"] is None
+    assert all(r["label"] != deep.label for r in ev.frontier_rows(rows, "fidelity.overlap@10"))
+    assert "rescored" in both.table() and "100%*" in both.table()
 
 
 def test_labels_naming_unstored_documents_fail_before_anything_is_searched(fake_engine):
@@ -345,6 +373,24 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         demo.close()
 
 
+def test_lab_scores_quantised_views_on_their_codes_and_shows_a_deep_rescoring_variant_off_the_frontier(
+        fake_engine, tmp_path):
+    from vdr_app.ui.lab import run_lab
+
+    figure, table, path, summary = run_lab(fake_engine, ["full@binary"], False, "delta\nalpha", None,
+                                           out_dir=tmp_path)
+    assert table["rescore"].tolist()[1] == 0 and "off the frontier" not in summary
+    figure, table, path, summary = run_lab(fake_engine, ["full@binary"], False, "delta\nalpha", None,
+                                           out_dir=tmp_path, rescore=100)
+    assert table["view"].tolist() == ["full", "full@binary", "full@binary rescore=100"]
+    assert table["rescored share"].tolist()[2] == "100% (off the frontier)"
+    assert "left off the frontier" in summary
+    front = next(t for t in figure.data if t.name == "Pareto frontier")
+    assert all("rescore=100" not in text for text in front.hovertext)
+    with pytest.raises(VdrError, match="rescore"):
+        run_lab(fake_engine, ["full@binary"], False, "delta", None, out_dir=tmp_path, rescore=-3)
+
+
 def test_bootstrap_interval_brackets_the_retention_and_collapses_for_identical_scores():
     rng = np.random.default_rng(1)
     full = rng.random(50)
@@ -380,32 +426,53 @@ def test_retention_figure_draws_one_line_per_family_with_intervals():
 def test_retention_figure_plots_bytes_and_marks_the_frontier_across_both_axes():
     from vdr_app.figures import retention_figure
 
-    def row(view, family, nbytes, value, quant=None, rescore=None):
-        return dict(view=view, label=view if rescore is None else f"{view} rescore={rescore}", family=family,
+    def row(view, family, nbytes, value, quant=None, rescore=None, share=None):
+        return dict(view=view, label=view if not rescore else f"{view} rescore={rescore}", family=family,
                     quant=quant, rescore=rescore, memory={"bytes": nbytes}, memory_ratio=nbytes / 1000,
-                    retention={"ndcg@5": value})
+                    retention={"ndcg@5": value}, rescore_share=share,
+                    off_frontier="rescoring re-scores 36% of the library" if share and share > 0.05 else None)
 
     rows = [
         row("full", "full", 1000, 1.0),
         row("full@int8", "full", 520, 0.999, "int8", 0),
         row("full@binary", "full", 62, 0.80, "binary", 0),
-        row("full@binary", "full", 62, 0.98, "binary", 100),
+        row("full@binary", "full", 62, 0.98, "binary", 100, 0.36),
+        row("full@binary", "full", 62, 0.935, "binary", 12, 0.04),
         row("cluster:factor=9", "cluster", 111, 0.94),
+        row("cluster:factor=9@int4", "cluster", 30, 0.91, "int4", 0),
         row("cluster:factor=9@binary", "cluster", 7, 0.70, "binary", 0),
         row("cluster:factor=9@int8", "cluster", 58, 0.93, "int8", 0),
     ]
     figure = retention_figure(rows)
     traces = {t.name: t for t in figure.data}
-    assert {"full index", "full @int8 no rescoring", "full @binary no rescoring", "full @binary rescore 100",
-            "cluster", "cluster @binary no rescoring", "cluster @int8 no rescoring"} <= set(traces)
+    assert {"full index", "full @int8 no rescoring", "full @binary no rescoring",
+            "full @binary rescore 100 (36% of pages, off the frontier)", "full @binary rescore 12 (4% of pages)",
+            "cluster", "cluster @binary no rescoring", "cluster @int8 no rescoring",
+            "cluster @int4 no rescoring"} <= set(traces)
     assert traces["cluster @int8 no rescoring"].marker.symbol == "square"
+    assert traces["cluster @int4 no rescoring"].marker.symbol == "triangle-up"
     assert traces["cluster @binary no rescoring"].line.dash == "dot"
+    deep = traces["full @binary rescore 100 (36% of pages, off the frontier)"]
+    assert deep.marker.symbol == "diamond-open" and deep.opacity < 1
     front = traces["Pareto frontier"]
-    # dominated: cluster:factor=9 (111 B, 0.94) by full@binary+rescore (62 B, 0.98); full@binary no
-    # rescoring (62 B, 0.80) by the same
-    assert list(front.x) == [7, 58, 62, 520, 1000]
-    assert list(front.y) == [0.70, 0.93, 0.98, 0.999, 1.0]
+    # the deep rescoring variant (62 B, 0.98) would dominate everything from 62 B to 111 B: it is
+    # left off; the shallow one (4 % of the pages, 0.935) stands, above full@binary's codes (0.80)
+    assert list(front.x) == [7, 30, 58, 62, 111, 520, 1000]
+    assert list(front.y) == [0.70, 0.91, 0.93, 0.935, 0.94, 0.999, 1.0]
     assert figure.layout.xaxis.type == "log" and "bytes" in figure.layout.xaxis.title.text
+
+
+def test_stacked_frontier_picks_the_best_row_within_each_byte_budget_and_ignores_deep_rescoring():
+    def row(label, ratio, value, off=None, skipped=None):
+        return dict(label=label, view=label, memory_ratio=ratio, retention={"ndcg@5": value}, off_frontier=off,
+                    skipped=skipped)
+
+    rows = [row("full", 1.0, 1.0), row("a@binary", 0.004, 0.90), row("b@int2", 0.009, 0.95),
+            row("c@int4", 0.009, 0.95), row("d", 0.11, 0.94), row("a@binary rescore=100", 0.004, 1.0, off="36%"),
+            row("e", 0.003, 0.99, skipped="no attention")]
+    got = ev.stacked_frontier(rows, budgets=(0.001, 0.005, 0.01, 0.2, 1.0))
+    assert [(b, r and r["label"]) for b, r in got] == [
+        (0.001, None), (0.005, "a@binary"), (0.01, "b@int2"), (0.2, "b@int2"), (1.0, "full")]
 
 
 def test_pareto_front():

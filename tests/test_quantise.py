@@ -17,8 +17,8 @@ from vdr_app.config import Settings
 from vdr_app.engine import DEFAULT_RESCORE, Engine, check_rescore
 from vdr_app.errors import InvalidQueryError, InvalidSpecError, UnknownStrategyError
 from vdr_app.quantise import (
-    QuantisedVectors, bytes_per_vector, cosine_error, dequantise_binary, dequantise_int8, quantise, quantise_binary,
-    quantise_int8,
+    LEVELS, ROTATED, STEP, QuantisedVectors, bytes_per_vector, cosine_error, dequantise_binary, dequantise_int8,
+    packed_width, quantise, quantise_binary, quantise_int8, quantise_rotated, rotation, unpack_levels,
 )
 from vdr_app.reduce import make_spec, parse_spec, reduce_page
 from vdr_app.search_quantised import QuantisedMaxSimIndex, exact_scores
@@ -74,7 +74,7 @@ def test_binary_round_trip_keeps_every_sign(dim):
 
 
 @pytest.mark.parametrize("dim", [1, 9, 16, 128, 384])
-@pytest.mark.parametrize("kind", [None, "float16", "int8", "binary"])
+@pytest.mark.parametrize("kind", [None, "float16", "int8", "int4", "int2", "binary"])
 def test_bytes_per_vector_is_what_the_codes_take(dim, kind):
     x = np.random.default_rng(0).standard_normal((5, dim)).astype(np.float32)
     per = bytes_per_vector(dim, kind)
@@ -82,12 +82,65 @@ def test_bytes_per_vector_is_what_the_codes_take(dim, kind):
         assert per == x.astype(np.float16).nbytes // 5
     else:
         assert quantise(x, kind).nbytes == 5 * per
-    assert {None: 2 * dim, "float16": 2 * dim, "int8": dim + 4, "binary": -(-dim // 8)}[kind] == per
+    assert {None: 2 * dim, "float16": 2 * dim, "int8": dim + 4, "int4": -(-dim // 2) + 4, "int2": -(-dim // 4) + 4,
+            "binary": -(-dim // 8)}[kind] == per
+
+
+def test_rotation_is_orthogonal_seeded_and_fixed():
+    r = rotation(24)
+    assert r.shape == (24, 24) and np.allclose(r @ r.T, np.eye(24), atol=1e-12)
+    assert rotation(24) is r and not r.flags.writeable
+    assert not np.allclose(r, np.eye(24), atol=0.3)  # a real rotation, not the identity
+    # a fresh draw with the same seed is the same matrix (stored codes and later queries share it)
+    rotation.cache_clear()
+    assert np.array_equal(rotation(24), r)
+
+
+def test_rotated_levels_are_the_odd_integers_of_the_uniform_grid():
+    assert LEVELS[2].tolist() == [-3, -1, 1, 3]
+    assert LEVELS[4].tolist() == list(range(-15, 16, 2))
+
+
+@pytest.mark.parametrize("kind", ["int4", "int2"])
+@pytest.mark.parametrize("dim", [1, 5, 16, 128, 130, 384])
+def test_rotated_codes_pack_unpack_and_keep_dot_products(kind, dim):
+    bits = ROTATED[kind]
+    rng = np.random.default_rng(dim + bits)
+    x = (rng.standard_normal((300, dim)) * rng.uniform(0.01, 10, size=(300, 1))).astype(np.float32)
+    x[:, : min(3, dim)] *= 6  # uneven energy: the rotation spreads it
+    x[7] = 0.0
+    packed, scales = quantise_rotated(x, kind)
+    assert packed.dtype == np.uint8 and packed.shape == (300, packed_width(dim, kind)) and scales.dtype == np.float32
+    # the indices, recovered bit by bit (plane k: dimension j + k*w in bits k*b of byte j), are the
+    # nearest level of each rotated value on the grid of step STEP * ||x|| / sqrt(d) (clipped)
+    per_byte, w = 8 // bits, packed.shape[1]
+    idx = np.concatenate([(packed >> (k * bits)) & ((1 << bits) - 1) for k in range(per_byte)], axis=1)
+    assert idx.shape == (300, w * per_byte)
+    y = x.astype(np.float64) @ rotation(dim)
+    live = np.arange(300) != 7
+    step = STEP[bits] * np.linalg.norm(x[live], axis=1, keepdims=True) / np.sqrt(dim)
+    grid = LEVELS[bits] * step[..., None] / 2  # (n, 1, L) values of the levels
+    nearest = np.abs(y[live][..., None] - grid).argmin(axis=2)
+    # (the codes rotate in float32: a value within float32 rounding of a cell edge may round either way)
+    assert (idx[live, :dim] != nearest).mean() < 1e-3
+    assert np.abs(idx[live, :dim].astype(int) - nearest).max() <= 1
+    assert np.array_equal(unpack_levels(packed, kind)[:, :dim], LEVELS[bits][idx[:, :dim]])
+    back = quantise(x, kind).dequantise()
+    # the scale is RaBitQ's unbiased estimator: <x, x'> = ||x||^2 exactly (up to float rounding)
+    assert np.allclose((x * back).sum(1)[live], (x * x).sum(1)[live], rtol=1e-4)
+    assert (back[7] == 0).all() and scales[7] == 0
+    # directions: int4 within a few degrees, int2 within ~25 degrees, each better than binary
+    cos = cosine_error(x, quantise(x, kind))[live]
+    if dim >= 16:
+        assert cos.min() > {"int4": 0.97, "int2": 0.85}[kind]
+        assert cos.mean() > cosine_error(x, quantise(x, "binary"))[live].mean()
+        if kind == "int2":
+            assert cos.mean() < cosine_error(x, quantise(x, "int4"))[live].mean()
 
 
 def test_quantiser_errors():
     with pytest.raises(ValueError, match="unknown quantiser"):
-        quantise(np.zeros((1, 4)), "int4")
+        quantise(np.zeros((1, 4)), "int3")
     with pytest.raises(ValueError, match="NaN"):
         quantise(np.full((1, 4), np.nan), "int8")
     with pytest.raises(ValueError, match=r"\(n, d\)"):
@@ -127,7 +180,7 @@ def test_quantised_and_float_specs_differ():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("full@int4", r"unknown quantiser 'int4'.*@int8, @binary"),
+    ("full@int3", r"unknown quantiser 'int3'.*@int8, @int4, @int2, @binary"),
     ("cluster:factor=9@float32", r"unknown quantiser 'float32'"),
     ("full@binary@int8", r"at most one quantiser, got 2"),
     ("full@int8@int8", r"at most one quantiser"),
@@ -144,7 +197,7 @@ def test_quantiser_on_an_unknown_strategy_names_the_strategy():
     with pytest.raises(UnknownStrategyError, match=r"unknown reduction strategy 'nosuch'; known strategies: identity"):
         parse_spec("nosuch@int8")
     with pytest.raises(InvalidSpecError, match="unknown quantiser"):
-        make_spec("cluster", quant="int4", factor=9)
+        make_spec("cluster", quant="int3", factor=9)
 
 
 # -- reduction then quantisation --------------------------------------------------------------------
@@ -161,7 +214,7 @@ def _page(seed=0, n=60, extra=3, dim=DIM) -> PageEmbedding:
 
 @pytest.mark.parametrize("base", ["full", "random:keep=0.5", "docpruner:k=-0.25", "pool1d:factor=4", "cluster:factor=9",
                                   "prune_then_merge:k=-0.5,factor=2"])
-@pytest.mark.parametrize("quant", ["int8", "binary"])
+@pytest.mark.parametrize("quant", ["int8", "int4", "int2", "binary"])
 def test_reduction_first_then_quantised_groups_unchanged(base, quant):
     page = _page()
     plain = reduce_page(page, base)
@@ -187,13 +240,17 @@ def _ragged_pages(rng, n_pages=40, dim=DIM, empty=(3, 17)):
 
 def _reference(kind, codes, query, dim, float_query=False):
     """MaxSim by a plain float64 loop over the dequantised codes and the dequantised query
-    (int8: per-token int8 query, as the torch kernel; binary: binarised query, / d).
-    float_query: the float query itself (int8's numpy fallback)."""
+    (int8: per-token int8 query, as the torch kernel; int4 / int2: the query rotated, per-token
+    int8, rotated back; binary: binarised query, / d).
+    float_query: the float query itself (the numpy fallback of int8, int4 and int2)."""
     q = np.asarray(query, np.float64)
     if kind == "binary":
         q = dequantise_binary(quantise_binary(query), dim).astype(np.float64)
     elif kind == "int8" and not float_query and int8_matmul.available(dim):
         q = dequantise_int8(*quantise_int8(query)).astype(np.float64)
+    elif kind in ROTATED and not float_query and int8_matmul.available(packed_width(dim, kind) * (8 // ROTATED[kind])):
+        r = rotation(dim)
+        q = dequantise_int8(*quantise_int8((q @ r).astype(np.float32))).astype(np.float64) @ r.T
     out = []
     for page in codes:
         if page.n == 0:
@@ -206,7 +263,7 @@ def _reference(kind, codes, query, dim, float_query=False):
     return np.array(out)
 
 
-@pytest.mark.parametrize("kind", ["int8", "binary"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 @pytest.mark.parametrize("dim", [5, 16, 24, 128])
 def test_scores_equal_a_reference_loop_over_the_dequantised_codes(kind, dim):
     rng = np.random.default_rng(dim)
@@ -224,21 +281,23 @@ def test_scores_equal_a_reference_loop_over_the_dequantised_codes(kind, dim):
             assert np.allclose(got[fin], want[fin], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2"])
 @pytest.mark.parametrize("dim", [5, 16, 128])
-def test_int8_numpy_fallback_equals_the_float_query_reference(dim, monkeypatch):
-    """Without torch's int8 kernel (switched off, unavailable, or failing) int8 scores the float query."""
+def test_int8_numpy_fallback_equals_the_float_query_reference(kind, dim, monkeypatch):
+    """Without torch's int8 kernel (switched off, unavailable, or failing) int8, int4 and int2
+    score the float query."""
     rng = np.random.default_rng(dim + 1)
-    codes = [quantise(p, "int8") for p in _ragged_pages(rng, dim=dim)]
+    codes = [quantise(p, kind) for p in _ragged_pages(rng, dim=dim)]
     query = rng.standard_normal((7, dim)).astype(np.float32)
-    want = _reference("int8", codes, query, dim, float_query=True)
+    want = _reference(kind, codes, query, dim, float_query=True)
     fin = np.isfinite(want)
 
     def check(got):
         assert np.array_equal(np.isinf(got), np.isinf(want))
         assert np.allclose(got[fin], want[fin], rtol=1e-5, atol=1e-5)
 
-    check(QuantisedMaxSimIndex(codes, kind="int8", dim=dim, int_mm=False).scores(query))
-    index = QuantisedMaxSimIndex(codes, kind="int8", dim=dim)
+    check(QuantisedMaxSimIndex(codes, kind=kind, dim=dim, int_mm=False).scores(query))
+    index = QuantisedMaxSimIndex(codes, kind=kind, dim=dim)
 
     def fail(a, b):
         raise RuntimeError("no int8 kernel here")
@@ -249,7 +308,8 @@ def test_int8_numpy_fallback_equals_the_float_query_reference(dim, monkeypatch):
     check(index.scores(query))
 
 
-def test_int8_torch_kernel_scores_the_quantised_query():
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2"])
+def test_int8_torch_kernel_scores_the_quantised_query(kind):
     """With torch: the int32 products are exact and the scores follow the int8 query, not the float one."""
     if not int8_matmul.available(DIM):
         pytest.skip("torch._int_mm is not available here")
@@ -257,17 +317,17 @@ def test_int8_torch_kernel_scores_the_quantised_query():
     a = rng.integers(-127, 128, (20, DIM), dtype=np.int8)
     b = rng.integers(-127, 128, (1000, DIM), dtype=np.int8)
     assert np.array_equal(int8_matmul.int_mm(a, b), a.astype(np.int64) @ b.astype(np.int64).T)
-    codes = [quantise(p, "int8") for p in _ragged_pages(rng)]
+    codes = [quantise(p, kind) for p in _ragged_pages(rng)]
     query = rng.standard_normal((20, DIM)).astype(np.float32)
-    got = QuantisedMaxSimIndex(codes, kind="int8", dim=DIM).scores(query)
+    got = QuantisedMaxSimIndex(codes, kind=kind, dim=DIM).scores(query)
     fin = np.isfinite(got)
-    quantised = _reference("int8", codes, query, DIM)[fin]
-    float_query = _reference("int8", codes, query, DIM, float_query=True)[fin]
+    quantised = _reference(kind, codes, query, DIM)[fin]
+    float_query = _reference(kind, codes, query, DIM, float_query=True)[fin]
     assert np.allclose(got[fin], quantised, rtol=1e-5, atol=1e-5)
     assert not np.allclose(got[fin], float_query, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["int8", "binary"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 def test_blocks_and_threads_do_not_change_scores(kind, monkeypatch):
     """Many small blocks (handed out to both workers) give the one-block scores."""
     import vdr_app.search_quantised as sq
@@ -284,17 +344,19 @@ def test_blocks_and_threads_do_not_change_scores(kind, monkeypatch):
     assert np.allclose(small.scores(query), whole, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
-@pytest.mark.parametrize("kind", ["int8", "binary"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 def test_padding_safe_all_negative_page_keeps_its_negative_score(kind):
     dim = 16
     q = np.ones((2, dim), np.float32) / 4
     short = -np.ones((2, dim), np.float32) / 4  # every dot product negative
     long = np.random.default_rng(0).standard_normal((50, dim)).astype(np.float32)
     index = QuantisedMaxSimIndex([quantise(short, kind), quantise(long, kind)], kind=kind, dim=dim)
-    assert index.scores(q)[0] == pytest.approx(-2.0 * (0.25 * 0.25 * dim if kind == "int8" else 1.0), rel=1e-5)
+    # int4 / int2: <x, x'> = ||x||^2 (the unbiased scale), the rotated query only int8-rounded
+    want, rel = {"int8": (0.25 * 0.25 * dim, 1e-5), "binary": (1.0, 1e-5)}.get(kind, (0.25 * 0.25 * dim, 2e-2))
+    assert index.scores(q)[0] == pytest.approx(-2.0 * want, rel=rel)
 
 
-@pytest.mark.parametrize("kind", ["int8", "binary"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 def test_add_and_remove_equal_a_fresh_index(kind):
     rng = np.random.default_rng(11)
     codes = [quantise(p, kind) for p in _ragged_pages(rng, n_pages=30)]
@@ -316,7 +378,7 @@ def test_add_and_remove_equal_a_fresh_index(kind):
 # -- rescoring --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["int8", "binary"])
+@pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 @pytest.mark.parametrize("rescore, k", [(0, 5), (8, 5), (3, 5), (100, 10)])
 def test_rescoring_returns_exactly_the_float_scores_of_the_candidates(kind, rescore, k):
     rng = np.random.default_rng(rescore + k)
@@ -404,7 +466,8 @@ def engine(tmp_path):
     eng.index.close()
 
 
-SPECS = ["full@int8", "full@binary", "cluster:factor=4@int8", "cluster:factor=4@binary", "docpruner:k=-0.25@binary"]
+SPECS = ["full@int8", "full@binary", "cluster:factor=4@int8", "cluster:factor=4@binary", "docpruner:k=-0.25@binary",
+         "full@int4", "cluster:factor=4@int2"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -419,8 +482,8 @@ def test_quantised_views_are_stored_as_codes_and_counted_in_real_bytes(engine, s
                             [canonical]).fetchall()
     assert sum(r[0] for r in rows) == int(counts.sum())
     for n, codes_len, scales_len in rows:
-        assert codes_len == n * (DIM if quant == "int8" else -(-DIM // 8))
-        assert scales_len == (4 * n if quant == "int8" else None)
+        assert codes_len == n * {"int8": DIM, "int4": -(-DIM // 2), "int2": -(-DIM // 4), "binary": -(-DIM // 8)}[quant]
+        assert scales_len == (None if quant == "binary" else 4 * n)
     memory = {v.view: v for v in engine.views()}[canonical]
     assert memory.bytes == int(counts.sum()) * bytes_per_vector(DIM, quant) == sum(
         r[1] + (r[2] or 0) for r in rows)
@@ -513,6 +576,14 @@ def test_explore_gives_a_per_patch_quantisation_error(engine):
     assert pruned.any() and np.isnan(binary.quant_cosine[pruned]).all()
     assert (binary.quant_cosine[~pruned] < 1).all() and (binary.quant_cosine[~pruned] > 1 / np.sqrt(DIM)).all()
     assert engine.explore(pid, "cluster:factor=4").quant_cosine is None
+    # int4 / int2: the error panel and the bytes of the packed codes and their scales; int4 sits
+    # between int8 and int2, int2 above binary
+    four, two = engine.explore(pid, "cluster:factor=4@int4"), engine.explore(pid, "cluster:factor=4@int2")
+    assert four.view_bytes == four.view_vectors * (DIM // 2 + 4) and two.view_bytes == two.view_vectors * (DIM // 4 + 4)
+    kept = np.isfinite(four.quant_cosine)
+    assert kept.all() and np.isfinite(two.quant_cosine).all()
+    assert ex.quant_cosine.mean() > four.quant_cosine.mean() > two.quant_cosine.mean()
+    assert two.quant_cosine.mean() > engine.explore(pid, "cluster:factor=4@binary").quant_cosine.mean()
 
 
 def test_a_v1_store_migrates_and_takes_quantised_views(tmp_path):

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", help="what to look for, in words")
     search.add_argument("-k", type=_whole(1, MAX_K), default=5, help="results to show (default 5)")
     search.add_argument("--view", default="full",
-                        help="view spec, e.g. cluster:factor=9, full@int8, cluster:factor=9@binary (default: full)")
+                        help="view spec, e.g. cluster:factor=9, full@int8, full@int4, cluster:factor=9@binary "
+                             "(default: full)")
     search.add_argument("--rescore", type=_whole(0, MAX_RESCORE), default=None, metavar="N",
                         help="quantised views: re-score the best N candidates exactly with the float vectors "
                              "(0 = none; default 100)")
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add the default grid: random/attention/pool1d/pool2d/cluster at factor 2,4,9,25,49, "
                     "docpruner k=-0.5..1, prune_then_merge")
     ev.add_argument("--rescore", type=_whole(0, MAX_RESCORE), nargs="+", default=None, metavar="N",
-                    help="quantised views: rescoring depth(s); several give one row per depth (default 100; 0 = none)")
+                    help="quantised views: rescoring depth(s); several give one row per depth (default 0: the "
+                    "codes' own scores; a depth above 5%% of the pages is marked and left off the frontier)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 

@@ -79,7 +79,7 @@ class Exploration:
     full_vectors: int
     view_vectors: int
     dim: int
-    quant: str | None = None  # "int8" / "binary" for a quantised view
+    quant: str | None = None  # "int8" / "int4" / "int2" / "binary" for a quantised view
     # float32 (n,) for a quantised view: per patch, the cosine between the float vector that stands
     # for it and its dequantised code (NaN where pruned); None otherwise
     quant_cosine: np.ndarray | None = None

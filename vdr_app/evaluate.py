@@ -21,8 +21,12 @@ i is relevant):
     MRR@k    = 1 / rank of the first relevant page if it is within the top k, else 0
 All are averaged over queries (macro). Memory counts every stored vector, non-image tokens
 included, at the bytes it is stored in: float16, or a quantised view's codes and scales (see
-vdr_app.memory). A quantised view (`...@int8`, `...@binary`) is evaluated once per rescoring
-depth asked for (`rescore`), each a row of its own.
+vdr_app.memory). A quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`) is evaluated
+on its own codes (rescore 0) unless other rescoring depths are asked for (`rescore`); each depth
+is a row of its own, a *variant* of the view. Rescoring is not a property of the view: a variant
+whose depth, max(rescore, 10), re-scores more than MAX_FRONTIER_RESCORE_SHARE of the library's
+pages with the float vectors is marked (`off_frontier`) and never placed on the Pareto frontier
+(on a 30-page library, rescoring 100 deep is the float view's ranking, whatever the codes).
 """
 
 from __future__ import annotations
@@ -65,9 +69,11 @@ SWEEP_FACTORS = (2, 4, 9, 25, 49)
 SWEEP_RATIO_STRATEGIES = ("random", "attention", "pool1d", "pool2d", "cluster")
 SWEEP_DOCPRUNER_K = ("-0.5", "-0.25", "0", "0.5", "1")
 SWEEP_PTM = (("-0.75", 2), ("-0.75", 4), ("-0.5", 2), ("-0.5", 4))  # (DocPruner k, merge factor)
-# Quantised variants of the main strategies (each @int8 and @binary): the full index, the two
-# merging strategies that do best at equal memory, and DocPruner at its default.
-SWEEP_QUANTISERS = ("int8", "binary")
+# Quantised variants of the main strategies (each @int8, @int4, @int2 and @binary): the full index,
+# the two merging strategies that do best at equal memory, and DocPruner at its default.
+SWEEP_QUANTISERS = ("int8", "int4", "int2", "binary")
+# A rescoring variant that re-scores more than this share of the library is left off the frontier.
+MAX_FRONTIER_RESCORE_SHARE = 0.05
 SWEEP_QUANTISED = ("full", "pool1d:factor=2", "pool1d:factor=9", "pool1d:factor=49", "cluster:factor=2",
                    "cluster:factor=9", "cluster:factor=49", "docpruner:k=-0.25")
 
@@ -216,10 +222,31 @@ def _ratio(view: float, full: float) -> float | None:
 
 
 def frontier_rows(views: Sequence[dict], y: str = "retention.ndcg@5") -> list[dict]:
-    """The rows of `Evaluation.as_dict()["views"]` on the memory (bytes) / quality Pareto front."""
-    rows = [r for r in views if not r.get("skipped")]
+    """The rows of `Evaluation.as_dict()["views"]` on the memory (bytes) / quality Pareto front
+    (rows marked `off_frontier`, deep rescoring variants, never are)."""
+    rows = [r for r in views if not r.get("skipped") and not r.get("off_frontier")]
     points = [(_row_bytes(r), _dotted_value(r, y)) for r in rows]
     return [rows[i] for i in pareto_front(points)]
+
+
+# Byte budgets (shares of the float16 full index) of the stacked frontier table.
+STACKED_BUDGETS = (0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def stacked_frontier(views: Sequence[dict], budgets: Sequence[float] = STACKED_BUDGETS,
+                     y: str = "retention.ndcg@5") -> list[tuple[float, dict | None]]:
+    """Best strategy × precision per byte budget: for each budget (a share of the full index's
+    bytes), the row of `Evaluation.as_dict()["views"]` with the highest `y` among those that
+    store at most that share (ties: fewer bytes), or None when none fits. Skipped rows and rows
+    marked `off_frontier` (deep rescoring variants) never count."""
+    rows = [r for r in views if not r.get("skipped") and not r.get("off_frontier")
+            and r.get("memory_ratio") is not None and _dotted_value(r, y) is not None]
+    out = []
+    for budget in budgets:
+        fits = [r for r in rows if r["memory_ratio"] <= budget + 1e-12]
+        best = max(fits, key=lambda r: (_dotted_value(r, y), -r["memory_ratio"]), default=None)
+        out.append((float(budget), best))
+    return out
 
 
 def _row_bytes(row: dict) -> float | None:
@@ -414,7 +441,7 @@ def sweep_specs() -> list[str]:
       ratio is a little above 1/factor because of border blocks, and is measured, not assumed.
     - docpruner at k = -0.5, -0.25, 0, 0.5, 1 (adaptive: the kept share varies per page).
     - prune_then_merge at k = -0.75 and -0.5, each merged by factor 2 and 4 (PtM's grid).
-    - quantised variants, @int8 and @binary, of the full index, pool1d and cluster at factors 2,
+    - quantised variants, @int8, @int4, @int2 and @binary, of the full index, pool1d and cluster at factors 2,
       9 and 49, and docpruner at k = -0.25 (`SWEEP_QUANTISED`).
     """
     from . import reduce as reduce_lib
@@ -449,7 +476,7 @@ def view_family(spec: str) -> str:
 
 
 def view_quant(spec: str) -> str | None:
-    """A view's quantiser ("int8", "binary") or None."""
+    """A view's quantiser ("int8", "int4", "int2", "binary") or None."""
     if spec == FULL:
         return None
     from . import reduce as reduce_lib
@@ -495,6 +522,9 @@ class ViewEvaluation:
             top 10; labelled queries only), "top" (the top-10 page ids), and its fidelity figures.
         skipped: why the view could not be evaluated (its figures are then empty), or None.
         rescore: for a quantised view, the rescoring depth it was searched with (None otherwise).
+        rescore_share: for a rescoring variant (rescore > 0), the share of the library's pages
+            it re-scores with float vectors, max(rescore, 10) / pages (capped at 1); 0 for
+            rescore 0; None for float views.
     """
 
     view: str
@@ -510,6 +540,7 @@ class ViewEvaluation:
     per_query: list = field(default_factory=list)
     skipped: str | None = None
     rescore: int | None = None
+    rescore_share: float | None = None
 
     @property
     def memory_ratio(self) -> float | None:
@@ -517,15 +548,24 @@ class ViewEvaluation:
 
     @property
     def label(self) -> str:
-        """The row's name: the view, and for a quantised view its rescoring depth."""
-        if self.rescore is None:
+        """The row's name: the view, and for a rescoring variant its depth."""
+        if not self.rescore:
             return self.view
         return f"{self.view} rescore={self.rescore}"
+
+    @property
+    def off_frontier(self) -> str | None:
+        """Why this row may not stand on the frontier (a deep rescoring variant), or None."""
+        if self.rescore and self.rescore_share is not None and self.rescore_share > MAX_FRONTIER_RESCORE_SHARE:
+            return (f"rescoring re-scores {self.rescore_share:.0%} of the library's pages with float vectors "
+                    f"(more than {MAX_FRONTIER_RESCORE_SHARE:.0%})")
+        return None
 
     def as_dict(self, per_query: bool = True) -> dict:
         out = dict(
             view=self.view, label=self.label, family=self.family, quant=view_quant(self.view), rescore=self.rescore,
-            nominal_keep=nominal_keep(self.view), memory=self.memory,
+            rescore_share=None if self.rescore_share is None else round(self.rescore_share, 6),
+            off_frontier=self.off_frontier, nominal_keep=nominal_keep(self.view), memory=self.memory,
             memory_ratio=self.memory_ratio, metrics=self.metrics, retention=self.retention,
             retention_ci=self.retention_ci, by_kind=self.by_kind, fidelity=self.fidelity,
             build_seconds=round(self.build_seconds, 3),
@@ -555,7 +595,7 @@ class Evaluation:
 
     def view(self, spec: str) -> ViewEvaluation:
         """The row of a view (its first, for a quantised view evaluated at several depths), or of a
-        label such as "full@binary rescore=0"."""
+        label such as "full@binary rescore=100"."""
         for v in self.views:
             if spec in (v.view, v.label):
                 return v
@@ -578,7 +618,10 @@ class Evaluation:
                 memory_ratio="bytes stored by the view / bytes of the full index at float16 (non-image tokens "
                              "counted; a quantised view counts its codes and scales)",
                 rescore="quantised views: the quantised top max(rescore, 10) re-scored exactly with the float "
-                        "view's vectors (0 = quantised scores only)",
+                        "view's vectors (0 = quantised scores only, the default)",
+                rescore_share="max(rescore, 10) / pages: the share of the library a rescoring variant re-scores; "
+                              f"above {MAX_FRONTIER_RESCORE_SHARE:.0%} the row is marked off_frontier and left off "
+                              "the Pareto frontier",
                 overlap="|top-k(full) ∩ top-k(view)| / k, averaged over all queries",
                 kendall_tau="Kendall tau-b over the union of both top-10 lists, a missing page ranked 11",
                 top1_agreement="share of queries whose first page is the same as the full index's",
@@ -590,7 +633,7 @@ class Evaluation:
         """A readable table: memory, metrics, retention and fidelity of every view."""
         labelled = self.labelled > 0
         w = max([4] + [len(v.label) for v in self.views])
-        head = f"{'view':{w}} {'vec/page':>8} {'bytes':>9} {'memory':>7}"
+        head = f"{'view':{w}} {'vec/page':>8} {'bytes':>9} {'memory':>7} {'rescored':>8}"
         if labelled:
             head += "".join(f" {m:>8}" for m in METRICS) + f" {'ret@nDCG5':>9} {'95% CI':>16}"
         head += f" {'ov@5':>5} {'ov@10':>5} {'tau@10':>6}"
@@ -600,8 +643,9 @@ class Evaluation:
                 lines.append(f"{v.label:{w}} skipped: {v.skipped}")
                 continue
             mem = v.memory
+            rescored = "-" if not v.rescore else f"{v.rescore_share:.0%}" + ("*" if v.off_frontier else "")
             line = (f"{v.label:{w}} {mem.get('per_page_mean', 0):8.1f} {format_bytes(mem.get('bytes', 0)):>9} "
-                    f"{_fmt(v.memory_ratio, '7.3f')}")
+                    f"{_fmt(v.memory_ratio, '7.3f')} {rescored:>8}")
             if labelled:
                 line += "".join(f" {_fmt(v.metrics.get(m), '8.3f')}" for m in METRICS)
                 line += f" {_fmt(v.retention.get('ndcg@5'), '9.1%')}"
@@ -611,6 +655,9 @@ class Evaluation:
             line += f" {_fmt(fid.get('overlap@5'), '5.2f')} {_fmt(fid.get('overlap@10'), '5.2f')}"
             line += f" {_fmt(fid.get('kendall_tau@10'), '6.2f')}"
             lines.append(line)
+        if any(v.off_frontier for v in self.views):
+            lines.append(f"* rescoring covers more than {MAX_FRONTIER_RESCORE_SHARE:.0%} of the library's pages: "
+                         "not a property of the view, left off the frontier")
         return "\n".join(lines)
 
     def kind_table(self, metric: str = "ndcg@5") -> str:
@@ -684,8 +731,9 @@ def evaluate(
         progress: progress(fraction, message).
         skip_unavailable: record a view the pages cannot support (e.g. an attention strategy on a
             model without attention) as skipped instead of raising.
-        rescore: rescoring depth(s) for quantised views (one row per depth; None: the engine's
-            default, `engine.DEFAULT_RESCORE`).
+        rescore: rescoring depth(s) for quantised views (one row per depth; None: 0, the codes'
+            own scores). A depth above MAX_FRONTIER_RESCORE_SHARE of the pages marks its rows
+            `off_frontier`.
 
     Returns:
         Evaluation with the full index first, then the views in the order given.
@@ -729,8 +777,11 @@ def evaluate(
 
     from .engine import check_rescore
 
+    if rescore is None:
+        rescore = 0  # the view's own codes: rescoring is a variant the caller asks for
     depths = list(dict.fromkeys(check_rescore(r) for r in (
-        [rescore] if rescore is None or isinstance(rescore, (int, float, str)) else list(rescore) or [None])))
+        [rescore] if isinstance(rescore, (int, float, str)) else list(rescore) or [0])))
+    n_pages = max(1, len(page_ids))
     kinds = sorted({label.kind for label in labels if label.kind})
     results: list[ViewEvaluation] = []
     full_top: list[list[int]] = []
@@ -739,7 +790,9 @@ def evaluate(
             for depth in (depths if view_quant(spec) else [None])]
     for index, (spec, depth) in enumerate(runs):
         start, end = 0.1 + 0.9 * index / len(runs), 0.1 + 0.9 * (index + 1) / len(runs)
-        result = ViewEvaluation(view=spec, family=view_family(spec), rescore=depth)
+        result = ViewEvaluation(view=spec, family=view_family(spec), rescore=depth,
+                                rescore_share=None if depth is None else (min(1.0, max(depth, DEPTH) / n_pages)
+                                                                          if depth else 0.0))
         results.append(result)
         built = time.perf_counter()
         try:
@@ -876,6 +929,7 @@ __all__ = [
     "Evaluation",
     "FIDELITY",
     "LabeledQuery",
+    "MAX_FRONTIER_RESCORE_SHARE",
     "METRICS",
     "ViewEvaluation",
     "bootstrap_retention",
@@ -897,6 +951,7 @@ __all__ = [
     "pareto_front",
     "parse_queries",
     "recall_at_k",
+    "stacked_frontier",
     "sweep_specs",
     "view_family",
     "view_quant",

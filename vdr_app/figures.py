@@ -405,7 +405,7 @@ def exploration_figure(
             stands for each patch and its dequantised code (NaN where pruned): drawn as a third
             panel of the error 1 - cos, scaled from the page's smallest to its largest error (the
             bar gives the values).
-        quant: the quantiser's name ("int8", "binary") for that panel's title.
+        quant: the quantiser's name ("int8", "int4", "int2", "binary") for that panel's title.
         centrality: float (n,) SAP's mid-layer centrality per patch, drawn as its own panel beside
             the attention (robustly scaled like it), so the two rankings can be compared.
         centrality_label: that panel's title; given without `centrality`, the panel is drawn
@@ -565,8 +565,8 @@ def _dotted(row: dict, path: str):
     return value
 
 
-QUANT_SYMBOLS = {None: "circle", "int8": "square", "binary": "diamond"}
-QUANT_DASH = {None: "solid", "int8": "dash", "binary": "dot"}
+QUANT_SYMBOLS = {None: "circle", "int8": "square", "int4": "triangle-up", "int2": "triangle-down", "binary": "diamond"}
+QUANT_DASH = {None: "solid", "int8": "dash", "int4": "longdash", "int2": "dashdot", "binary": "dot"}
 
 
 def _series_name(row: dict) -> str:
@@ -577,6 +577,9 @@ def _series_name(row: dict) -> str:
         rescore = row.get("rescore")
         if rescore is not None:
             name += f" rescore {rescore}" if rescore else " no rescoring"
+        share = row.get("rescore_share")
+        if rescore and share is not None:
+            name += f" ({share:.0%} of pages" + (", off the frontier)" if row.get("off_frontier") else ")")
     return name
 
 
@@ -601,8 +604,10 @@ def retention_figure(
 
     Args:
         views: rows as in `Evaluation.as_dict()["views"]`: "view", "family", optionally "quant"
-            and "rescore", "memory" (with "bytes") or "memory_ratio", and the nested figure named
-            by `y`; rows with "skipped" set or no value are left out. The full index (family
+            and "rescore" / "rescore_share" / "off_frontier", "memory" (with "bytes") or
+            "memory_ratio", and the nested figure named by `y`; rows with "skipped" set or no
+            value are left out; rows marked "off_frontier" (deep rescoring variants) are drawn
+            hollow and faded and never placed on the frontier. The full index (family
             "full", no quantiser) is drawn as a single star.
         y: dotted path of the plotted value, e.g. "retention.ndcg@5" or "fidelity.overlap@10".
         y_title: the y-axis title.
@@ -613,7 +618,8 @@ def retention_figure(
     Returns:
         A plotly figure with a log-scale x axis: bytes stored when every row has them, else the
         share of the full index's memory. Float16 views are circles on solid lines, int8 squares
-        on dashed lines, binary diamonds on dotted lines; the frontier is a black step line
+        on dashed lines, int4 / int2 triangles (up / down) on long-dash / dash-dot lines, binary
+        diamonds on dotted lines; the frontier is a black step line
         through ringed points.
     """
     fig = go.Figure()
@@ -655,10 +661,14 @@ def retention_figure(
         if family not in colours:
             colours[family] = FAMILY_COLOURS.get(family) or next(palette, "rgba(0,0,0,0.6)")
         colour = "rgba(0,0,0,0.75)" if family == "full" else colours[family]
+        off = bool(first.get("off_frontier"))
+        symbol = QUANT_SYMBOLS.get(quant, "circle") + ("-open" if off else "")
+        if off:
+            hover = [h + "<br>" + p[5]["off_frontier"] + ": not on the frontier" for h, p in zip(hover, points)]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, hovertext=hover, hoverinfo="text",
-                                 line=dict(color=colour, width=2, dash=QUANT_DASH.get(quant, "solid")),
-                                 marker=dict(size=9, symbol=QUANT_SYMBOLS.get(quant, "circle")), error_y=error_y))
-    front = pareto_front([(x, float(_dotted(r, y))) for r, x in zip(rows, xs_all)])
+                                 line=dict(color=colour, width=1 if off else 2, dash=QUANT_DASH.get(quant, "solid")),
+                                 marker=dict(size=9, symbol=symbol), error_y=error_y, opacity=0.45 if off else 1.0))
+    front = pareto_front([(x, None if r.get("off_frontier") else float(_dotted(r, y))) for r, x in zip(rows, xs_all)])
     if front:
         fx = [xs_all[i] for i in front]
         fy = [float(_dotted(rows[i], y)) for i in front]

@@ -2,7 +2,8 @@
 
 Everything counts stored vectors, extra (non-image) tokens included, at the bytes the store holds
 them in: float16 (2 bytes per value), or for a quantised view its real codes and scales (int8:
-d + 4 bytes per vector; binary: ceil(d/8); see vdr_app.quantise). The ratio to full is a ratio of
+d + 4 bytes per vector; int4: ceil(d/2) + 4; int2: ceil(d/4) + 4; binary: ceil(d/8); see
+vdr_app.quantise). The ratio to full is a ratio of
 bytes, so for float16 views it is Light-ColPali's memory ratio (the share of vectors kept).
 """
 
@@ -22,11 +23,12 @@ class MemorySummary:
         view: the view spec ("full" for the stored embeddings).
         pages: pages counted.
         vectors: vectors stored in all.
-        bytes: vectors × bytes per vector (float16: dim × 2; int8: dim + 4; binary: ceil(dim / 8)).
+        bytes: vectors × bytes per vector (float16: dim × 2; int8: dim + 4; int4: ceil(dim / 2) + 4;
+            int2: ceil(dim / 4) + 4; binary: ceil(dim / 8)).
         per_page_min, per_page_mean, per_page_max: vectors per page.
         bytes_per_page: mean bytes per page.
         ratio_to_full: bytes of this view / bytes of the full index (1.0 for full; NaN when empty).
-        precision: "float16", "int8" or "binary".
+        precision: "float16", "int8", "int4", "int2" or "binary".
         vector_ratio: vectors of this view / vectors of the full index (the reduction alone).
     """
 

@@ -1,8 +1,8 @@
-"""MaxSim over quantised views (int8 or binary codes) with exact rescoring of the top candidates.
+"""MaxSim over quantised views (int8, int4, int2 or binary codes) with exact rescoring of the top candidates.
 
 Public API (the same shape as `vdr_app.search.MaxSimIndex`):
 
-    index = QuantisedMaxSimIndex(pages, kind="int8" | "binary", dim=d)
+    index = QuantisedMaxSimIndex(pages, kind="int8" | "int4" | "int2" | "binary", dim=d)
                                         # pages: iterable of vdr_app.quantise.QuantisedVectors
     len(index), index.n_vectors, index.dim, index.kind, index.lengths, index.nbytes
     index.scores(query)                 # query float (q, d) -> float32 (N,) quantised scores
@@ -26,6 +26,13 @@ Scores:
   float32 query against the dequantised codes, i.e. the codes cast to float32 per block and one
   sgemm; scores then equal a float loop over `dequantise_int8` with the float query. Either way,
   rescoring is exact float.
+* int4 / int2 (rotated codes, vdr_app.quantise): the query tokens are rotated by the same
+  `rotation(d)` and quantised to int8 as above; each block's packed codes are unpacked to their
+  int8 levels 2u - (2^b - 1) (shift and mask per byte plane, into reused buffers:
+  `quantise.unpack_levels`), and the rest is the int8 kernel: one exact `_int_mm` product, the vector scales,
+  page max, token scales, sum. Scores equal a float64 loop over the dequantised query tokens
+  (rotated, int8, rotated back) and the dequantised codes, up to float32 rounding. Fallback as for
+  int8: the rotated float32 query against the levels cast to float32.
 * binary: the query tokens are binarised the same way as the pages (sign bits, packed), and a
   token t and vector v score (d - 2 * popcount(t XOR v)) / d, the cosine of the two ±1 vectors
   (= their dot product / d), exactly. The XOR and popcount (`np.bitwise_count`) run on the packed
@@ -56,7 +63,9 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from . import int8_matmul
-from .quantise import QUANTISERS, QuantisedVectors, quantise_binary, quantise_int8
+from .quantise import (
+    QUANTISERS, ROTATED, QuantisedVectors, packed_width, quantise_binary, quantise_int8, rotate, unpack_levels,
+)
 from .search import (
     _Block,
     _make_plan,
@@ -100,10 +109,10 @@ class QuantisedMaxSimIndex:
 
     Args:
         pages: iterable of QuantisedVectors (one per page, same kind and dim; n may be 0).
-        kind: "int8" or "binary".
+        kind: "int8", "int4", "int2" or "binary".
         dim: the vectors' dimension d before quantisation.
-        int_mm: int8 only: score with the quantised query through `int8_matmul` when it is
-            available (False: always the float-query numpy path).
+        int_mm: int8, int4, int2: score with the int8-quantised query through `int8_matmul` when
+            it is available (False: always the float-query numpy path).
 
     Raises:
         ValueError: unknown kind, a page of another kind or dimension.
@@ -115,10 +124,16 @@ class QuantisedMaxSimIndex:
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self._kind, self._dim = kind, int(dim)
-        self._int_mm = bool(int_mm)  # int8: the int8-query torch kernel when available, else numpy
-        width = self._dim if kind == "int8" else (self._dim + 7) // 8
+        self._int_mm = bool(int_mm)  # int8/int4/int2: the int8-query torch kernel when available, else numpy
+        self._scaled = kind != "binary"  # one float32 scale per vector
+        if kind == "int8":
+            width = self._dim
+        elif kind in ROTATED:
+            width = packed_width(self._dim, kind)
+        else:
+            width = (self._dim + 7) // 8
         self._codes = np.empty((0, width), dtype=np.int8 if kind == "int8" else np.uint8)
-        self._scales = np.empty(0, dtype=np.float32)  # int8 only
+        self._scales = np.empty(0, dtype=np.float32)  # int8, int4, int2
         self._n_vectors = 0
         self._offsets = np.zeros(1, dtype=np.int64)
         self._plans: dict[int, list[_Block]] = {}  # block size -> plan
@@ -149,7 +164,7 @@ class QuantisedMaxSimIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: codes, scales (int8), page offsets (spare capacity included)."""
+        """Bytes held: codes, scales (int8, int4, int2), page offsets (spare capacity included)."""
         return int(self._codes.nbytes + self._scales.nbytes + self._offsets.nbytes)
 
     def page_codes(self, i: int) -> QuantisedVectors:
@@ -159,7 +174,7 @@ class QuantisedMaxSimIndex:
         i %= n
         with self._lock:
             a, b = self._offsets[i], self._offsets[i + 1]
-            scales = self._scales[a:b].copy() if self._kind == "int8" else None
+            scales = self._scales[a:b].copy() if self._scaled else None
             return QuantisedVectors(self._kind, self._dim, self._codes[a:b].copy(), scales)
 
     def __repr__(self) -> str:
@@ -176,7 +191,7 @@ class QuantisedMaxSimIndex:
                              f"d={self._dim}")
         if page.codes.ndim != 2 or page.codes.shape[1] != self._codes.shape[1]:
             raise ValueError(f"page {position} has codes {page.codes.shape}, expected (n, {self._codes.shape[1]})")
-        if self._kind == "int8" and (page.scales is None or page.scales.shape != (page.codes.shape[0],)):
+        if self._scaled and (page.scales is None or page.scales.shape != (page.codes.shape[0],)):
             raise ValueError(f"page {position} needs one scale per vector")
 
     def add(self, pages: Iterable[QuantisedVectors]) -> None:
@@ -189,7 +204,7 @@ class QuantisedMaxSimIndex:
                 if row + n > self._codes.shape[0]:
                     self._reserve(max(row + n, int(self._codes.shape[0] * _GROWTH)), used=row)
                 self._codes[row : row + n] = page.codes
-                if self._kind == "int8":
+                if self._scaled:
                     self._scales[row : row + n] = page.scales
                 row += n
                 lengths.append(n)
@@ -202,7 +217,7 @@ class QuantisedMaxSimIndex:
         codes = np.empty((capacity, self._codes.shape[1]), dtype=self._codes.dtype)
         codes[:used] = self._codes[:used]
         self._codes = codes
-        if self._kind == "int8":
+        if self._scaled:
             scales = np.empty(capacity, dtype=np.float32)
             scales[:used] = self._scales[:used]
             self._scales = scales
@@ -221,7 +236,7 @@ class QuantisedMaxSimIndex:
             lengths = np.diff(self._offsets)
             rows = np.repeat(keep, lengths)  # (V,) rows of kept pages
             self._codes = self._codes[: self._n_vectors][rows]
-            if self._kind == "int8":
+            if self._scaled:
                 self._scales = self._scales[: self._n_vectors][rows]
             self._n_vectors = int(rows.sum())
             self._offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
@@ -244,11 +259,30 @@ class QuantisedMaxSimIndex:
                         run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
                 elif self._kind == "int8":
                     run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
+                elif self._kind in ROTATED:
+                    self._score_rotated(q, out)
                 else:
                     word = _word_dtype(self._codes.shape[1])
                     qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
                     run_kernel(_score_binary, (self._codes, qcodes, word, self._dim), self._get_plan(), out)
         return out
+
+    def _score_rotated(self, q: np.ndarray, out: np.ndarray) -> None:
+        """int4 / int2: the rotated query (padded with zeros to the codes' padded width) against
+        the unpacked levels, through int_mm with the int8 query when available."""
+        padded = self._codes.shape[1] * (8 // ROTATED[self._kind])
+        q_rot = np.zeros((q.shape[0], padded), dtype=np.float32)
+        q_rot[:, : self._dim] = rotate(q)  # dot products kept: R R^T = I
+        if self._int_mm and int8_matmul.available(padded):
+            qcodes, qscales = quantise_int8(q_rot)
+            try:
+                run_kernel(_score_rotated_mm, (self._codes, self._scales, qcodes, qscales, self._kind),
+                           self._get_plan(INT8_MM_BLOCK_VECTORS), out)
+                return
+            except RuntimeError:  # torch's kernel failed at this size: the numpy path
+                pass
+        run_kernel(_score_rotated, (self._codes, self._scales, q_rot, self._kind),
+                   self._get_plan(INT8_BLOCK_VECTORS), out)
 
     def top_k(self, query: np.ndarray, k: int, rescore: int = 0,
               float_pages: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
@@ -285,7 +319,7 @@ class QuantisedMaxSimIndex:
 
     def _get_plan(self, size: int | None = None) -> list[_Block]:
         if size is None:
-            size = INT8_BLOCK_VECTORS if self._kind == "int8" else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
+            size = INT8_BLOCK_VECTORS if self._scaled else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
         plan = self._plans.get(size)
         if plan is None:
             plan = self._plans[size] = _make_plan(self._offsets, size)
@@ -363,6 +397,54 @@ def _score_int8_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int)
         np.multiply(sims, scales[b.v0 : b.v1], out=sims)  # code_scale_i * (t_codes . codes_i)
         best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
         np.multiply(best, qcol, out=best)  # * token scale (>= 0)
+        write_page_sums(best, 0, b, out)
+
+
+def _score_rotated_mm(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """int4 / int2 blocks: unpack the codes to their int8 levels (shifts and masks), then the int8
+    kernel (`_score_int8_mm`): exact int32 product with the int8 query, scales, page max, sum."""
+    codes, scales, qcodes, qscales, kind = args
+    q, padded = qcodes.shape
+    rows = max(b.v1 - b.v0 for b in plan)
+    width = codes.shape[1]
+    lflat, uflat, sflat = _slot("rotmm", slot, (
+        ((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)), ((q, rows), np.dtype(np.float32)),
+    ))
+    qcol = qscales[:, None]  # (q, 1)
+    for b in claimed_blocks(plan, ticket):
+        n = b.v1 - b.v0
+        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded),
+                               scratch=uflat[: n * width].reshape(n, width))
+        dots = int8_matmul.int_mm(qcodes, levels)  # int32 (q, n), exact
+        sims = sflat[: q * n].reshape(q, n)
+        np.copyto(sims, dots, casting="unsafe")  # int32 -> float32 (exact below 2**24)
+        np.multiply(sims, scales[b.v0 : b.v1], out=sims)
+        best = np.maximum.reduceat(sims, b.starts, axis=1)  # (q, pages)
+        np.multiply(best, qcol, out=best)  # * token scale (>= 0)
+        write_page_sums(best, 0, b, out)
+
+
+def _score_rotated(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) -> None:
+    """int4 / int2 blocks without the torch kernel: levels to float32, one sgemm with the rotated
+    float query, scale each vector's column, page max, sum over tokens."""
+    codes, scales, q_rot, kind = args
+    q, padded = q_rot.shape
+    rows = max(b.v1 - b.v0 for b in plan)
+    width = codes.shape[1]
+    lflat, uflat, xflat, sflat = _slot("rot", slot, (
+        ((rows, padded), np.dtype(np.int8)), ((rows, width), np.dtype(np.uint8)),
+        ((rows, padded), np.dtype(np.float32)), ((q, rows), np.dtype(np.float32)),
+    ))
+    for b in claimed_blocks(plan, ticket):
+        n = b.v1 - b.v0
+        levels = unpack_levels(codes[b.v0 : b.v1], kind, out=lflat[: n * padded].reshape(n, padded),
+                               scratch=uflat[: n * width].reshape(n, width))
+        x = xflat[: n * padded].reshape(n, padded)
+        np.copyto(x, levels, casting="unsafe")  # int8 -> float32, exact
+        sims = sflat[: q * n].reshape(q, n)
+        np.matmul(q_rot, x.T, out=sims)
+        np.multiply(sims, scales[b.v0 : b.v1], out=sims)
+        best = np.maximum.reduceat(sims, b.starts, axis=1)
         write_page_sums(best, 0, b, out)
 
 

@@ -8,17 +8,18 @@ Layout (schema version in `PRAGMA user_version`, upgraded by the ordered `MIGRAT
     embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d)
     layouts     page_id, boxes (uint16 n×4, 0-1 scaled by 65535), cells (int16 n×3, NULL when
                 `derive_cells(boxes)` gives them), attention (float32 n, or NULL)
-    views       spec (canonical view spec), created_at, quant (NULL, "int8" or "binary"; v2)
+    views       spec (canonical view spec), created_at, quant (NULL, "int8", "int4", "int2" or "binary"; v2)
     view_pages  spec, page_id, n_vectors, vectors (float16 k×d), groups (int32 n), info (JSON),
-                scales (v2: float32 per vector of an int8 view, else NULL)
+                scales (v2: float32 per vector of an int8, int4 or int2 view, else NULL)
     centrality  (v3) page_id, n_layers, values (float16 layers×n): each patch's in-degree
                 centrality per decoder layer (what `sap` ranks by); no row for a page encoded
                 before it was captured (`reencode` fills it)
 
 Vectors are stored once, in float16, as raw little-endian BLOBs with their counts beside them.
 A quantised view (`...@int8`, `...@binary`, vdr_app.quantise) stores instead the codes of all its
-n_vectors rows, extra tokens included: int8 (n_vectors×d) plus the float32 scales, or packed
-sign bits (n_vectors×ceil(d/8) bytes). No float copy of such a view is kept: its float vectors
+n_vectors rows, extra tokens included: int8 (n_vectors×d) plus the float32 scales, packed rotated
+int4 / int2 codes (n_vectors×ceil(d/2) or ceil(d/4) bytes) plus the scales, or packed sign bits
+(n_vectors×ceil(d/8) bytes). No float copy of such a view is kept: its float vectors
 are rebuilt from the full embeddings and the groups (`rescore_inputs`).
 Every multi-row write runs in one transaction (`Database.atomic`): a crash or error halfway
 leaves the file as it was. The class is thread-safe (one connection behind a lock) because the web
@@ -44,7 +45,7 @@ import sqlite_utils
 from PIL import Image
 
 from .errors import ModelMismatchError, NotFoundError, StoreError
-from .quantise import QUANTISERS, QuantisedVectors, bytes_per_vector
+from .quantise import QUANTISERS, ROTATED, QuantisedVectors, bytes_per_vector, packed_width
 from .store_errors import ReadOnlyStoreError, StoreDamagedError, open_error, translate_errors
 from .types import PageEmbedding, PageImage, Reduction, derive_cells
 
@@ -659,7 +660,7 @@ class Store:
         """Store a view: one Reduction per stored page (all pages, one transaction).
 
         Args:
-            quant: "int8" or "binary" for a quantised view (every Reduction then carries its
+            quant: "int8", "int4", "int2" or "binary" for a quantised view (every Reduction then carries its
                 `quantised` codes of that kind), None for float16 vectors.
             reduce_page: computes the reduction of a page added after `reductions` was made (by
                 another process, or an add racing this view add), inside the transaction; pages
@@ -714,18 +715,20 @@ class Store:
         return row[0]
 
     def view_quant(self, spec: str) -> str | None:
-        """A stored view's quantiser: None (float16), "int8" or "binary"."""
+        """A stored view's quantiser: None (float16), "int8", "int4", "int2" or "binary"."""
         with self._lock:
             return self._view_quant(spec)
 
     def bytes_per_vector(self, spec: str = FULL_VIEW) -> int:
-        """Stored bytes of one vector of a view (float16: 2d; int8: d + 4; binary: ceil(d/8))."""
+        """Stored bytes of one vector of a view (vdr_app.quantise.bytes_per_vector)."""
         return bytes_per_vector(self.dim or 0, self.view_quant(spec))
 
     @staticmethod
     def _codes(kind: str, blob: bytes, scales: bytes | None, n: int, d: int) -> QuantisedVectors:
         if kind == "int8":
             return QuantisedVectors(kind, d, _array(blob, "<i1", (n, d)), _array(scales, "<f4", (n,)))
+        if kind in ROTATED:
+            return QuantisedVectors(kind, d, _array(blob, "u1", (n, packed_width(d, kind))), _array(scales, "<f4", (n,)))
         return QuantisedVectors(kind, d, _array(blob, "u1", (n, (d + 7) // 8)))
 
     def load_quantised(self, spec: str, page_ids: Iterable[int] | None = None

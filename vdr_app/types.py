@@ -185,8 +185,8 @@ class Reduction:
             or -1 if it was pruned.
         extra: float32 (m, d) the page's non-image tokens, passed through untouched.
         info: strategy facts worth showing (e.g. DocPruner's threshold, the realised keep ratio).
-        quantised: for a quantised view (`...@int8`, `...@binary`), `vdr_app.quantise.QuantisedVectors`
-            of `all_vectors()` (k + m rows): what the store keeps and search scores; None otherwise.
+        quantised: for a quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`),
+            `vdr_app.quantise.QuantisedVectors` of `all_vectors()` (k + m rows): what the store keeps and search scores; None otherwise.
     """
 
     vectors: np.ndarray

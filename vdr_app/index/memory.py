@@ -8,7 +8,7 @@ view: no write pays a full rebuild any more (figures: benchmarks/bench_index.py)
 Each loaded view keeps, beside its index, the page id and document id at every position, so
 search maps positions to pages and filters by document without asking the store.
 
-A quantised view (`...@int8`, `...@binary`) is held as its codes in a
+A quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`) is held as its codes in a
 `search_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
 from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`), so no float
 copy of such a view is kept in RAM.

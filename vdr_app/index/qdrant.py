@@ -13,10 +13,11 @@ Layout (one store, one model):
   (../shared/notes/scale-out.md); search is brute force per shard, so it scales by shards.
 * `VDR_QDRANT_QUANTIZATION=int8`: scalar int8 kept in RAM, the float16 originals on disk, and
   queries rescore with the originals (oversampling 2).
-* Quantised views (`...@int8`, `...@binary`): the collection holds the float view's vectors
-  (rebuilt from the store's full embeddings and the view's groups) at float32 on disk, and Qdrant's own
-  quantisation in RAM: scalar int8 (Qdrant's scale is per collection, from the 0.99 quantile,
-  not our per-vector scale) or binary (one bit per value). A search asks Qdrant to rescore with
+* Quantised views (`...@int8`, `...@int4`, `...@int2`, `...@binary`): the collection holds the
+  float view's vectors (rebuilt from the store's full embeddings and the view's groups) at float32
+  on disk, and Qdrant's own quantisation in RAM: scalar int8 (Qdrant's scale is per collection,
+  from the 0.99 quantile, not our per-vector scale), TurboQuant at 4 or 2 bits (Qdrant >= 1.18:
+  its own rotation and codebook, not ours) or binary (one bit per value). A search asks Qdrant to rescore with
   the originals, oversampling rescore / k, or not to rescore when rescore = 0. Qdrant's local
   mode ignores quantisation (it keeps no quantised copy and searches exactly): there a
   quantised view returns the float view's exact scores, as with full rescoring.
@@ -178,6 +179,10 @@ class QdrantIndex(SearchIndex):
         if quant == "int8":
             quantization = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, always_ram=True))
+        elif quant in ("int4", "int2"):
+            bits = models.TurboQuantBitSize.BITS4 if quant == "int4" else models.TurboQuantBitSize.BITS2
+            quantization = models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=bits, always_ram=True))
         elif quant == "binary":
             quantization = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
         with self._calls(f"create collection {name}"):

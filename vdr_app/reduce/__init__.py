@@ -76,7 +76,7 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
         Reduction with vectors (k, d), groups (n,) and the page's extra tokens untouched; for a
         quantised spec also `quantised`, the codes of vectors + extra (the reduction is computed
         first, then quantised; groups are unchanged).
-        info always holds: spec (canonical text), strategy, quant (None, "int8", "binary"), n_patches, n_vectors (k),
+        info always holds: spec (canonical text), strategy, quant (None, "int8", "int4", "int2", "binary"), n_patches, n_vectors (k),
         n_extra (m), keep_ratio (k/n, the realised share), memory_ratio ((k+m)/(n+m)),
         pruned (patches with group -1); plus the strategy's own facts (e.g. DocPruner's
         threshold).

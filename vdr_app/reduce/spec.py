@@ -4,7 +4,7 @@ Grammar: `name[:param=value[,param=value...]][@quantiser]`, e.g. `docpruner:k=-0
 `cluster:factor=9`, `random:keep=0.5,seed=0`, `full` (= `identity`), `full@binary`,
 `cluster:factor=9@int8`. Names and keys are case-insensitive; spaces around tokens are ignored.
 
-The quantiser. A spec may end in one `@int8` or `@binary` (vdr_app.quantise): the view is the
+The quantiser. A spec may end in one `@int8`, `@int4`, `@int2` or `@binary` (vdr_app.quantise): the view is the
 reduction computed first, then every vector of it quantised (groups unchanged). Without a
 suffix, vectors are stored at float16.
 
@@ -138,7 +138,7 @@ class ViewSpec:
         strategy: the registered strategy name (aliases resolved).
         values: (name, value) for every parameter of the strategy, sorted by name; the ratio is
             stored as `keep` (a `Fraction`), floats as `Fraction`, ints as int, choices as str.
-        quant: "int8" or "binary" for a quantised view, None for float16 vectors.
+        quant: "int8", "int4", "int2" or "binary" for a quantised view, None for float16 vectors.
     """
 
     strategy: str
@@ -281,7 +281,7 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
     Raises:
         UnknownStrategyError: the name is not registered (the message lists the known ones).
         InvalidSpecError: malformed text, an unknown or repeated parameter, a value of the wrong
-            type or out of range, an unknown quantiser (`@int4`) or more than one (`@binary@int8`).
+            type or out of range, an unknown quantiser (`@int3`) or more than one (`@binary@int8`).
     """
     if isinstance(text, ViewSpec):
         text = str(text)
@@ -313,7 +313,7 @@ def parse_spec(text: str | ViewSpec) -> ViewSpec:
 
 def make_spec(strategy: str, quant: str | None = None, **params: Any) -> ViewSpec:
     """Build a validated ViewSpec from Python values, e.g. `make_spec("cluster", keep=0.25)` or
-    `make_spec("cluster", quant="binary", factor=9)` (quant: None, "int8" or "binary").
+    `make_spec("cluster", quant="binary", factor=9)` (quant: None or one of QUANTISERS).
 
     Floats are taken at their shortest decimal form (0.1 means 1/10). Raises like `parse_spec`.
     """

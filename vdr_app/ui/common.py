@@ -185,7 +185,7 @@ class ViewControls:
         return [self.strategy, *self.sliders, self.precision]
 
 
-PRECISIONS = [("float16", "float16"), ("int8", "int8"), ("binary", "binary")]
+PRECISIONS = [("float16", "float16"), ("int8", "int8"), ("int4", "int4"), ("int2", "int2"), ("binary", "binary")]
 
 
 def _ratio_is_factor(strategy: dict) -> bool:
@@ -219,7 +219,7 @@ def _with_precision(spec: str, precision: str | None) -> str:
 def spec_text(strategies: list[dict], strategy: str | None, keep: float, factor: float, k: float,
               precision: str | None = None) -> str:
     """The view spec for the chosen strategy, slider values and precision ("float16", "int8",
-    "binary"; other parameters at defaults)."""
+    "int4", "int2", "binary"; other parameters at defaults)."""
     if not strategy or strategy in (FULL, "identity"):
         return _with_precision(FULL, precision)
     by_name = {s["name"]: s for s in strategies}

@@ -4,14 +4,16 @@ Pick views (stored ones, any typed spec, or the default sweep), type queries one
 optionally upload a label file (JSON lines, as `python -m vdr_app eval --labels`); Run draws the
 retention-vs-memory curve (x: bytes stored, log scale; quantised views as their own lines; the
 Pareto frontier over reduction and quantisation marked), fills the table and offers every figure
-as JSON. Without labels the
+as JSON. Quantised views are scored on their own codes; a rescoring depth, when asked for, adds a
+variant row per quantised view with the share of the library it re-scores, and a variant that
+re-scores more than 5 % of the pages is drawn hollow and left off the frontier. Without labels the
 curve and table show label-free fidelity (overlap with the full index's ranking) instead.
 
 The work is `run_lab` (plain Python, no gradio); `build_lab_tab(engine)` only lays out components
 and wires events, each with an api_name so gradio_client can drive it:
 
     /lab_views   () -> the view choices (stored views + the sweep grid)
-    /lab_run     (views, sweep, queries, labels_file, keep_views) -> (figure, table, json_file, summary)
+    /lab_run     (views, sweep, queries, labels_file, keep_views, rescore) -> (figure, table, json_file, summary)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from . import access
 from .common import user_errors
 from ..evaluate import (
     FIDELITY,
+    MAX_FRONTIER_RESCORE_SHARE,
     METRICS,
     Evaluation,
     curve_metric,
@@ -43,7 +46,8 @@ from ..evaluate import (
 )
 from ..figures import retention_figure
 
-TABLE_COLUMNS = ["view", "family", "precision", "rescore", "bytes", "memory", "vectors/page", *METRICS,
+TABLE_COLUMNS = ["view", "family", "precision", "rescore", "rescored share", "bytes", "memory", "vectors/page",
+                 *METRICS,
                  "retention nDCG@5", *FIDELITY, "build s"]
 
 
@@ -65,6 +69,8 @@ def results_table(evaluation: Evaluation) -> pd.DataFrame:
             "family": v.family,
             "precision": v.memory.get("precision", "float16"),
             "rescore": v.rescore,
+            "rescored share": (None if not v.rescore else f"{v.rescore_share:.0%}"
+                               + (" (off the frontier)" if v.off_frontier else "")),
             "bytes": format_bytes(v.memory.get("bytes", 0)),
             "memory": _round(v.memory_ratio, 6),
             "vectors/page": v.memory.get("per_page_mean"),
@@ -90,6 +96,7 @@ def run_lab(
     progress: Callable[[float, str], None] | None = None,
     out_dir: str | Path | None = None,
     keep_views: bool = False,
+    rescore: int | None = 0,
 ):
     """Evaluate the chosen views and return what the tab shows.
 
@@ -103,6 +110,8 @@ def run_lab(
         out_dir: where the JSON export is written (a fresh temp folder by default).
         keep_views: keep the views computed for this evaluation in the store; by default they are
             removed afterwards (a stored view is computed again for every later upload).
+        rescore: a rescoring depth for quantised views: > 0 adds a rescoring variant of each
+            (besides its own codes at rescore 0); 0 or None: the codes only.
 
     Returns:
         (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
@@ -121,9 +130,13 @@ def run_lab(
     specs = list(views or []) + (sweep_specs() if sweep else [])
     if not specs:
         raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
+    from ..engine import check_rescore
+
+    depth = 0 if rescore is None or rescore == "" else check_rescore(rescore)
     stored_before = set(engine.store.view_specs())
     try:
-        evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True)
+        evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True,
+                              rescore=[0, depth] if depth else 0)
     finally:
         added = [v for v in engine.store.view_specs() if v not in stored_before]
         if not keep_views:
@@ -143,6 +156,11 @@ def run_lab(
         summary += (" Pareto frontier (least memory for its " + y_title.split(" (")[0] + "): "
                     + " → ".join(f"`{r['label']}` ({format_bytes(r['memory']['bytes'])}, "
                                  f"{_dotted_value(r, y):.1%})" for r in front) + ".")
+    off = [r for r in data["views"] if r.get("off_frontier")]
+    if off:
+        summary += (f" {len(off)} rescoring variant{'s' if len(off) != 1 else ''} re-score"
+                    f"{'' if len(off) != 1 else 's'} {off[0]['rescore_share']:.0%} of the library "
+                    f"(more than {MAX_FRONTIER_RESCORE_SHARE:.0%}): drawn hollow, left off the frontier.")
     if added:
         summary += (f" {len(added)} new view{'s were' if len(added) != 1 else ' was'} computed for this run and "
                     + ("**kept in the store**." if keep_views else
@@ -195,6 +213,10 @@ def build_lab_tab(engine) -> dict:
                 keep = gr.Checkbox(label="keep the evaluated views in the store", value=False,
                                    info="off: views computed for this run are removed afterwards")
                 refresh = gr.Button("↻ views", size="sm")
+            rescore = gr.Number(0, precision=0, minimum=0, label="rescoring variant (pages, 0 = none)",
+                                info="quantised views are scored on their codes; a depth adds a rescored variant "
+                                     f"(off the frontier above {MAX_FRONTIER_RESCORE_SHARE:.0%} of the library)",
+                                elem_id="lab-rescore")
         with gr.Column(scale=2):
             queries = gr.Textbox(label="Queries, one per line", lines=5,
                                  placeholder="revenue by region in 2023\nwho signed the contract?",
@@ -212,7 +234,7 @@ def build_lab_tab(engine) -> dict:
         return gr.Dropdown(choices=view_choices(engine))
 
     @user_errors
-    def on_run(view_list, use_sweep, query_text, labels_file, keep_views, progress=gr.Progress()):
+    def on_run(view_list, use_sweep, query_text, labels_file, keep_views, rescore_depth=0, progress=gr.Progress()):
         """Evaluate views against the full index: retention (with a label file) and fidelity.
 
         Args:
@@ -221,6 +243,7 @@ def build_lab_tab(engine) -> dict:
             query_text: queries, one per line (fidelity; combined with the label file's queries).
             labels_file: JSON-lines label file, or None.
             keep_views: keep the views computed for this run in the store.
+            rescore_depth: > 0 adds a rescoring variant of every quantised view (0: none).
 
         Returns:
             curve: the retention (or fidelity) vs memory figure.
@@ -231,13 +254,15 @@ def build_lab_tab(engine) -> dict:
         access.require("run evaluations (they save views)")
         try:
             figure, frame, path, text = run_lab(engine, view_list, use_sweep, query_text, labels_file,
-                                                progress=lambda f, m: progress(f, desc=m), keep_views=keep_views)
+                                                progress=lambda f, m: progress(f, desc=m), keep_views=keep_views,
+                                                rescore=rescore_depth)
         except VdrError as error:
             raise gr.Error(str(error)) from error
         return figure, frame, path, text
 
     refresh.click(on_refresh, outputs=views, api_name="lab_views", api_visibility="undocumented")
-    run.click(on_run, inputs=[views, sweep, queries, labels, keep], outputs=[plot, table, export, summary],
+    run.click(on_run, inputs=[views, sweep, queries, labels, keep, rescore], outputs=[plot, table, export, summary],
               api_name="lab_run", api_visibility="undocumented")
-    return dict(views=views, sweep=sweep, keep=keep, refresh=refresh, queries=queries, labels=labels, run=run,
+    return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, refresh=refresh, queries=queries, labels=labels,
+                run=run,
                 summary=summary, plot=plot, table=table, export=export)
