@@ -1,0 +1,296 @@
+"""Two-stage search for large views: a small first stage finds candidates, exact MaxSim ranks them.
+
+    stage = FirstStage(dim=128)                 # MUVERA encodings in a faiss inverted file
+    stage.add(page_ids, packed, offsets)        # encode and insert pages (incremental)
+    stage.remove(page_ids)                      # delete pages from the graph
+    stage.candidates(query, n)                  # -> int64 page ids, the n best by encoding
+
+    vectors = VectorFile(folder)                # every page's vectors, memory-mapped from disk
+    two_stage_top_k(query, k, stage, vectors, depth)   # -> (page ids, exact scores)
+
+Why: exhaustive MaxSim reads every vector of a view for every query, so its time and RAM grow
+with the view (1M pages x 115 vectors: 29 GB of float16, seconds per query). Here RAM holds only
+one encoding per page; each query scans a few lists of encodings for `depth` candidates and
+reads only their vectors from the memory-mapped file (the operating system's page cache keeps the
+hot ones), then scores them exactly, in float32, like `MaxSimIndex`. Recall against exhaustive
+MaxSim, latency and memory by size: benchmarks/bench_scale.py, docs/scale.md.
+
+Choices (measured in bench_scale.py, see docs/scale.md):
+* Encodings: `vdr_app.muvera.Muvera` (FastEmbed's algorithm, vectorised; k_sim=3, 1,024 values).
+* Index: faiss's inverted file (IVF, float16 codes, inner product), flat (exact) below 20,000
+  pages. HNSW graphs (usearch, hnswlib, faiss) were measured too: at 1,024 values per page they
+  took ~3-4 s per 1,000 inserted pages on the 2-core machine (about an hour for 1M pages), while
+  IVF trains on a sample and adds 1M pages in about a minute; IVF also removes by id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..muvera import Muvera
+from ..search import _round_bits, _widen_into, check_query, top_k_of
+
+KINDS = ("muvera", "mean")
+DEFAULT_DEPTH = 400  # candidates re-scored exactly per query (Settings.two_stage_depth)
+IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
+
+
+class FirstStage:
+    """One encoding per page (MUVERA or the mean vector) under a faiss inverted-file index.
+
+    Small views are searched exactly (a flat index); once a view has `ivf_min_pages` pages the
+    encodings are clustered into ~4 sqrt(N) lists (k-means on a sample) and a query scans the
+    `nprobe` nearest lists (float16 codes). Pages are added and removed by page id (incremental;
+    the lists are not retrained: `rebuild` when a view has grown many times over).
+
+    Args:
+        dim: the pages' vector dimension.
+        kind: "muvera" (default) or "mean" (the page's mean vector: 128 values, cheaper, weaker).
+        encoder: the MUVERA encoding (default `Muvera(dim, k_sim=3)`, 1,024 values per page).
+        nprobe: lists scanned per query.
+    """
+
+    def __init__(self, dim: int, kind: str = "muvera", encoder: Muvera | None = None, nprobe: int = 48,
+                 ivf_min_pages: int = IVF_MIN_PAGES) -> None:
+        import faiss
+
+        if kind not in KINDS:
+            raise ValueError(f"first-stage kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.dim, self.nprobe, self.ivf_min_pages = kind, int(dim), int(nprobe), int(ivf_min_pages)
+        self.encoder = (encoder or Muvera(dim, k_sim=3)) if kind == "muvera" else None
+        self.size = self.encoder.size if self.encoder else self.dim
+        self._faiss = faiss
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.size))
+        self._lists = 0  # 0: flat (exact) index
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the encodings (codes) and the list centres."""
+        per = 2 if self._lists else 4
+        return int(len(self) * (self.size * per + 8) + self._lists * self.size * 4)
+
+    @property
+    def state(self) -> str:
+        return f"ivf, {self._lists} lists, nprobe {self.nprobe}" if self._lists else "flat (exact)"
+
+    def describe(self) -> str:
+        what = self.encoder.describe() if self.encoder else "mean vector"
+        return f"{what}, {self.size} values per page, faiss {self.state}, {len(self)} pages"
+
+    def encode_pages(self, packed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        if self.encoder is not None:
+            return self.encoder.encode_pages(packed, offsets)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        lengths = np.diff(offsets)
+        out = np.zeros((len(lengths), self.dim), dtype=np.float32)
+        nonempty = lengths > 0
+        if packed.shape[0]:
+            out[nonempty] = np.add.reduceat(np.asarray(packed, np.float32), offsets[:-1][nonempty], axis=0)
+        return out / np.maximum(lengths, 1)[:, None]
+
+    def encode_query(self, query: np.ndarray) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32)
+        return self.encoder.encode_query(q) if self.encoder is not None else q.sum(axis=0)
+
+    def add(self, page_ids, packed: np.ndarray, offsets: np.ndarray) -> None:
+        """Encode pages (vectors packed[offsets[i]:offsets[i+1]] for page_ids[i]) and insert them."""
+        keys = np.asarray(page_ids, dtype=np.int64)
+        if keys.size:
+            self.add_encodings(keys, self.encode_pages(packed, offsets))
+
+    def add_encodings(self, page_ids, encodings: np.ndarray) -> None:
+        keys = np.asarray(page_ids, dtype=np.int64)
+        x = np.ascontiguousarray(encodings, dtype=np.float32)
+        with self._lock:
+            self._index.remove_ids(keys)  # a page added again replaces its old encoding
+            if not self._lists and len(self) + len(keys) >= self.ivf_min_pages:
+                self._to_ivf(x)
+            self._index.add_with_ids(x, keys)
+
+    def _to_ivf(self, fresh: np.ndarray) -> None:
+        """Move from the flat index to an inverted file trained on what is held plus `fresh`."""
+        faiss = self._faiss
+        held = self._index.ntotal
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64) if held else np.empty(0, np.int64)
+        old = self._index.index.reconstruct_n(0, held) if held else np.empty((0, self.size), np.float32)
+        sample = np.concatenate([old, fresh])
+        n = len(sample)
+        lists = max(16, int(4 * np.sqrt(max(n, self.ivf_min_pages))))
+        rng = np.random.default_rng(0)
+        train = sample[rng.choice(n, size=min(n, lists * 40), replace=False)]
+        quantizer = faiss.IndexFlatIP(self.size)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.size, lists, faiss.ScalarQuantizer.QT_fp16,
+                                            faiss.METRIC_INNER_PRODUCT)
+        ivf.train(train)
+        ivf.nprobe = self.nprobe
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id without a full scan
+        self._ivf_quantizer = quantizer  # faiss does not own it: keep it alive
+        self._index, self._lists = ivf, lists
+        if held:
+            self._index.add_with_ids(old, ids)
+
+    def remove(self, page_ids) -> None:
+        keys = np.asarray(list(page_ids) if not isinstance(page_ids, np.ndarray) else page_ids, dtype=np.int64)
+        if keys.size:
+            with self._lock:
+                self._index.remove_ids(keys)
+
+    def candidates(self, query: np.ndarray, n: int) -> np.ndarray:
+        """int64 page ids of the (about) n pages whose encodings best match the query's."""
+        if n <= 0 or not len(self):
+            return np.empty(0, dtype=np.int64)
+        with self._lock:
+            _, ids = self._index.search(self.encode_query(query)[None], int(min(n, len(self))))
+        ids = ids[0]
+        return ids[ids >= 0].astype(np.int64)
+
+
+class VectorFile:
+    """Every page's vectors in one append-only file of bfloat16 rows, read through a memory map.
+
+    RAM holds only each page's (row, length); the rows stay on disk and the operating system's page
+    cache keeps what is read often. Removing a page forgets its rows (`compact` reclaims them).
+    bfloat16 is what `MaxSimIndex` scores by default, so two-stage scores equal exhaustive ones.
+
+    Args:
+        path: the file (created, or emptied when `fresh`).
+        dim: vector dimension.
+    """
+
+    def __init__(self, path: str | Path, dim: int, fresh: bool = True) -> None:
+        self.path, self.dim = Path(path), int(dim)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh or not self.path.exists():
+            self.path.write_bytes(b"")
+        self._rows = self.path.stat().st_size // (2 * self.dim)
+        self._where: dict[int, tuple[int, int]] = {}  # page id -> (first row, vector count)
+        self._map: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, page_id: int) -> bool:
+        return int(page_id) in self._where
+
+    @property
+    def disk_bytes(self) -> int:
+        return self._rows * 2 * self.dim
+
+    def append(self, page_ids, pages) -> None:
+        """Write pages (float (n_i, d) arrays) at the end of the file; a page id written again moves."""
+        with self._lock:
+            with open(self.path, "ab") as f:
+                for pid, page in zip(page_ids, pages):
+                    bits = _round_bits(np.ascontiguousarray(page, dtype=np.float32).reshape(-1, self.dim), "bfloat16")
+                    f.write(bits.tobytes())
+                    self._where[int(pid)] = (self._rows, bits.shape[0])
+                    self._rows += bits.shape[0]
+            self._map = None
+
+    def append_packed(self, page_ids, bits: np.ndarray, lengths) -> None:
+        """Append pages given as bfloat16 bits (V, d) uint16 with per-page lengths (fast path)."""
+        with self._lock:
+            with open(self.path, "ab") as f:
+                f.write(np.ascontiguousarray(bits, dtype=np.uint16).tobytes())
+            starts = self._rows + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            for pid, s, n in zip(np.asarray(page_ids).tolist(), starts.tolist(), np.asarray(lengths).tolist()):
+                self._where[int(pid)] = (int(s), int(n))
+            self._rows += int(np.sum(lengths))
+            self._map = None
+
+    def remove(self, page_ids) -> None:
+        with self._lock:
+            for pid in page_ids:
+                self._where.pop(int(pid), None)
+
+    def _mapped(self) -> np.ndarray:
+        if self._map is None or self._map.shape[0] != self._rows:
+            self._map = (np.memmap(self.path, dtype=np.uint16, mode="r", shape=(self._rows, self.dim))
+                         if self._rows else np.empty((0, self.dim), np.uint16))
+        return self._map
+
+    def gather(self, page_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(kept page ids int64, float32 (V, d) packed vectors, offsets (n + 1,)) of the pages held,
+        in the given order, read from the file; ids not held are left out."""
+        with self._lock:
+            found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
+            data = self._mapped()
+        lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
+        # Candidates sorted by file position: the reads go forward through the file.
+        order = sorted(range(len(found)), key=lambda i: found[i][1][0])
+        for i in order:
+            row, n = found[i][1]
+            if n:
+                _widen_into(data[row:row + n], out[offsets[i]:offsets[i + 1]], "bfloat16")
+        return np.array([p for p, _ in found], dtype=np.int64), out, offsets
+
+    def compact(self) -> None:
+        """Rewrite the file with only the pages held (after many removals)."""
+        with self._lock:
+            data = self._mapped()
+            tmp = self.path.with_suffix(".compact")
+            where, row = {}, 0
+            with open(tmp, "wb") as f:
+                for pid, (start, n) in sorted(self._where.items(), key=lambda item: item[1][0]):
+                    f.write(np.asarray(data[start:start + n]).tobytes())
+                    where[pid] = (row, n)
+                    row += n
+            self._map = None
+            os.replace(tmp, self.path)
+            self._where, self._rows = where, row
+
+    def close(self, delete: bool = False) -> None:
+        self._map = None
+        if delete:
+            self.path.unlink(missing_ok=True)
+
+
+def packed_maxsim(query: np.ndarray, packed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """float32 MaxSim of pages packed as (V, d) float32 with offsets (n + 1,): one sgemm and one
+    reduceat, the arithmetic of `MaxSimIndex`; -inf for pages without vectors."""
+    n = len(offsets) - 1
+    out = np.full(n, -np.inf, dtype=np.float32)
+    if packed.shape[0] == 0:
+        return out
+    sims = packed @ np.ascontiguousarray(query.T)  # (V, q)
+    nonempty = np.diff(offsets) > 0
+    best = np.maximum.reduceat(sims, offsets[:-1][nonempty], axis=0)  # (pages, q)
+    out[nonempty] = best.sum(axis=1)
+    return out
+
+
+def two_stage_top_k(query: np.ndarray, k: int, stage: FirstStage, vectors: VectorFile, depth: int,
+                    allowed=None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best pages by exact MaxSim among the first stage's `depth` candidates.
+
+    Args:
+        allowed: a set of page ids that may compete (a document filter) or None. With a filter the
+            first stage is asked for more candidates (x4, then every page) until k allowed ones come.
+
+    Returns:
+        (page ids int64, float32 exact scores), best first, ties by lower page id.
+    """
+    q = check_query(query, vectors.dim)
+    want = max(int(depth), int(k))
+    while True:
+        cand = stage.candidates(q, want)
+        if allowed is not None:
+            cand = cand[np.isin(cand, np.fromiter(allowed, dtype=np.int64))]
+        if allowed is None or len(cand) >= k or want >= len(stage):
+            break
+        want = want * 4
+    ids, packed, offsets = vectors.gather(np.sort(cand))  # sorted ids: ties break by lower id
+    scores = packed_maxsim(q, packed, offsets)
+    best, values = top_k_of(scores, int(k))
+    return ids[best], values
