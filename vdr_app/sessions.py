@@ -2,14 +2,20 @@
 
 Each browser session gets its own store in a temporary folder, searched and changed only by that
 session, with the one shared encoder (`Engine.sharing_model`). A library starts as a copy of the
-optional sample store (which is only ever read), and is removed when its session ends, when it
-has been idle for `ttl_s`, or when `max_libraries` are open and it is the least recently used.
-No visitor can reach another's library: the key is the session, never something the visitor sends.
+optional sample store (which is only ever read), and is removed when it has been idle for
+`ttl_s`, or when `max_libraries` are open and it is the least recently used.
+
+A library is keyed by its browser, not by the page: on the first page load the browser gets a
+random key that this app issued (`resume`; the UI keeps it in the browser's localStorage), and
+every later page of that browser is bound to the same library, so a reload keeps it. A key the
+app did not issue, or whose library has gone, is replaced by a new one: no visitor can reach
+another's library. API clients, which load no page, are keyed by their session.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -58,6 +64,7 @@ class SessionLibraries:
         self._extras = extras or (lambda engine: {})
         self._lock = threading.Lock()
         self._libraries: OrderedDict[str, Library] = OrderedDict()
+        self._pages: dict[str, str] = {}  # page session -> browser key (`resume`)
 
     def __len__(self) -> int:
         return len(self._libraries)
@@ -78,6 +85,31 @@ class SessionLibraries:
             self._libraries.move_to_end(key)
             library.last_used = time.monotonic()
             return library
+
+    def resume(self, session: str, browser_key: str | None) -> str:
+        """Bind a page session to its browser's library; returns the key the browser keeps.
+
+        Args:
+            session: the page's session (Gradio's session hash).
+            browser_key: the key this browser kept from an earlier page, or empty. Used only when
+                its library is open (a key issued by this app and not yet expired); otherwise a
+                new random key is issued.
+        """
+        with self._lock:
+            self._expire_locked()
+            if not browser_key or browser_key not in self._libraries:
+                browser_key = secrets.token_urlsafe(24)
+            self._pages[session] = browser_key
+            return browser_key
+
+    def key_for(self, session: str) -> str:
+        """The library key of a page session: its browser's key once `resume`d, else the session."""
+        return self._pages.get(session, session)
+
+    def leave(self, session: str) -> None:
+        """A page closed (or reloaded): its binding goes; the library stays until it idles out."""
+        with self._lock:
+            self._pages.pop(session, None)
 
     def end(self, key: str) -> bool:
         """Remove the library of a session that ended; True if there was one."""
