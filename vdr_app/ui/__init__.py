@@ -197,7 +197,7 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         on_load = demo.load
         if app_access.libraries is not None:  # first bind the page to its browser's library
             browser_key = gr.BrowserState("", storage_key="vdr-library")
-            on_load = demo.load(user_errors(_resume_library), [browser_key], [browser_key], api_name=False,
+            on_load = demo.load(user_errors(_resume_library), [browser_key], [browser_key], api_name="resume_library",
                                 api_visibility="private", queue=False).then
             demo.unload(user_errors(_leave_page))
         on_load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
