@@ -37,6 +37,28 @@ def _load_for_zerogpu(engine) -> None:
         logging.getLogger("app").warning("model %s could not be loaded: %s", engine.settings.model, error)
 
 
+def _demo_model(settings):
+    """A public demo's model is its sample store's: every visitor's library starts as a copy of
+    it, so another model could search none of them. VDR_MODEL naming another model is refused."""
+    from vdr_app.engine import expected_model_id
+    from vdr_app.errors import ConfigError
+    from vdr_app.store import Store
+
+    if settings.sample_store is None or not settings.sample_store.is_file():
+        return settings
+    sample = Store(settings.sample_store, read_only=True)
+    try:
+        model = sample.model_id
+    finally:
+        sample.close()
+    if not model:
+        return settings
+    if settings.model_given and expected_model_id(settings.model) != model:
+        raise ConfigError(f"VDR_SAMPLE_STORE holds vectors of '{model}', not of VDR_MODEL '{settings.model}': "
+                          "unset VDR_MODEL (the sample's model is then used) or build the sample with that model")
+    return dataclasses.replace(settings, model=model, model_given=True)
+
+
 def create_app(settings=None):
     """(demo, settings): the Blocks around a fresh engine; the model starts loading in the background."""
     from vdr_app.config import Settings
@@ -48,6 +70,8 @@ def create_app(settings=None):
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.mode == "public-demo":
         from vdr_app.store import Store
+
+        settings = _demo_model(settings)
 
         # Visitors get libraries of their own (vdr_app.sessions); the app's engine only lends its model.
         engine = Engine(dataclasses.replace(settings, index="memory"), store=Store(":memory:"))

@@ -5,17 +5,22 @@ one shared encoder (`Engine.sharing_model`). A library starts as the optional sa
 is only ever read: until a visitor changes something, every visitor reads the one sample engine
 (one connection, one search index), so memory and disk do not grow with visitors who only look.
 The first change (upload, delete, a new view) gives the visitor a compact private copy of the
-sample in a folder of their own (copy on write). A library is removed when its session ends, when
-it has been idle for `ttl_s`, when `max_libraries` are open and it is the least recently used,
-and when the app stops. Folders left by a process that died (kill -9, power loss) are swept when
+sample in a folder of their own (copy on write). A library is removed when it has been idle for
+`ttl_s`, when `max_libraries` are open and it is the least recently used, and when the app stops. Folders left by a process that died (kill -9, power loss) are swept when
 the next one starts, and periodically. Each private library is capped in pages and bytes.
-No visitor can reach another's library: the key is the session, never something the visitor sends.
+
+A library is keyed by its browser, not by the page: on the first page load the browser gets a
+random key that this app issued (`resume`; the UI keeps it in the browser's localStorage), and
+every later page of that browser is bound to the same library, so a reload keeps it. A key the
+app did not issue, or whose library has gone, is replaced by a new one: no visitor can reach
+another's library. API clients, which load no page, are keyed by their session.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -132,6 +137,7 @@ class SessionLibraries:
         # Stopping the app (Ctrl-C, SIGTERM via app.py, interpreter exit) removes every library.
         finalizer = weakref.WeakMethod(self.close_all)
         atexit.register(lambda: (method := finalizer()) is not None and method())
+        self._pages: dict[str, str] = {}  # page session -> browser key (`resume`)
 
     def __len__(self) -> int:
         return len(self._libraries)
@@ -152,6 +158,31 @@ class SessionLibraries:
             self._libraries.move_to_end(key)
             library.last_used = time.monotonic()
             return library
+
+    def resume(self, session: str, browser_key: str | None) -> str:
+        """Bind a page session to its browser's library; returns the key the browser keeps.
+
+        Args:
+            session: the page's session (Gradio's session hash).
+            browser_key: the key this browser kept from an earlier page, or empty. Used only when
+                its library is open (a key issued by this app and not yet expired); otherwise a
+                new random key is issued.
+        """
+        with self._lock:
+            self._expire_locked()
+            if not browser_key or browser_key not in self._libraries:
+                browser_key = secrets.token_urlsafe(24)
+            self._pages[session] = browser_key
+            return browser_key
+
+    def key_for(self, session: str) -> str:
+        """The library key of a page session: its browser's key once `resume`d, else the session."""
+        return self._pages.get(session, session)
+
+    def leave(self, session: str) -> None:
+        """A page closed (or reloaded): its binding goes; the library stays until it idles out."""
+        with self._lock:
+            self._pages.pop(session, None)
 
     def end(self, key: str) -> bool:
         """Remove the library of a session that ended; True if there was one."""

@@ -39,14 +39,20 @@ def _header() -> str:
     )
 
 
-def _banner(status: ModelStatus):
-    """Banner text, fallback and retry button visibility, and whether the timer keeps polling."""
+def _banner(status: ModelStatus, operator: bool = True):
+    """Banner text, fallback and retry button visibility, and whether the timer keeps polling.
+
+    Args:
+        operator: whether whoever sees the page may act on a failed model (not a public demo's
+            visitors: they get neither the operator's instructions nor the buttons that switch
+            the model for everyone).
+    """
     return (
-        access.redact(status.markdown()),
-        gr.update(visible=status.state == FAILED and bool(status.fallback),
+        access.redact(status.markdown(for_operator=operator)),
+        gr.update(visible=operator and status.state == FAILED and bool(status.fallback),
                   value=f"Continue with {status.fallback} (text-layout retriever, not visual)"),
         gr.Timer(active=status.state == LOADING),
-        gr.update(visible=status.state == FAILED),
+        gr.update(visible=operator and status.state == FAILED),
     )
 
 
@@ -56,7 +62,7 @@ def _use_fallback(status: ModelStatus):
     Returns:
         model_status: the banner text (Markdown).
     """
-    access.require("switch the model for everyone")
+    access.require("switch the model for everyone", everyone=True)
     status.use_fallback()
     return status.markdown()
 
@@ -67,23 +73,38 @@ def _retry_model(status: ModelStatus):
     Returns:
         model_status: the banner text (Markdown).
     """
-    access.require("retry loading the model for everyone")
+    access.require("retry loading the model for everyone", everyone=True)
     status.retry()
     return status.markdown()
 
 
-def _end_session() -> None:
-    """A public-demo visitor left (tab closed): their library goes."""
+def _leave_page() -> None:
+    """A public-demo page closed or reloaded: the page's binding goes; the browser's library stays
+    until it idles out, so a reload finds it again (vdr_app.sessions)."""
     current = access.current_access()
     if current is not None and current.libraries is not None and access.has_session():
-        current.libraries.end(access.session_key())
+        current.libraries.leave(access.session_hash())
+
+
+def _resume_library(browser_key: str) -> str:
+    """A public-demo page opened: bind it to the library of its browser (the key the browser kept
+    from an earlier page, if that library is still there, else a new one); returns the key for the
+    browser to keep."""
+    current = access.current_access()
+    return current.libraries.resume(access.session_hash(), browser_key)
 
 
 _MODE_NOTES = {
     "shared": "Signed in as a user of this shared app: documents and views are shared by everyone signed in.",
-    "public-demo": "Public demo: your documents are private to this browser session and removed when you leave "
-                   "or after a while without use.",
+    "public-demo": "Public demo: your documents are private to this browser, kept across page reloads and removed "
+                   "{minutes} after your last action.",
 }
+
+
+def _mode_note(settings: Settings) -> str:
+    minutes = settings.session_minutes
+    span = f"{minutes / 60:g} hours" if minutes >= 120 else f"{minutes:g} minute{'s' if minutes != 1 else ''}"
+    return _MODE_NOTES[settings.mode].format(minutes=span)
 
 
 _TEMPORARY_NOTE = ("This Space has no persistent storage: the library is **temporary**, lost when the Space "
@@ -130,11 +151,12 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
     with access.building(app_access), gr.Blocks(title=TITLE, delete_cache=(cache_s, cache_s), fill_width=True) as demo:
         gr.HTML(_header())
         if settings.mode in _MODE_NOTES:
-            gr.Markdown(_MODE_NOTES[settings.mode], elem_id="mode-note")
+            gr.Markdown(_mode_note(settings), elem_id="mode-note")
         if settings.temporary_library and settings.mode != "public-demo":  # a visitor's library is temporary anyway
             gr.Markdown(_TEMPORARY_NOTE, elem_id="storage-note")
         with gr.Column(elem_id="model-banner"):
-            banner = gr.Markdown(status.markdown(), elem_id="model-status", label="model_status")
+            banner = gr.Markdown(status.markdown(for_operator=settings.mode != "public-demo"), elem_id="model-status",
+                                 label="model_status")
             # Below the text, on the left: error toasts appear top right and must not cover them.
             with gr.Row(elem_id="model-actions"):
                 retry = gr.Button("Retry loading the model", visible=False, size="sm", scale=0, min_width=200,
@@ -158,10 +180,11 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
         exp.view_page.click(bind(viewer.open_page, engine), [exp.page], [page_viewer], api_name="view_page",
                             api_visibility="undocumented", queue=False)
 
+        operator = settings.mode != "public-demo"
         banner_outputs = [banner, fallback, timer, retry]
-        timer.tick(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="model_status",
+        timer.tick(user_errors(lambda: _banner(status, operator)), None, banner_outputs, api_name="model_status",
                    api_visibility="undocumented", queue=False)
-        buttons = lambda: _banner(status)[1:]  # noqa: E731
+        buttons = lambda: _banner(status, operator)[1:]  # noqa: E731
         fallback.click(bind(_use_fallback, status), None, [banner], api_name="use_fallback",
                        api_visibility="undocumented").then(
             buttons, None, banner_outputs[1:], api_name="banner_after_fallback", api_visibility="undocumented")
@@ -176,14 +199,18 @@ def build_demo(engine, *, load_model: bool = True) -> gr.Blocks:
                        api_visibility="undocumented")
             event.then(search_documents, [srch.documents], [srch.documents],
                        api_name=f"search_documents_after_{name}", api_visibility="undocumented")
-        demo.load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
+        on_load = demo.load
+        if app_access.libraries is not None:  # first bind the page to its browser's library
+            browser_key = gr.BrowserState("", storage_key="vdr-library")
+            on_load = demo.load(user_errors(_resume_library), [browser_key], [browser_key], api_name="resume_library",
+                                api_visibility="private", queue=False).then
+            demo.unload(user_errors(_leave_page))
+        on_load(lib.refresh, None, lib.outputs, api_name="refresh_library", api_visibility="undocumented").then(
             documents, [exp.document], [exp.document], api_name="refresh_documents", api_visibility="undocumented"
-        ).then(user_errors(lambda: _banner(status)), None, banner_outputs, api_name="refresh_status",
+        ).then(user_errors(lambda: _banner(status, operator)), None, banner_outputs, api_name="refresh_status",
                api_visibility="undocumented"
         ).then(search_documents, [srch.documents], [srch.documents], api_name="refresh_search_documents",
                api_visibility="undocumented")
-        if app_access.libraries is not None:
-            demo.unload(user_errors(_end_session))
     demo.queue(default_concurrency_limit=4)
     demo.model_status = status  # for tests and app.py: wait for / inspect the background load
     demo.access = app_access  # for tests: the mode and, in public-demo mode, the session libraries

@@ -88,18 +88,35 @@ def username() -> str | None:
     return getattr(request, "username", None) if request is not None else None
 
 
-def require(action: str) -> None:
-    """Raise AccessDenied unless the current visitor may do `action` (e.g. "delete documents")."""
+def require(action: str, everyone: bool = False) -> None:
+    """Raise AccessDenied unless the current visitor may do `action` (e.g. "delete documents").
+
+    Args:
+        everyone: the action changes the app for every visitor (the model switch): never open to
+            a public demo's visitors, whose own libraries are all they may change.
+    """
     if mode() == "shared" and not username():
         raise AccessDenied(f"sign in to {action}: in this shared app only signed-in users may")
+    if everyone and mode() == "public-demo":
+        raise AccessDenied(f"visitors of a public demo cannot {action}: the app's operator sets the model")
 
 
-def session_key() -> str:
+def session_hash() -> str:
+    """The calling page's (or API client's) Gradio session."""
     request = _request.get()
     key = getattr(request, "session_hash", None) if request is not None else None
     if not key:
         raise AccessDenied("this action needs a browser session (open the app's page, or use gradio_client)")
     return key
+
+
+def session_key() -> str:
+    """The key of the calling visitor's library: their browser's key once the page resumed it
+    (vdr_app.sessions), else the session."""
+    key = session_hash()
+    access = _access.get()
+    libraries = access.libraries if access is not None else None
+    return libraries.key_for(key) if libraries is not None else key
 
 
 def current_library():

@@ -93,8 +93,13 @@ class ModelStatus:
         self.engine.set_model(self.fallback)
         self.start()
 
-    def markdown(self) -> str:
-        """The banner text for the current state."""
+    def markdown(self, for_operator: bool = True) -> str:
+        """The banner text for the current state.
+
+        Args:
+            for_operator: with what to do about a failed load; a public demo's visitors, who can
+                do nothing about it, get one line (the operator finds the error in the log).
+        """
         if self.state == READY:
             encoder = self.engine.encoder
             kind = getattr(encoder, "kind", "visual")
@@ -105,6 +110,9 @@ class ModelStatus:
             return f"**Model:** `{encoder.model_id}` ({encoder.family}, {encoder.dim}-d vectors) · ready"
         if self.state == LOADING:
             return f"**Loading model** `{self.model}` … the Library and Explore tabs work meanwhile."
+        if not for_operator:
+            return (f"**Search and uploads are unavailable:** the model `{self.model}` could not be loaded. "
+                    "The documents already here can still be browsed.")
         first = self.error.split(". ")[0].strip().rstrip(".")
         lines = [f"**The model `{self.model}` could not be loaded:** {first}."]
         fix = "**To fix:** "
