@@ -84,7 +84,8 @@ def _document(row) -> dict:
 
 def search_pages(engine, links: PageLinks, query: str, k: int = 5, view: str = "full",
                  documents: list[str] = (), request: gr.Request = None) -> str:
-    """Find the PDF pages that best answer a query (visual retrieval: the page images are matched, not extracted text).
+    """Find the PDF pages that best answer a query (visual retrieval: the page images are matched,
+    not extracted text).
 
     Scores are MaxSim: each query token's best similarity with the page, summed, so compare them
     within one query only. Use explain_match on a result to see which words matched where.
@@ -111,7 +112,9 @@ def search_pages(engine, links: PageLinks, query: str, k: int = 5, view: str = "
 
 def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str = "full",
                   request: gr.Request = None) -> str:
-    """Explain why a page matched a query: for each word of the query, how well it matched and where on the page.
+    """Explain why a page matched a query: for each word of the query, how well it matched and
+    where on the page. A word's box is its best-matching patch as [x0, y0, x1, y1] in 0-1 page
+    coordinates (origin top left); a word the view pruned everywhere has none.
 
     Args:
         query: the query that was searched.
@@ -119,7 +122,7 @@ def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str 
         view: the view that was searched ("full" by default).
 
     Returns:
-        JSON {document, page, page_id, view, image_url, words: [{word, similarity, box}]}; box is the best-matching patch as [x0, y0, x1, y1] in 0-1 page coordinates (top left origin).
+        JSON {document, page, page_id, view, image_url, words: [{word, similarity, box}]}.
     """
     explanation = engine.explain(query, int(page_id), view or FULL)
     tokens = explanation.query.tokens or [str(i) for i in range(len(explanation.query.vectors))]
@@ -168,10 +171,12 @@ def remove_document(engine, pages, document: str) -> str:
 
 
 def list_views(engine) -> str:
-    """List the index views: the full index and the stored reduced ones, with their vectors and memory, and the reduction strategies a new view can use.
+    """List the index views: the full index and the stored reduced ones, with their vectors and
+    memory, and the reduction strategies a new view can use (name, kinds, about, example). A view
+    spec is "strategy:param=value" (see the examples), optionally followed by "@int8" or "@binary".
 
     Returns:
-        JSON {model, views: [{view, pages, vectors, bytes, ratio_to_full}], strategies: [{name, kinds, about, example}]}; a view spec is "strategy:param=value", optionally "@int8" or "@binary".
+        JSON {model, views: [{view, pages, vectors, bytes, ratio_to_full}], strategies: [{name, kinds, about, example}]}
     """
     stats = engine.stats()
     views = [dict(view=v["view"], pages=v["pages"], vectors=v["vectors"], bytes=v["bytes"],
@@ -241,6 +246,6 @@ def register(engine, pages) -> None:
     gr.api(bind(list_views, engine), api_name="list_views")
 
 
-def mcp_server(settings) -> bool | None:
-    """`launch(mcp_server=...)`: on with VDR_MCP=1; otherwise None, so Gradio reads GRADIO_MCP_SERVER."""
-    return True if settings.mcp else None
+def mcp_server(settings) -> bool:
+    """`launch(mcp_server=...)`: `Settings.mcp` (VDR_MCP, or Gradio's GRADIO_MCP_SERVER when that is unset)."""
+    return bool(settings.mcp)
