@@ -55,14 +55,17 @@ class PageLinks:
         self._staging = tempfile.TemporaryDirectory(prefix="vdr-page-links-")
         self._lock = threading.Lock()
 
-    def url(self, engine, page_id: int, request) -> str:
+    def file(self, engine, page_id: int) -> str:
+        """The cached copy of the page's JPEG (a path Gradio serves)."""
         row = engine.page(int(page_id))
         name = f"{Path(row.doc_name).stem[:60]}-p{row.page_number}.jpg"
         with self._lock:  # same page twice at once: one staging file, same bytes
             staging = Path(self._staging.name) / name
             staging.write_bytes(engine.page_jpeg(row.id))
-            cached = self._owner.move_resource_to_block_cache(str(staging))
-        return f"{_root_url(request)}/gradio_api/file={urllib.parse.quote(str(cached))}"
+            return self._owner.move_resource_to_block_cache(str(staging))
+
+    def url(self, engine, page_id: int, request) -> str:
+        return f"{_root_url(request)}/gradio_api/file={urllib.parse.quote(str(self.file(engine, page_id)))}"
 
 
 def _root_url(request) -> str:
@@ -139,6 +142,21 @@ def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str 
     page = explanation.page
     return _json(dict(document=page.doc_name, page=page.page_number, page_id=page.id, view=explanation.spec,
                       image_url=links.url(engine, page.id, request), words=words))
+
+
+def get_page_image(engine, links: PageLinks, page_id: int) -> str:
+    """Show one page as an image, to read or look at a search result (the stored page, at the resolution it was
+    rendered at).
+
+    Args:
+        page_id: the page_id of a search_pages result.
+
+    Returns:
+        the page image (JPEG), and its URL.
+    """
+    if page_id is None or float(page_id) != int(page_id):
+        raise gr.Error(f"page_id must be a whole number, got {page_id!r}", title="Bad page_id")
+    return links.file(engine, int(page_id))
 
 
 def list_documents(engine) -> str:
@@ -228,11 +246,14 @@ def register(engine, pages) -> None:
     `pages` is the UI's page-image cache, cleared when documents change (as the Library does).
     """
     # Hidden components: add_pdf needs a real File input (Gradio checks and stores the upload;
-    # MCP turns a URL or data URI into one), and page links need a component to own their files.
+    # MCP turns a URL or data URI into one), get_page_image a real Image output, and page links
+    # a component to own their files.
     with gr.Column(visible=False, elem_id="agent-api"):
         pdf = gr.File(file_count="single", file_types=[".pdf"], type="filepath", label="pdf")
         name = gr.Textbox("", label="name")
         added = gr.Textbox(label="result")
+        page_id = gr.Number(label="page_id", precision=0)
+        page_image = gr.Image(type="filepath", format="jpeg", label="page")
     links = PageLinks(added)
     # No trigger: an endpoint only. One encoding at a time, shared with the Library's uploads.
     gr.on([], bind(add_pdf, engine, pages), [pdf, name], [added], api_name="add_pdf", concurrency_limit=1,
@@ -241,6 +262,9 @@ def register(engine, pages) -> None:
            concurrency_id="search")
     gr.api(bind(explain_match, engine, links), api_name="explain_match", concurrency_limit=4,
            concurrency_id="search")
+    # An image output: MCP clients get the picture itself (and its URL), not a link only.
+    gr.on([], bind(get_page_image, engine, links), [page_id], [page_image], api_name="get_page_image",
+          concurrency_limit=4, concurrency_id="search")
     gr.api(bind(list_documents, engine), api_name="list_documents")
     gr.api(bind(remove_document, engine, pages), api_name="remove_document")
     gr.api(bind(list_views, engine), api_name="list_views")
