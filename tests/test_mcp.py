@@ -18,20 +18,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 
-pytest.importorskip("mcp", reason="the MCP tests need the `mcp` package (requirements-dev.txt)")
+from vdr_app import heatmap
+from vdr_app.config import Settings
+from vdr_app.errors import ConfigError
 
-from gradio_client import Client, handle_file  # noqa: E402
-from mcp import ClientSession  # noqa: E402
-from mcp.client.sse import sse_client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-
-from vdr_app import heatmap  # noqa: E402
-from vdr_app.config import Settings  # noqa: E402
-from vdr_app.errors import ConfigError  # noqa: E402
-
-from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app  # noqa: E402
+from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app
 
 TOOLS = {"add_pdf", "search_pages", "explain_match", "get_page_image", "list_documents", "remove_document",
          "list_views"}
