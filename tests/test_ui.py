@@ -66,6 +66,22 @@ def test_every_event_has_an_api_name(app):
         assert endpoint in names  # still callable by name (undocumented), as the tests below do
 
 
+def test_upload_indexes_every_page(app, indexed, sample_docs):
+    client, engine, _ = app
+    docs = engine.list_documents()
+    assert [d.name for d in docs] == [SHORT_PDF]
+    assert docs[0].n_pages == 2
+    status, result = indexed
+    assert f"**{SHORT_PDF}**: 2 pages indexed" in status
+    assert result == dict(documents=[dict(file=SHORT_PDF, doc_id=docs[0].id, pages=2, added=True)], skipped=[],
+                          pages_indexed=2)
+    assert len(engine.pages(docs[0].id)) == 2
+    # The same bytes again: skipped, and said why.
+    _, again, _ = client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    assert again["pages_indexed"] == 0
+    assert again["skipped"] == [dict(file=SHORT_PDF, reason=f"already in the library (document {docs[0].id})")]
+
+
 def test_every_endpoint_is_described_with_named_outputs(app):
     """The API page: each documented endpoint has its own description (not "partial(...)") and
     outputs not named "value_12" (parameter descriptions: tests/test_mcp.py)."""
