@@ -70,7 +70,7 @@ def child(capacity: int, requests: int) -> None:
         def search(i: int) -> bool:
             with httpx.Client(timeout=60) as http:
                 event = http.post(f"{url}gradio_api/call/search",
-                                  json={"data": [f"revenue {i}", "full", 3]}).json()["event_id"]
+                                  json={"data": [f"revenue {i}", "full", 3, [], None]}).json()["event_id"]
                 text = http.get(f"{url}gradio_api/call/search/{event}").text
             return "event: complete" in text
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 from pathlib import Path
@@ -17,21 +18,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from PIL import Image
 
-pytest.importorskip("mcp", reason="the MCP tests need the `mcp` package (requirements-dev.txt)")
+from vdr_app import heatmap
+from vdr_app.config import Settings
+from vdr_app.errors import ConfigError
 
-from gradio_client import Client, handle_file  # noqa: E402
-from mcp import ClientSession  # noqa: E402
-from mcp.client.sse import sse_client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app
 
-from vdr_app import heatmap  # noqa: E402
-from vdr_app.config import Settings  # noqa: E402
-from vdr_app.errors import ConfigError  # noqa: E402
-
-from .ui_support import BAD_PDF, OTHER_PDF, SHORT_PDF, app_settings, running_app  # noqa: E402
-
-TOOLS = {"add_pdf", "search_pages", "explain_match", "list_documents", "remove_document", "list_views"}
+TOOLS = {"add_pdf", "search_pages", "explain_match", "get_page_image", "list_documents", "remove_document",
+         "list_views"}
 QUERY = "canvas drawing"
 
 
@@ -101,11 +101,16 @@ def _walk(node):
 def test_vdr_mcp_is_read_once_with_the_other_settings():
     assert Settings().mcp is False and Settings.from_env({}).mcp is False
     assert Settings.from_env({"VDR_MCP": "1"}).mcp is True and Settings.from_env({"VDR_MCP": "off"}).mcp is False
+    # Unset, Gradio's own switch decides (as launch would); VDR_MCP wins over it.
+    assert Settings.from_env({"GRADIO_MCP_SERVER": "True"}).mcp is True
+    assert Settings.from_env({"GRADIO_MCP_SERVER": "true", "VDR_MCP": "0"}).mcp is False
     with pytest.raises(ConfigError, match="VDR_MCP='maybe' is not valid"):
         Settings.from_env({"VDR_MCP": "maybe"})
     # Gradio's login is a page: an MCP client could list the tools but call none of them.
-    with pytest.raises(ConfigError, match="VDR_MCP=1 does not work with VDR_MODE=shared"):
+    with pytest.raises(ConfigError, match="does not work with VDR_MODE=shared"):
         Settings.from_env({"VDR_MCP": "1", "VDR_MODE": "shared", "VDR_AUTH": "ada:secret"})
+    with pytest.raises(ConfigError, match="does not work with VDR_MODE=shared"):
+        Settings.from_env({"GRADIO_MCP_SERVER": "true", "VDR_MODE": "shared", "VDR_AUTH": "ada:secret"})
 
 
 def test_tools_are_named_for_what_they_do_with_typed_described_parameters(app):
@@ -128,6 +133,7 @@ def test_tools_are_named_for_what_they_do_with_typed_described_parameters(app):
     assert search["properties"]["documents"]["items"] == {"type": "string"}
     assert by_name["remove_document"].inputSchema["properties"]["document"]["type"] == "string"
     assert by_name["explain_match"].inputSchema["properties"]["page_id"]["type"] == "integer"
+    assert by_name["get_page_image"].inputSchema["properties"]["page_id"]["type"] == "integer"
     pdf = by_name["add_pdf"].inputSchema["properties"]["pdf"]
     assert pdf["type"] == "string" and "data URI" in pdf["description"]
 
@@ -149,9 +155,13 @@ def test_an_agent_adds_a_pdf_searches_and_explains_a_hit(app, sample_docs):
         top = found[1]["results"][0]
         explained = await _call(session, "explain_match", {"query": QUERY, "page_id": top["page_id"]}, transcript)
         views = await _call(session, "list_views", {}, transcript)
-        return added, again, listed, found, explained, views
+        image = await session.call_tool("get_page_image", {"page_id": top["page_id"]})
+        transcript.add(f"> call get_page_image {json.dumps({'page_id': top['page_id']})}",
+                       "< " + " + ".join(f"{c.type} ({c.mimeType}, {len(c.data)} base64 chars)" if c.type == "image"
+                                         else f"{c.type}: {c.text}" for c in image.content), "")
+        return added, again, listed, found, explained, views, image
 
-    added, again, listed, found, explained, views = _mcp(url, steps)
+    added, again, listed, found, explained, views, image = _mcp(url, steps)
     transcript.save()
     assert not any(error for error, _ in (added, again, listed, found, explained, views))
 
@@ -166,8 +176,8 @@ def test_an_agent_adds_a_pdf_searches_and_explains_a_hit(app, sample_docs):
     assert [(r["page_id"], r["score"]) for r in results] == [(h.page_id, round(h.score, 4)) for h in reference]
     assert all(r["document"] == SHORT_PDF and r["doc_id"] == doc.id for r in results)
     for result in results:
-        image = httpx.get(result["image_url"], timeout=30)
-        assert image.status_code == 200 and image.content == engine.page_jpeg(result["page_id"])
+        response = httpx.get(result["image_url"], timeout=30)
+        assert response.status_code == 200 and response.content == engine.page_jpeg(result["page_id"])
 
     # Each word's best similarity and where: a direct loop over the page's patches (full view).
     page_id = results[0]["page_id"]
@@ -177,14 +187,25 @@ def test_an_agent_adds_a_pdf_searches_and_explains_a_hit(app, sample_docs):
     expected = []
     for word, members in heatmap.query_words(query.tokens, heatmap.content_tokens(query.tokens)):
         best = np.unravel_index(np.argmax(similarity[members]), similarity[members].shape)[1]
-        expected.append((word, round(float(similarity[members].max()), 4), [round(float(v), 4) for v in patches.boxes[best]]))
+        box = [round(float(v), 4) for v in patches.boxes[best]]
+        expected.append((word, round(float(similarity[members].max()), 4), box))
     got = explained[1]
-    assert (got["page_id"], got["page"], got["document"], got["view"]) == (page_id, results[0]["page"], SHORT_PDF, "full")
+    assert (got["page_id"], got["page"], got["document"]) == (page_id, results[0]["page"], SHORT_PDF)
+    assert got["view"] == "full"
     assert [(w["word"], w["box"]) for w in got["words"]] == [(word, box) for word, _, box in expected]
     assert [w["similarity"] for w in got["words"]] == pytest.approx([s for _, s, _ in expected], abs=2e-4)
     assert got["image_url"] == results[0]["image_url"]
     assert [v["view"] for v in views[1]["views"]] == ["full"] and views[1]["views"][0]["pages"] == 2
     assert any(s["name"] == "docpruner" for s in views[1]["strategies"])
+
+    # The page itself, inline: what the app stores for that page, at its size.
+    assert not image.isError and [c.type for c in image.content] == ["image", "text"]
+    picture = Image.open(io.BytesIO(base64.b64decode(image.content[0].data)))
+    row = engine.page(page_id)
+    assert picture.size == (row.width, row.height) and image.content[0].mimeType == "image/jpeg"
+    stored = np.asarray(Image.open(io.BytesIO(engine.page_jpeg(page_id))).convert("L"), dtype=float)
+    assert np.abs(np.asarray(picture.convert("L"), dtype=float) - stored).mean() < 3  # re-encoded JPEG
+    assert image.content[1].text.startswith("Image URL: http")
 
 
 def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
@@ -194,7 +215,7 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
     async def steps(session):
         return [
             await _call(session, "add_pdf", {"pdf": _data_uri(sample_docs / "bad" / BAD_PDF)}),
-            await _call(session, "add_pdf", {"pdf": "data:application/pdf;base64," + base64.b64encode(b"hello").decode()}),
+            await _call(session, "add_pdf", {"pdf": "data:application/pdf;base64," + base64.b64encode(b"hi").decode()}),
             await _call(session, "add_pdf", {"pdf": "/etc/passwd"}),  # a server path: not a URL
             await _call(session, "add_pdf", {"pdf": "http://127.0.0.1:9/a.pdf"}),  # Gradio fetches public URLs only
             await _call(session, "search_pages", {"query": "   "}),
@@ -203,13 +224,17 @@ def test_bad_input_is_one_message_and_changes_nothing(app, sample_docs):
             await _call(session, "search_pages", {"query": QUERY, "view": "nonsense:keep=2"}),
             await _call(session, "explain_match", {"query": QUERY, "page_id": 999999}),
             await _call(session, "remove_document", {"document": "no-such.pdf"}),
+            await _call(session, "get_page_image", {"page_id": 999999}),
         ]
 
     outcomes = _mcp(url, steps)
-    for is_error, text in outcomes:
+    for index, (is_error, text) in enumerate(outcomes):
         assert is_error, text
         assert isinstance(text, str) and text.strip() and "Traceback" not in text
-    assert "no-such.pdf" in outcomes[6][1] and "no-such.pdf" in outcomes[9][1]
+        if index != 3:  # Gradio refuses a private URL itself, with its generic message
+            assert "upstream Gradio app" not in text, text
+    assert "damaged" in outcomes[0][1] and "not a PDF" in outcomes[1][1] and "query is empty" in outcomes[4][1]
+    assert "no-such.pdf" in outcomes[6][1] and "no-such.pdf" in outcomes[9][1] and "999999" in outcomes[10][1]
     assert ([d.as_dict() for d in engine.list_documents()], engine.store.page_ids()) == before
 
 
@@ -222,6 +247,8 @@ def test_remove_by_name_through_mcp_and_the_same_api_through_gradio_client(app, 
     assert added["added"] and added["pages"] == 1
     hits = json.loads(client.predict(QUERY, 10, "full", [OTHER_PDF], api_name="/search_pages"))["results"]
     assert hits and {h["doc_id"] for h in hits} == {added["doc_id"]}
+    row = engine.page(hits[0]["page_id"])
+    assert Image.open(client.predict(row.id, api_name="/get_page_image")).size == (row.width, row.height)
     kept = [d.id for d in engine.list_documents() if d.id != added["doc_id"]]
 
     async def steps(session):

@@ -60,10 +60,26 @@ def test_every_event_has_an_api_name(app):
     names = [dep.get("api_name") for dep in demo.config["dependencies"]]
     assert all(isinstance(n, str) and n for n in names), names
     documented = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(documented) == {"/add_pdf", "/search_pages", "/explain_match", "/list_documents", "/remove_document",
-                               "/list_views"}
+    assert set(documented) == {"/add_pdf", "/search_pages", "/explain_match", "/get_page_image", "/list_documents",
+                               "/remove_document", "/list_views"}
     for endpoint in ("add_documents", "delete_document", "explore", "search", "explain", "use_fallback", "lab_run"):
         assert endpoint in names  # still callable by name (undocumented), as the tests below do
+
+
+def test_upload_indexes_every_page(app, indexed, sample_docs):
+    client, engine, _ = app
+    docs = engine.list_documents()
+    assert [d.name for d in docs] == [SHORT_PDF]
+    assert docs[0].n_pages == 2
+    status, result = indexed
+    assert f"**{SHORT_PDF}**: 2 pages indexed" in status
+    assert result == dict(documents=[dict(file=SHORT_PDF, doc_id=docs[0].id, pages=2, added=True)], skipped=[],
+                          pages_indexed=2)
+    assert len(engine.pages(docs[0].id)) == 2
+    # The same bytes again: skipped, and said why.
+    _, again, _ = client.predict([handle_file(str(sample_docs / "pdfs" / SHORT_PDF))], api_name="/add_documents")
+    assert again["pages_indexed"] == 0
+    assert again["skipped"] == [dict(file=SHORT_PDF, reason=f"already in the library (document {docs[0].id})")]
 
 
 def test_every_endpoint_is_described_with_named_outputs(app):

@@ -104,7 +104,7 @@ class Settings:
         qdrant_replicas: replicas of a new collection, fixed when it is created
             (`VDR_QDRANT_REPLICAS`).
         mcp: serve the app's API as an MCP server too, at `/gradio_api/mcp/` (`VDR_MCP=1`; unset:
-            Gradio's own `GRADIO_MCP_SERVER` decides). See docs/mcp.md.
+            as Gradio's own `GRADIO_MCP_SERVER=true` says). See docs/mcp.md.
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -153,8 +153,8 @@ class Settings:
         if self.mode == "shared" and not self.auth:
             raise ConfigError("VDR_MODE=shared needs logins: set VDR_AUTH=user:password[,user2:password2]")
         if self.mode == "shared" and self.mcp:
-            raise ConfigError("VDR_MCP=1 does not work with VDR_MODE=shared: MCP clients cannot sign in to its login "
-                              "page (see docs/mcp.md)")
+            raise ConfigError("the MCP server (VDR_MCP=1 or GRADIO_MCP_SERVER=true) does not work with "
+                              "VDR_MODE=shared: MCP clients cannot sign in to its login page (see docs/mcp.md)")
         if self.auth and self.mode != "shared":
             # Logins are only checked in shared mode: served anyway, the app would be open to anyone
             # while whoever set them believes it is guarded.
@@ -218,7 +218,8 @@ class Settings:
                                             re.compile("int8|none"), "int8 or none (empty: none)"),
             qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
-            mcp=read.flag("VDR_MCP", defaults.mcp),
+            # Read here so that the mode check sees Gradio's switch too; launch gets the result.
+            mcp=read.flag("VDR_MCP", env.get("GRADIO_MCP_SERVER", "").strip().lower() == "true"),
         )
 
 

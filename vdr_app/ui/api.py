@@ -55,14 +55,17 @@ class PageLinks:
         self._staging = tempfile.TemporaryDirectory(prefix="vdr-page-links-")
         self._lock = threading.Lock()
 
-    def url(self, engine, page_id: int, request) -> str:
+    def file(self, engine, page_id: int) -> str:
+        """The cached copy of the page's JPEG (a path Gradio serves)."""
         row = engine.page(int(page_id))
         name = f"{Path(row.doc_name).stem[:60]}-p{row.page_number}.jpg"
         with self._lock:  # same page twice at once: one staging file, same bytes
             staging = Path(self._staging.name) / name
             staging.write_bytes(engine.page_jpeg(row.id))
-            cached = self._owner.move_resource_to_block_cache(str(staging))
-        return f"{_root_url(request)}/gradio_api/file={urllib.parse.quote(str(cached))}"
+            return self._owner.move_resource_to_block_cache(str(staging))
+
+    def url(self, engine, page_id: int, request) -> str:
+        return f"{_root_url(request)}/gradio_api/file={urllib.parse.quote(str(self.file(engine, page_id)))}"
 
 
 def _root_url(request) -> str:
@@ -84,7 +87,8 @@ def _document(row) -> dict:
 
 def search_pages(engine, links: PageLinks, query: str, k: int = 5, view: str = "full",
                  documents: list[str] = (), request: gr.Request = None) -> str:
-    """Find the PDF pages that best answer a query (visual retrieval: the page images are matched, not extracted text).
+    """Find the PDF pages that best answer a query (visual retrieval: the page images are matched,
+    not extracted text).
 
     Scores are MaxSim: each query token's best similarity with the page, summed, so compare them
     within one query only. Use explain_match on a result to see which words matched where.
@@ -111,7 +115,9 @@ def search_pages(engine, links: PageLinks, query: str, k: int = 5, view: str = "
 
 def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str = "full",
                   request: gr.Request = None) -> str:
-    """Explain why a page matched a query: for each word of the query, how well it matched and where on the page.
+    """Explain why a page matched a query: for each word of the query, how well it matched and
+    where on the page. A word's box is its best-matching patch as [x0, y0, x1, y1] in 0-1 page
+    coordinates (origin top left); a word the view pruned everywhere has none.
 
     Args:
         query: the query that was searched.
@@ -119,7 +125,7 @@ def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str 
         view: the view that was searched ("full" by default).
 
     Returns:
-        JSON {document, page, page_id, view, image_url, words: [{word, similarity, box}]}; box is the best-matching patch as [x0, y0, x1, y1] in 0-1 page coordinates (top left origin).
+        JSON {document, page, page_id, view, image_url, words: [{word, similarity, box}]}.
     """
     explanation = engine.explain(query, int(page_id), view or FULL)
     tokens = explanation.query.tokens or [str(i) for i in range(len(explanation.query.vectors))]
@@ -136,6 +142,21 @@ def explain_match(engine, links: PageLinks, query: str, page_id: int, view: str 
     page = explanation.page
     return _json(dict(document=page.doc_name, page=page.page_number, page_id=page.id, view=explanation.spec,
                       image_url=links.url(engine, page.id, request), words=words))
+
+
+def get_page_image(engine, links: PageLinks, page_id: int) -> str:
+    """Show one page as an image, to read or look at a search result (the stored page, at the resolution it was
+    rendered at).
+
+    Args:
+        page_id: the page_id of a search_pages result.
+
+    Returns:
+        the page image (JPEG), and its URL.
+    """
+    if page_id is None or float(page_id) != int(page_id):
+        raise gr.Error(f"page_id must be a whole number, got {page_id!r}", title="Bad page_id")
+    return links.file(engine, int(page_id))
 
 
 def list_documents(engine) -> str:
@@ -168,10 +189,12 @@ def remove_document(engine, pages, document: str) -> str:
 
 
 def list_views(engine) -> str:
-    """List the index views: the full index and the stored reduced ones, with their vectors and memory, and the reduction strategies a new view can use.
+    """List the index views: the full index and the stored reduced ones, with their vectors and
+    memory, and the reduction strategies a new view can use (name, kinds, about, example). A view
+    spec is "strategy:param=value" (see the examples), optionally followed by "@int8" or "@binary".
 
     Returns:
-        JSON {model, views: [{view, pages, vectors, bytes, ratio_to_full}], strategies: [{name, kinds, about, example}]}; a view spec is "strategy:param=value", optionally "@int8" or "@binary".
+        JSON {model, views: [{view, pages, vectors, bytes, ratio_to_full}], strategies: [{name, kinds, about, example}]}
     """
     stats = engine.stats()
     views = [dict(view=v["view"], pages=v["pages"], vectors=v["vectors"], bytes=v["bytes"],
@@ -223,11 +246,14 @@ def register(engine, pages) -> None:
     `pages` is the UI's page-image cache, cleared when documents change (as the Library does).
     """
     # Hidden components: add_pdf needs a real File input (Gradio checks and stores the upload;
-    # MCP turns a URL or data URI into one), and page links need a component to own their files.
+    # MCP turns a URL or data URI into one), get_page_image a real Image output, and page links
+    # a component to own their files.
     with gr.Column(visible=False, elem_id="agent-api"):
         pdf = gr.File(file_count="single", file_types=[".pdf"], type="filepath", label="pdf")
         name = gr.Textbox("", label="name")
         added = gr.Textbox(label="result")
+        page_id = gr.Number(label="page_id", precision=0)
+        page_image = gr.Image(type="filepath", format="jpeg", label="page")
     links = PageLinks(added)
     # No trigger: an endpoint only. One encoding at a time, shared with the Library's uploads.
     gr.on([], bind(add_pdf, engine, pages), [pdf, name], [added], api_name="add_pdf", concurrency_limit=1,
@@ -236,11 +262,14 @@ def register(engine, pages) -> None:
            concurrency_id="search")
     gr.api(bind(explain_match, engine, links), api_name="explain_match", concurrency_limit=4,
            concurrency_id="search")
+    # An image output: MCP clients get the picture itself (and its URL), not a link only.
+    gr.on([], bind(get_page_image, engine, links), [page_id], [page_image], api_name="get_page_image",
+          concurrency_limit=4, concurrency_id="search")
     gr.api(bind(list_documents, engine), api_name="list_documents")
     gr.api(bind(remove_document, engine, pages), api_name="remove_document")
     gr.api(bind(list_views, engine), api_name="list_views")
 
 
-def mcp_server(settings) -> bool | None:
-    """`launch(mcp_server=...)`: on with VDR_MCP=1; otherwise None, so Gradio reads GRADIO_MCP_SERVER."""
-    return True if settings.mcp else None
+def mcp_server(settings) -> bool:
+    """`launch(mcp_server=...)`: `Settings.mcp` (VDR_MCP, or Gradio's GRADIO_MCP_SERVER when that is unset)."""
+    return bool(settings.mcp)

@@ -195,8 +195,7 @@ def build(engine, pages: PageImages) -> ExploreTab:
                     api_visibility="undocumented")
     page.change(run, [page, controls.spec], outputs, api_name="explore_page", api_visibility="undocumented",
                 trigger_mode="always_last")
-    controls.spec.submit(run, [page, controls.spec], outputs, api_name="explore",
-                              api_visibility="undocumented")
+    controls.spec.submit(run, [page, controls.spec], outputs, api_name="explore", api_visibility="undocumented")
     controls.strategy.input(
         lambda name, precision: strategy_defaults(strategies, name, precision), [controls.strategy, controls.precision],
         [controls.keep, controls.factor, controls.k, controls.spec], api_name="explore_strategy",
