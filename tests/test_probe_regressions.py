@@ -368,8 +368,9 @@ def test_7_the_shared_app_refuses_the_right_password_after_a_burst_of_wrong_ones
 # -- 8. space given back ------------------------------------------------------------------------
 
 
-def _engine(path: Path) -> Engine:
-    return Engine(Settings(data_dir=path.parent, store_path=path, dpi=30, model=MODEL), encoder=GridEncoder(MODEL))
+def _engine(path: Path, dim: int = 16) -> Engine:
+    return Engine(Settings(data_dir=path.parent, store_path=path, dpi=30, model=MODEL),
+                  encoder=GridEncoder(MODEL, dim=dim))
 
 
 def _sweep(engine: Engine, n: int = 6) -> None:
@@ -378,10 +379,15 @@ def _sweep(engine: Engine, n: int = 6) -> None:
 
 
 def test_8_views_removed_by_the_lab_give_their_pages_back(tmp_path, pdfs):
-    engine = _engine(tmp_path / "new.sqlite")
+    engine = _engine(tmp_path / "new.sqlite", dim=512)  # views of dozens of pages each
     engine.add_files(pdfs)
     engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     start = engine.store.file_bytes()
+    page_size = engine.store.db.execute("PRAGMA page_size").fetchone()[0]
+    engine.add_view("pool1d:factor=2")
+    assert engine.store.db.execute("PRAGMA page_count").fetchone()[0] * page_size > start + 20 * page_size
+    engine.delete_view("pool1d:factor=2")
+    assert engine.store.reclaimable_bytes() == 0
     _sweep(engine)
     engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert engine.store.reclaimable_bytes() == 0

@@ -772,7 +772,8 @@ class Store:
             try:
                 if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
                     return
-                self.db.execute("PRAGMA incremental_vacuum").fetchall()
+                # executescript steps the pragma to the end: execute() would free a single page.
+                self.db.conn.executescript("PRAGMA incremental_vacuum;")
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # lets the file shrink now
             except sqlite3.OperationalError as error:
                 log.info("freed pages of %s stay in the file for now: %s", self.path, error)
