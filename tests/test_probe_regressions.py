@@ -443,3 +443,13 @@ def test_8_a_visitor_copy_of_the_sample_is_compact(tmp_path, pdfs):
     copy = libraries.get("v").folder / "vdr.sqlite"
     assert copy.stat().st_size < sample.stat().st_size - 1_500_000
     assert [d.name for d in engine.list_documents()] == ["doc2.pdf"]
+
+
+def test_3_a_visitor_searching_a_new_view_gets_a_private_copy_not_an_error(tmp_path, pdfs):
+    sample = _store(tmp_path / "sample", pdfs[:1])
+    libraries = _libraries(tmp_path, sample=sample)
+    reader, searcher = libraries.get("r").engine, libraries.get("s").engine
+    assert searcher.ensure_view("full") == "full" and libraries.get("s").shared  # a read
+    assert [h.doc_name for h in searcher.search("text", k=1, view="pool1d:factor=2")] == ["doc1.pdf"]
+    assert not libraries.get("s").shared and libraries.get("r").shared
+    assert searcher.store.view_specs() == ["pool1d:factor=2"] and reader.store.view_specs() == []
