@@ -47,7 +47,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def pdfs(pdf_factory):
-    return [pdf_factory([[(72, 72 + 40 * i, f"text {i} of {n}")] for i in range(n)], name=f"doc{n}.pdf") for n in (1, 2)]
+    return [pdf_factory([[(72, 72 + 40 * i, f"text {i} of {n}")] for i in range(n)], name=f"doc{n}.pdf")
+            for n in (1, 2)]
 
 
 # -- 1. read-only mount -------------------------------------------------------------------------
@@ -284,7 +285,8 @@ def test_6_an_unexpected_failure_is_one_line_and_v_shows_the_traceback(capsys, m
 
     monkeypatch.setattr(cli, "run", broken)
     code, out, err = _run(capsys, "list")
-    assert code == 1 and err == "error: unexpected RuntimeError: something nobody foresaw (run again with -v for the traceback)\n"
+    assert code == 1
+    assert err == "error: unexpected RuntimeError: something nobody foresaw (run again with -v for the traceback)\n"
     code, out, err = _run(capsys, "list", "-v")
     assert code == 1 and "Traceback" in err and err.rstrip().endswith("for the traceback)")
 
