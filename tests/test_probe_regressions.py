@@ -47,7 +47,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def pdfs(pdf_factory):
-    return [pdf_factory([[(72, 72 + 40 * i, f"text {i} of {n}")] for i in range(n)], name=f"doc{n}.pdf") for n in (1, 2)]
+    return [pdf_factory([[(72, 72 + 40 * i, f"text {i} of {n}")] for i in range(n)], name=f"doc{n}.pdf")
+            for n in (1, 2)]
 
 
 # -- 1. read-only mount -------------------------------------------------------------------------
@@ -284,7 +285,8 @@ def test_6_an_unexpected_failure_is_one_line_and_v_shows_the_traceback(capsys, m
 
     monkeypatch.setattr(cli, "run", broken)
     code, out, err = _run(capsys, "list")
-    assert code == 1 and err == "error: unexpected RuntimeError: something nobody foresaw (run again with -v for the traceback)\n"
+    assert code == 1
+    assert err == "error: unexpected RuntimeError: something nobody foresaw (run again with -v for the traceback)\n"
     code, out, err = _run(capsys, "list", "-v")
     assert code == 1 and "Traceback" in err and err.rstrip().endswith("for the traceback)")
 
@@ -368,8 +370,9 @@ def test_7_the_shared_app_refuses_the_right_password_after_a_burst_of_wrong_ones
 # -- 8. space given back ------------------------------------------------------------------------
 
 
-def _engine(path: Path) -> Engine:
-    return Engine(Settings(data_dir=path.parent, store_path=path, dpi=30, model=MODEL), encoder=GridEncoder(MODEL))
+def _engine(path: Path, dim: int = 16) -> Engine:
+    return Engine(Settings(data_dir=path.parent, store_path=path, dpi=30, model=MODEL),
+                  encoder=GridEncoder(MODEL, dim=dim))
 
 
 def _sweep(engine: Engine, n: int = 6) -> None:
@@ -378,10 +381,15 @@ def _sweep(engine: Engine, n: int = 6) -> None:
 
 
 def test_8_views_removed_by_the_lab_give_their_pages_back(tmp_path, pdfs):
-    engine = _engine(tmp_path / "new.sqlite")
+    engine = _engine(tmp_path / "new.sqlite", dim=512)  # views of dozens of pages each
     engine.add_files(pdfs)
     engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     start = engine.store.file_bytes()
+    page_size = engine.store.db.execute("PRAGMA page_size").fetchone()[0]
+    engine.add_view("pool1d:factor=2")
+    assert engine.store.db.execute("PRAGMA page_count").fetchone()[0] * page_size > start + 20 * page_size
+    engine.delete_view("pool1d:factor=2")
+    assert engine.store.reclaimable_bytes() == 0
     _sweep(engine)
     engine.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert engine.store.reclaimable_bytes() == 0
@@ -437,3 +445,13 @@ def test_8_a_visitor_copy_of_the_sample_is_compact(tmp_path, pdfs):
     copy = libraries.get("v").folder / "vdr.sqlite"
     assert copy.stat().st_size < sample.stat().st_size - 1_500_000
     assert [d.name for d in engine.list_documents()] == ["doc2.pdf"]
+
+
+def test_3_a_visitor_searching_a_new_view_gets_a_private_copy_not_an_error(tmp_path, pdfs):
+    sample = _store(tmp_path / "sample", pdfs[:1])
+    libraries = _libraries(tmp_path, sample=sample)
+    reader, searcher = libraries.get("r").engine, libraries.get("s").engine
+    assert searcher.ensure_view("full") == "full" and libraries.get("s").shared  # a read
+    assert [h.doc_name for h in searcher.search("text", k=1, view="pool1d:factor=2")] == ["doc1.pdf"]
+    assert not libraries.get("s").shared and libraries.get("r").shared
+    assert searcher.store.view_specs() == ["pool1d:factor=2"] and reader.store.view_specs() == []

@@ -38,7 +38,8 @@ from .memory import format_bytes
 
 EXIT_ERROR = 1
 MAX_K = 100_000
-MAX_RESCORE = 100_000  # engine.MAX_RESCORE (not imported: the engine pulls in torch)
+MAX_RESCORE = 100_000  # = engine.MAX_RESCORE (a test holds them equal); importing the engine here would
+# cost `--help`, `check` and `backup` seconds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 
-    sub.add_parser("check", parents=[common], help="check the store for damage (SQLite integrity check)")
+    sub.add_parser("check", parents=[common],
+                   help="check the store's schema and look for damage (SQLite integrity check)")
     backup = sub.add_parser("backup", parents=[common], help="copy the store to a new file (online: the app may run)")
     backup.add_argument("destination", type=Path, metavar="DEST", help="new file (or folder) to write")
     backup.add_argument("--force", action="store_true",

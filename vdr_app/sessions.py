@@ -82,9 +82,17 @@ class _CopyOnWrite:
         library = self._library
         if not library.shared:
             return getattr(library.engine, name)
+        sample = self._libraries._sample_engine
         if name in _WRITES:
             return getattr(self._libraries._make_private(library), name)
-        value = getattr(self._libraries._sample_engine, name)
+        if name == "ensure_view":  # a read when the sample has the view; else a write (no wasted reduce)
+            def ensure_view(spec, *args, **kwargs):
+                stored = sample.store.has_view(sample.canonical_view(spec))
+                engine = sample if stored else self._libraries._make_private(library)
+                return engine.ensure_view(spec, *args, **kwargs)
+
+            return ensure_view
+        value = getattr(sample, name)
         if not callable(value):
             return value
 

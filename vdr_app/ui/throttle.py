@@ -95,8 +95,8 @@ class LoginThrottleMiddleware:
         wait = self.throttle.wait_s(user, address)
         if wait > 0:
             text = json.dumps({"detail": f"too many failed sign-ins: try again in {wait:.0f} s"}).encode()
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(int(wait) + 1).encode())]})
+            headers = [(b"content-type", b"application/json"), (b"retry-after", str(int(wait) + 1).encode())]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
             await send({"type": "http.response.body", "body": text})
             return
         sent = False
