@@ -397,7 +397,7 @@ def agreement(n_pages: int, edge: int, checkpoint: str | None) -> None:
     import numpy as np
 
     from vdr_app.models.colidefics3 import ColIdefics3Encoder
-    from vdr_app.search import MaxSimIndex
+    from vdr_app.index.maxsim import MaxSimIndex
 
     corpus = Path(os.environ.get("VDR_CORPUS_DIR", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
     pages = all_pages(n_pages, corpus)

@@ -290,7 +290,7 @@ def test_16_bit_dtypes_stay_within_tolerance_of_float32(encoders, tiny_checkpoin
     in bfloat16), the same final-row capture, and MaxSim scores within 1 %."""
     import torch
 
-    from vdr_app.search import MaxSimIndex
+    from vdr_app.index.maxsim import MaxSimIndex
 
     fp32 = encoders(family)
     bf16 = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2, dtype=dtype)

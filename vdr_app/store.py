@@ -762,7 +762,7 @@ class Store:
         """What rebuilds a view's float vectors for some pages: page id -> (patches float16 (n, d),
         extra float16 (m, d), groups int32 (n,)), read-only arrays straight from the stored full
         embeddings and the view's groups (pages no longer stored are left out). The caller widens
-        them (numpy's own float16 -> float32 cast is slow; see vdr_app.search)."""
+        them (numpy's own float16 -> float32 cast is slow; see vdr_app.index.maxsim)."""
         wanted = sorted({int(i) for i in page_ids})
         out = {}
         for start in range(0, len(wanted), 500):

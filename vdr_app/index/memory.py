@@ -23,8 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..search import MaxSimIndex, top_k_of
-from ..search_quantised import QuantisedMaxSimIndex
+from .maxsim import MaxSimIndex, top_k_of
+from .maxsim_quantised import QuantisedMaxSimIndex
 from ..store import FULL_VIEW, Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
@@ -41,7 +41,7 @@ class _View:
 
 
 class MemoryIndex(SearchIndex):
-    """MaxSim by brute force over packed half-precision vectors (see `vdr_app.search`).
+    """MaxSim by brute force over packed half-precision vectors (see `vdr_app.index.maxsim`).
 
     Args:
         store: the store to mirror.
