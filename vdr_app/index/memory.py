@@ -9,7 +9,7 @@ Each loaded view keeps, beside its index, the page id and document id at every p
 search maps positions to pages and filters by document without asking the store.
 
 A quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`) is held as its codes in a
-`search_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
+`maxsim_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
 from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`), so no float
 copy of such a view is kept in RAM.
 """
