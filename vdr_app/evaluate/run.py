@@ -43,13 +43,13 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import InvalidLabelsError, InvalidSpecError, NotFoundError
-from .memory import format_bytes
-from .pareto import pareto_front
-from .types import Progress, log_progress, scaled_progress
+from ..errors import InvalidLabelsError, InvalidSpecError, NotFoundError
+from ..memory import format_bytes
+from ..pareto import pareto_front
+from ..types import Progress, log_progress, scaled_progress
 
 if TYPE_CHECKING:  # the engine pulls in the whole pipeline; evaluate's pure parts do not need it
-    from .engine import Engine
+    from ..engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ def sweep_specs() -> list[str]:
     - quantised variants, @int8, @int4, @int2 and @binary, of the full index, pool1d and cluster at factors 2,
       9 and 49, and docpruner at k = -0.25 (`SWEEP_QUANTISED`).
     """
-    from . import reduce as reduce_lib
+    from .. import reduce as reduce_lib
 
     known = set(reduce_lib.available_strategies())
     specs = []
@@ -469,7 +469,7 @@ def view_family(spec: str) -> str:
     per family and precision."""
     if spec == FULL:
         return FULL
-    from . import reduce as reduce_lib
+    from .. import reduce as reduce_lib
 
     strategy = reduce_lib.parse_spec(spec).strategy
     return FULL if strategy == "identity" else strategy
@@ -479,7 +479,7 @@ def view_quant(spec: str) -> str | None:
     """A view's quantiser ("int8", "int4", "int2", "binary") or None."""
     if spec == FULL:
         return None
-    from . import reduce as reduce_lib
+    from .. import reduce as reduce_lib
 
     return reduce_lib.parse_spec(spec).quant
 
@@ -488,7 +488,7 @@ def nominal_keep(spec: str) -> float | None:
     """The share of patches a view asks to keep (None for adaptive strategies and full)."""
     if spec == FULL:
         return 1.0
-    from . import reduce as reduce_lib
+    from .. import reduce as reduce_lib
 
     parsed = reduce_lib.parse_spec(spec)
     keep = parsed.nominal_keep
@@ -744,7 +744,7 @@ def evaluate(
         InvalidSpecError, UnknownStrategyError: a bad view spec (or an unsupported one, unless
             skip_unavailable).
     """
-    from .errors import InvalidQueryError
+    from ..errors import InvalidQueryError
 
     progress = progress or log_progress
     labels = list(labels)
@@ -775,7 +775,7 @@ def evaluate(
         embeddings.append(engine.encode_query(text))
         progress(0.1 * (i + 1) / len(texts), f"encoded query {i + 1}/{len(texts)}")
 
-    from .engine import check_rescore
+    from ..engine import check_rescore
 
     if rescore is None:
         rescore = 0  # the view's own codes: rescoring is a variant the caller asks for
@@ -915,7 +915,7 @@ def curve_metric(evaluation: Evaluation) -> tuple[str, str]:
 def write_html(evaluation: Evaluation, path: str | Path, include_plotlyjs: bool | str = True) -> Path:
     """Save the retention-vs-memory figure as a standalone HTML file (plotly.js inlined by default,
     so it opens offline)."""
-    from .figures import retention_figure
+    from ..figures import retention_figure
 
     y, title = curve_metric(evaluation)
     figure = retention_figure(evaluation.as_dict(per_query=False)["views"], y=y, y_title=title)
