@@ -44,10 +44,10 @@ import numpy as np
 import sqlite_utils
 from PIL import Image
 
-from .errors import ModelMismatchError, NotFoundError, StoreError
-from .quantise import QUANTISERS, ROTATED, QuantisedVectors, bytes_per_vector, packed_width
-from .store_errors import ReadOnlyStoreError, StoreDamagedError, open_error, translate_errors
-from .types import PageEmbedding, PageImage, Reduction, derive_cells
+from ..errors import ModelMismatchError, NotFoundError, StoreError
+from ..quantise import QUANTISERS, ROTATED, QuantisedVectors, bytes_per_vector, packed_width
+from ..types import PageEmbedding, PageImage, Reduction, derive_cells
+from .sqlite_errors import ReadOnlyStoreError, StoreDamagedError, open_error, translate_errors
 
 log = logging.getLogger(__name__)
 
