@@ -84,7 +84,7 @@ def figures(latencies) -> str:
 def run(model: str, args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if model in ("colqwen2", "colqwen2.5", "colidefics3", "colpali"):
-            from vdr_app.models.tiny import build_tiny_checkpoint
+            from vdr_app.checkpoints.tiny import build_tiny_checkpoint
 
             model = str(build_tiny_checkpoint(model, Path(tmp) / "tiny"))
         settings = Settings(model=model, data_dir=Path(tmp) / "data", dpi=args.dpi, device="cpu")

@@ -2,7 +2,7 @@
 """Encoder speed and memory per family, configuration and stage (offline, CPU by default).
 
 With --size full each family is a random checkpoint with the published architecture
-(`vdr_app.models.fullsize`: colSmol-256M, ColQwen2.5-3B, ColPali-3B) — real arithmetic and
+(`vdr_app.checkpoints.fullsize`: colSmol-256M, ColQwen2.5-3B, ColPali-3B) — real arithmetic and
 memory, meaningless vectors; with --size tiny the ~200k-parameter test checkpoints (the app's
 own overhead around a negligible model).
 
@@ -241,12 +241,12 @@ def run_family(
         if checkpoint:
             folder = Path(checkpoint)
         elif size == "full":
-            from vdr_app.models.fullsize import build_full_checkpoint
+            from vdr_app.checkpoints.fullsize import build_full_checkpoint
 
             save_dtype = "float32" if family == "colidefics3" else "bfloat16"
             folder = build_full_checkpoint(family, tmp / family, dtype=save_dtype)
         else:
-            from vdr_app.models.tiny import build_tiny_checkpoint
+            from vdr_app.checkpoints.tiny import build_tiny_checkpoint
 
             folder = build_tiny_checkpoint(family, tmp / family)
         build_s = time.perf_counter() - t
@@ -397,7 +397,7 @@ def agreement(n_pages: int, edge: int, checkpoint: str | None) -> None:
     import numpy as np
 
     from vdr_app.models.colidefics3 import ColIdefics3Encoder
-    from vdr_app.search import MaxSimIndex
+    from vdr_app.index.maxsim import MaxSimIndex
 
     corpus = Path(os.environ.get("VDR_CORPUS_DIR", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
     pages = all_pages(n_pages, corpus)
@@ -406,7 +406,7 @@ def agreement(n_pages: int, edge: int, checkpoint: str | None) -> None:
         if checkpoint:
             folder = Path(checkpoint)
         else:
-            from vdr_app.models.fullsize import build_full_checkpoint
+            from vdr_app.checkpoints.fullsize import build_full_checkpoint
 
             folder = build_full_checkpoint("colidefics3", tmp / "colsmol", dtype="float32")
         results = {}

@@ -210,7 +210,7 @@ def child(args) -> None:
 
     from vdr_app.index import MemoryIndex
     from vdr_app.index.qdrant import QdrantIndex
-    from vdr_app.search import MaxSimIndex
+    from vdr_app.index.maxsim import MaxSimIndex
     from vdr_app.store import Store
 
     warnings.filterwarnings("ignore")

@@ -15,7 +15,7 @@ case for top-10 overlap (real embeddings have wider score gaps).
 Methods (one process, same data, the 115 cell interleaved query by query; the 1,030 cell one
 method after another so that only one index is in RAM at a time):
 
-    bf16            vdr_app.search.MaxSimIndex (the float view as the app searches it)
+    bf16            vdr_app.index.maxsim.MaxSimIndex (the float view as the app searches it)
     int8            QuantisedMaxSimIndex, kind int8 (int8 query x codes, torch._int_mm; numpy
                     float32 query x dequantised codes where torch is missing)
     int8+rescore    ... its top 100 re-scored exactly from the float16 "store"
@@ -47,8 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vdr_app.quantise import bytes_per_vector, quantise, unpack_levels  # noqa: E402
-from vdr_app.search import MaxSimIndex  # noqa: E402
-from vdr_app.search_quantised import QuantisedMaxSimIndex, exact_scores  # noqa: E402
+from vdr_app.index.maxsim import MaxSimIndex  # noqa: E402
+from vdr_app.index.maxsim_quantised import QuantisedMaxSimIndex, exact_scores  # noqa: E402
 
 DIM, Q, RESCORE, K = 128, 20, 100, 10
 CHUNK = 256  # pages generated / read at a time
@@ -232,8 +232,8 @@ def profile(n: int = 8192) -> None:
     """ns per stored vector of each step on one block, one thread (BLAS limited to 1)."""
     from threadpoolctl import threadpool_limits
 
-    from vdr_app import int8_matmul
-    from vdr_app.search import _round_bits, _widen_into
+    from vdr_app.index import int8_matmul
+    from vdr_app.index.maxsim import _round_bits, _widen_into
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, DIM)).astype(np.float32)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark `vdr_app.search.MaxSimIndex` against the obvious alternatives, in one run.
+"""Benchmark `vdr_app.index.maxsim.MaxSimIndex` against the obvious alternatives, in one run.
 
 Workload: N pages of P L2-normalised random vectors (d = 128; P fixed, or "ragged": P ~ U[50, 600]
 per page), queries of 20 L2-normalised vectors, top-10. Query k is planted in one page (noisy
@@ -50,8 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vdr_app import search
-from vdr_app.search import MaxSimIndex
+from vdr_app.index import maxsim as search
+from vdr_app.index.maxsim import MaxSimIndex
 
 DIM = 128
 Q_TOKENS = 20

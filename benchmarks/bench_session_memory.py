@@ -47,7 +47,7 @@ def child(capacity: int, requests: int) -> None:
 
     from vdr_app.config import Settings
     from vdr_app.engine import Engine
-    from vdr_app.models.tiny import build_tiny_checkpoint
+    from vdr_app.checkpoints.tiny import build_tiny_checkpoint
     from vdr_app.ui import build_demo, launch_options
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ def main() -> None:
     ensure_torchvision()
     from vdr_app.config import Settings
     from vdr_app.engine import Engine
-    from vdr_app.models.tiny import build_tiny_checkpoint
+    from vdr_app.checkpoints.tiny import build_tiny_checkpoint
     from vdr_app.sessions import SessionLibraries
     from vdr_app.store import Store
 

@@ -1,6 +1,6 @@
 """The floor plan of vdr_app drawn from its imports: units, levels and import circles.
 
-A unit is a top-level module (`vdr_app/store.py` -> `store`) or a top-level package
+A unit is a top-level module (`vdr_app/pdf.py` -> `pdf`) or a top-level package
 (`vdr_app/models/...` -> `models`). Every import of another vdr_app unit counts, including
 imports inside functions (a lazy import is still a dependency), except those under
 `if TYPE_CHECKING:` (annotations only, never run). A unit's level is 0 when it imports no other

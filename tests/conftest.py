@@ -102,10 +102,10 @@ def pdf_factory(tmp_path):
 def tiny_checkpoint(tmp_path_factory):
     """tiny_checkpoint(family) -> folder of a tiny random checkpoint of that family.
 
-    Built once per test session with `vdr_app.models.tiny` (offline, ~0.1 s each; ColPali ~3 s)
+    Built once per test session with `vdr_app.checkpoints.tiny` (offline, ~0.1 s each; ColPali ~3 s)
     and loaded by tests through the real `from_pretrained` path.
     """
-    from vdr_app.models.tiny import build_tiny_checkpoint
+    from vdr_app.checkpoints.tiny import build_tiny_checkpoint
 
     built: dict[str, Path] = {}
 

@@ -13,14 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vdr_app"
 CONFINED = {
     "gradio": ["ui/"],
     "plotly": ["figures.py"],
-    "torch": ["models/", "torchvision_compat.py",
-              "int8_matmul.py"],  # int8 search: torch._int_mm (VNNI), lazily imported, numpy fallback
+    "torch": ["models/", "checkpoints/", "torchvision_compat.py",
+              "index/int8_matmul.py"],  # int8 search: torch._int_mm (VNNI), lazily imported, numpy fallback
     "torchvision": ["torchvision_compat.py"],
-    "transformers": ["models/"],
-    "colpali_engine": ["models/"],
+    "transformers": ["models/", "checkpoints/"],
+    "colpali_engine": ["models/", "checkpoints/"],
     "sentence_transformers": ["models/"],
-    "sqlite3": ["store.py", "store_errors.py"],
-    "sqlite_utils": ["store.py"],
+    "sqlite3": ["store/"],
+    "sqlite_utils": ["store/"],
     "pdf2image": ["pdf.py"],
     "pypdfium2": ["models/text_layout/text_layer.py"],
     "rapidocr": ["models/text_layout/ocr.py"],
@@ -73,7 +73,7 @@ def test_nothing_but_the_ui_imports_the_ui():
 def test_engine_and_cli_import_cheaply():
     """The engine, CLI and app module load without gradio, torch or transformers (nothing heavy at import)."""
     code = (
-        "import sys, vdr_app.engine, vdr_app.cli, vdr_app.reduce, vdr_app.search, vdr_app.models, app; "
+        "import sys, vdr_app.engine, vdr_app.cli, vdr_app.reduce, vdr_app.index, vdr_app.models, vdr_app.checkpoints, app; "
         "print(sorted(m for m in ('gradio', 'torch', 'transformers', 'colpali_engine') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, check=True)
@@ -86,9 +86,8 @@ def test_engine_and_cli_import_cheaply():
 # draws the same table); `python scripts/import_layers.py` prints the levels the imports give.
 LAYERS = {
     "base": {"vdr_app", "errors", "types", "config", "torchvision_compat"},
-    "numeric kernels (numpy, no I/O)": {"quantise", "int8_matmul", "heatmap", "pareto", "memory", "search",
-                                        "search_quantised", "reduce"},
-    "inputs and storage": {"pdf", "models", "store_errors", "store", "index"},
+    "numeric kernels (numpy, no I/O)": {"quantise", "heatmap", "pareto", "memory", "reduce"},
+    "inputs and storage": {"pdf", "models", "checkpoints", "store", "index"},
     "engine": {"engine"},
     "on the engine": {"evaluate", "sessions", "figures"},
     "front ends": {"cli", "ui", "__main__"},

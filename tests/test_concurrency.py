@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vdr_app.models import load_encoder
-from vdr_app.models.tiny import BUILDERS
+from vdr_app.checkpoints.tiny import BUILDERS
 
 from .test_models import mixed_pages
 from .test_text_layout import draw_pdf, rendered

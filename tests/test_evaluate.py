@@ -260,7 +260,7 @@ def test_labels_naming_unstored_documents_fail_before_anything_is_searched(fake_
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from vdr_app.models.tiny import build_tiny_checkpoint
+    from vdr_app.checkpoints.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint("colqwen2", tmp_path_factory.mktemp("tiny") / "colqwen2")
 

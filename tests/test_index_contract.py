@@ -31,7 +31,7 @@ from vdr_app.engine import Engine
 from vdr_app.errors import IndexUnavailableError, NotFoundError
 from vdr_app.index import MemoryIndex
 from vdr_app.index.qdrant import QdrantIndex
-from vdr_app.search import _round_bits
+from vdr_app.index.maxsim import _round_bits
 from vdr_app.store import FULL_VIEW, Store
 from vdr_app.types import PageEmbedding, PageImage, QueryEmbedding
 

@@ -20,7 +20,7 @@ from vdr_app.errors import ModelLoadError
 from vdr_app.models import available_encoders, detect_family, load_encoder, register_encoder
 from vdr_app.models.layout import grid_layout, idefics3_layout, tiled_layout
 from vdr_app.models.registry import FAMILIES
-from vdr_app.models.tiny import BUILDERS, build_tiny_checkpoint, main
+from vdr_app.checkpoints.tiny import BUILDERS, build_tiny_checkpoint, main
 from vdr_app.types import PageImage, derive_cells
 
 FAMILY_NAMES = list(BUILDERS)
@@ -290,7 +290,7 @@ def test_16_bit_dtypes_stay_within_tolerance_of_float32(encoders, tiny_checkpoin
     in bfloat16), the same final-row capture, and MaxSim scores within 1 %."""
     import torch
 
-    from vdr_app.search import MaxSimIndex
+    from vdr_app.index.maxsim import MaxSimIndex
 
     fp32 = encoders(family)
     bf16 = load_encoder(str(tiny_checkpoint(family)), device="cpu", batch_size=2, dtype=dtype)
@@ -463,7 +463,7 @@ def test_encode_queries_tokens_align_with_vectors(encoders, family):
 
 
 def test_colsmol_page_that_fits_one_tile_has_only_the_global_image(tmp_path):
-    from vdr_app.models.tiny import build_colidefics3
+    from vdr_app.checkpoints.tiny import build_colidefics3
 
     # longest_edge == tile side: no page is ever split.
     folder = build_colidefics3(tmp_path / "unsplit", longest_edge=256)
@@ -641,7 +641,7 @@ def test_tiny_main_full_size_refuses_a_family_without_published_numbers(tmp_path
 
 # ---------------------------------------------------------------- full-size architectures (no weights)
 
-# The published numbers, restated from the source files cited in vdr_app/models/fullsize.py.
+# The published numbers, restated from the source files cited in vdr_app/checkpoints/fullsize.py.
 PUBLISHED_TEXT = {
     # family: (vocab, hidden, intermediate, layers, heads, kv heads, head_dim)
     "colidefics3": (49280, 576, 1536, 30, 9, 3, 64),
@@ -661,7 +661,7 @@ IMAGE_TOKEN_ID = {"colidefics3": 49190, "colqwen2.5": 151655, "colpali": 257152}
 
 @pytest.mark.parametrize("family", ["colidefics3", "colqwen2.5", "colpali"])
 def test_full_size_config_is_the_published_one(family):
-    from vdr_app.models.fullsize import full_config
+    from vdr_app.checkpoints.fullsize import full_config
     from vdr_app.models.resources import parameter_count
 
     config = full_config(family)
@@ -704,7 +704,7 @@ def _a4_vectors_expected(family: str) -> int:
 def test_full_size_geometry_equals_the_real_models(family):
     import torch
 
-    from vdr_app.models.fullsize import A4_VECTORS, full_config, full_processor
+    from vdr_app.checkpoints.fullsize import A4_VECTORS, full_config, full_processor
 
     processor = full_processor(family)
     config = full_config(family)

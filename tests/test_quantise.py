@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vdr_app import int8_matmul
+from vdr_app.index import int8_matmul
 from vdr_app import reduce as reduce_lib
 from vdr_app.config import Settings
 from vdr_app.engine import DEFAULT_RESCORE, Engine, check_rescore
@@ -21,7 +21,7 @@ from vdr_app.quantise import (
     packed_width, quantise, quantise_binary, quantise_int8, quantise_rotated, rotation, unpack_levels,
 )
 from vdr_app.reduce import make_spec, parse_spec, reduce_page
-from vdr_app.search_quantised import QuantisedMaxSimIndex, exact_scores
+from vdr_app.index.maxsim_quantised import QuantisedMaxSimIndex, exact_scores
 from vdr_app.store import SCHEMA_VERSION, Store, _create_v1
 from vdr_app.types import PageEmbedding, PageImage, QueryEmbedding
 
@@ -330,7 +330,7 @@ def test_int8_torch_kernel_scores_the_quantised_query(kind):
 @pytest.mark.parametrize("kind", ["int8", "int4", "int2", "binary"])
 def test_blocks_and_threads_do_not_change_scores(kind, monkeypatch):
     """Many small blocks (handed out to both workers) give the one-block scores."""
-    import vdr_app.search_quantised as sq
+    import vdr_app.index.maxsim_quantised as sq
 
     rng = np.random.default_rng(5)
     codes = [quantise(p, kind) for p in _ragged_pages(rng, n_pages=300)]

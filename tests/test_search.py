@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vdr_app import search
-from vdr_app.search import DTYPES, MaxSimIndex, top_k_of
+from vdr_app.index import maxsim as search
+from vdr_app.index.maxsim import DTYPES, MaxSimIndex, top_k_of
 
 D = 128
 # Rigorous bound on |stored - original| per value, relative: the unit roundoff of each format.

@@ -21,7 +21,7 @@ from vdr_app.config import Settings
 from vdr_app.engine import Engine
 from vdr_app.errors import EncodeError, PdfTooLargeError, StoreError
 from vdr_app.store import Store
-from vdr_app.store_errors import ReadOnlyStoreError, StoreBusyError, StoreDamagedError, StoreFullError
+from vdr_app.store.sqlite_errors import ReadOnlyStoreError, StoreBusyError, StoreDamagedError, StoreFullError
 
 from .fakes import GridEncoder
 
@@ -182,7 +182,7 @@ def test_read_only_store_reads_but_refuses_writes(tmp_path, pdfs, monkeypatch):
     writer.add_files(pdfs[:1])
     writer.store.close()
     digest = _file_digest(path)
-    monkeypatch.setattr("vdr_app.store._writable", lambda p: False)  # as on a read-only file or disk
+    monkeypatch.setattr("vdr_app.store.core._writable", lambda p: False)  # as on a read-only file or disk
     engine = _engine(path, store=Store(path))
     assert engine.store.read_only
     assert [h.doc_name for h in engine.search("text", k=5)] == ["doc1.pdf"]

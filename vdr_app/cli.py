@@ -245,7 +245,7 @@ def _memory_table(views) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "make-tiny-model":
-        from .models.tiny import build_checkpoint
+        from .checkpoints.tiny import build_checkpoint
 
         path = build_checkpoint(args.family, args.directory, args.size, args.dtype)
         print(f"wrote a {args.size} random {args.family} checkpoint to {path}")

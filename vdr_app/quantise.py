@@ -47,7 +47,7 @@ per vector; L = 2^b levels):
     on Gaussian coordinates its mean squared error is 1 % (int2) and 22 % (int4) above
     Lloyd-Max's (0.1190 vs 0.1175, 0.0116 vs 0.0095 of sigma^2).
 
-Scoring (vdr_app.search_quantised): an int8 view quantises the query tokens the same way and
+Scoring (vdr_app.index.maxsim_quantised): an int8 view quantises the query tokens the same way and
 scores the dequantised query against the dequantised vectors (exact int32 products through
 torch._int_mm; without it, the float32 query against the dequantised vectors); a binary view
 binarises the query tokens the same way and scores every pair by the cosine of the two ±1

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from .engine import Engine, LibraryQuota
 from .errors import StoreError
 from .store import Store
-from .store_errors import ReadOnlyStoreError
+from .store.sqlite_errors import ReadOnlyStoreError
 
 try:  # POSIX: a folder's owner holds a lock on it; a folder nobody holds is left over
     import fcntl

@@ -4,7 +4,9 @@
     qdrant   Qdrant: a server or cluster (VDR_QDRANT_URL) or local mode (VDR_QDRANT_PATH)
              (`qdrant.QdrantIndex`; qdrant-client is imported only when chosen)
 
-The engine talks to `base.SearchIndex` only; SQLite stays the system of record.
+The engine talks to `base.SearchIndex` only; SQLite stays the system of record. The search
+kernels live here too: `maxsim` (float MaxSim), `maxsim_quantised` (over int8/binary codes),
+`int8_matmul` (the int8 matrix product), `muvera` and `first_stage` (the two-stage first pass).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import reduce as reduce_lib
-from ..search import _widen_into
+from .maxsim import _widen_into
 from ..store import FULL_VIEW, Store
 from ..types import Progress
 

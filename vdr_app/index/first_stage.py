@@ -16,7 +16,7 @@ hot ones), then scores them exactly, in float32, like `MaxSimIndex`. Recall agai
 MaxSim, latency and memory by size: benchmarks/bench_scale.py, docs/scale.md.
 
 Choices (measured in bench_scale.py, see docs/scale.md):
-* Encodings: `vdr_app.muvera.Muvera` (FastEmbed's algorithm, vectorised; k_sim=3, 1,024 values).
+* Encodings: `vdr_app.index.muvera.Muvera` (FastEmbed's algorithm, vectorised; k_sim=3, 1,024 values).
 * Index: faiss's inverted file (IVF, float16 codes, inner product), flat (exact) below 20,000
   pages. HNSW graphs (usearch, hnswlib, faiss) were measured too: at 1,024 values per page they
   took ~3-4 s per 1,000 inserted pages on the 2-core machine (about an hour for 1M pages), while
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..muvera import Muvera
-from ..search import _round_bits, _widen_into, check_query, top_k_of
+from .maxsim import _round_bits, _widen_into, check_query, top_k_of
+from .muvera import Muvera
 
 KINDS = ("muvera", "mean")
 DEFAULT_DEPTH = 400  # candidates re-scored exactly per query (Settings.two_stage_depth)

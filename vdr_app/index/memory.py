@@ -9,7 +9,7 @@ Each loaded view keeps, beside its index, the page id and document id at every p
 search maps positions to pages and filters by document without asking the store.
 
 A quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`) is held as its codes in a
-`search_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
+`maxsim_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
 from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`), so no float
 copy of such a view is kept in RAM.
 """
@@ -23,8 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..search import MaxSimIndex, top_k_of
-from ..search_quantised import QuantisedMaxSimIndex
+from .maxsim import MaxSimIndex, top_k_of
+from .maxsim_quantised import QuantisedMaxSimIndex
 from ..store import FULL_VIEW, Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
@@ -41,7 +41,7 @@ class _View:
 
 
 class MemoryIndex(SearchIndex):
-    """MaxSim by brute force over packed half-precision vectors (see `vdr_app.search`).
+    """MaxSim by brute force over packed half-precision vectors (see `vdr_app.index.maxsim`).
 
     Args:
         store: the store to mirror.

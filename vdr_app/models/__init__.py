@@ -1,7 +1,7 @@
 """Encoders: page images and queries -> multi-vector embeddings.
 
-The only package that imports torch / transformers / colpali_engine, and only inside functions,
-so `import vdr_app.models` is cheap.
+With `vdr_app.checkpoints` (the builders of offline test checkpoints) the only package that imports
+torch / transformers / colpali_engine, and only inside functions, so `import vdr_app.models` is cheap.
 
     from vdr_app.models import load_encoder
     encoder = load_encoder("vidore/colSmol-256M")          # or a folder, or "text-layout-minilm"

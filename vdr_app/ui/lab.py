@@ -36,7 +36,6 @@ from ..evaluate import (
     METRICS,
     Evaluation,
     curve_metric,
-    _dotted_value,
     evaluate,
     frontier_rows,
     load_labels,
@@ -44,6 +43,7 @@ from ..evaluate import (
     stored_page_counts,
     sweep_specs,
 )
+from ..evaluate.frontier import _dotted_value
 from ..figures import retention_figure
 
 TABLE_COLUMNS = ["view", "family", "precision", "rescore", "rescored share", "bytes", "memory", "vectors/page",

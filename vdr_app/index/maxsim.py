@@ -68,7 +68,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import InvalidQueryError
+from ..errors import InvalidQueryError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """MaxSim over quantised views (int8, int4, int2 or binary codes) with exact rescoring of the top candidates.
 
-Public API (the same shape as `vdr_app.search.MaxSimIndex`):
+Public API (the same shape as `vdr_app.index.maxsim.MaxSimIndex`):
 
     index = QuantisedMaxSimIndex(pages, kind="int8" | "int4" | "int2" | "binary", dim=d)
                                         # pages: iterable of vdr_app.quantise.QuantisedVectors
@@ -18,7 +18,7 @@ Scores:
 * int8: the query is quantised per token the same way as the pages (symmetric int8, scale =
   max|t| / 127), and a token t and vector v score (t_scale * v_scale) * (t_codes . v_codes): for a
   block of codes one exact int8 x int8 -> int32 product (`torch._int_mm` through
-  `vdr_app.int8_matmul`, int8 VNNI on x86: ~2x faster than float32 sgemm) gives the (q, n) dot
+  `vdr_app.index.int8_matmul`, int8 VNNI on x86: ~2x faster than float32 sgemm) gives the (q, n) dot
   products, converted to float32 and multiplied by each vector's scale; then the page max
   (`np.maximum.reduceat`), each token's scale and the sum over tokens. Scores equal a float64
   loop over the dequantised query tokens and the dequantised codes up to float32 rounding.
@@ -48,7 +48,7 @@ those pages' float vectors (the engine rebuilds them from the stored full embedd
 view's groups, so no float copy of the view stays in RAM) and re-scores them exactly in float32;
 the k best of those are returned with their exact scores. N = 0: quantised scores only.
 
-Threads and blocking are those of `vdr_app.search` (the same pinned worker pool, one query at a
+Threads and blocking are those of `vdr_app.index.maxsim` (the same pinned worker pool, one query at a
 time per process, BLAS held to one thread per worker). With the torch kernel each worker calls
 `_int_mm` on its own blocks (torch's intra-op threads left as they are): measured faster than
 one call per large block from the calling thread with torch's threads, whose numpy steps then
@@ -63,10 +63,10 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from . import int8_matmul
-from .quantise import (
+from ..quantise import (
     QUANTISERS, ROTATED, QuantisedVectors, packed_width, quantise_binary, quantise_int8, rotate, unpack_levels,
 )
-from .search import (
+from .maxsim import (
     _Block,
     _make_plan,
     check_query,

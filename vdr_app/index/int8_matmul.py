@@ -1,6 +1,6 @@
 """Exact int8 x int8 -> int32 matrix products through `torch._int_mm` (int8 VNNI / AMX on x86).
 
-The int8 quantised search (`vdr_app.search_quantised`) uses this for its one matmul per block:
+The int8 quantised search (`vdr_app.index.maxsim_quantised`) uses this for its one matmul per block:
 on the project machine it costs ~34 ns per stored vector for a 20-token query against ~74 ns for
 numpy's float32 sgemm of the same values (one thread). torch is imported lazily, on the first
 int8 query, so importing the engine, CLI or app never loads it; where torch is missing or its

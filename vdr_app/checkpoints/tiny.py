@@ -7,7 +7,7 @@ Their vectors mean nothing. Seeded: the same family always gives the same weight
 
 Command line (the CLI wires `python -m vdr_app make-tiny-model DIR` to `main`):
 
-    python -m vdr_app.models.tiny DIR --family colqwen2
+    python -m vdr_app.checkpoints.tiny DIR --family colqwen2
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import functools
 import inspect
 import sqlite3
 
-from .errors import StoreError
+from ..errors import StoreError
 
 
 class StoreBusyError(StoreError):
