@@ -67,8 +67,15 @@ class MaintenanceMixin:
             try:
                 if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
                     return
-                self.db.execute("PRAGMA incremental_vacuum").fetchall()
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # lets the file shrink now
+                # executescript steps the pragma to the end: execute() would free a single page.
+                self.db.conn.executescript("PRAGMA incremental_vacuum;")
+                # Fold the WAL into the file (which then shrinks) and empty it, if no reader is in
+                # the way within 0.1 s: a busy checkpoint is simply left to SQLite's own.
+                self.db.execute("PRAGMA busy_timeout = 100")
+                try:
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    self.db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             except sqlite3.OperationalError as error:
                 log.info("freed pages of %s stay in the file for now: %s", self.path, error)
 
