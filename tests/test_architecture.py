@@ -25,6 +25,7 @@ CONFINED = {
     "pypdfium2": ["models/text_layout/text_layer.py"],
     "rapidocr": ["models/text_layout/ocr.py"],
     "pytesseract": ["models/text_layout/tesseract.py"],
+    "datasets": ["benchmark_data.py"],  # eval --benchmark only, imported lazily
 }
 
 
