@@ -209,3 +209,15 @@ def test_the_page_script_picks_the_packs():
     assert tesseract.packs_for(None, installed) == installed
     assert tesseract.packs_for("Greek", installed) == installed
     assert tesseract.packs_for("Latin", installed) == installed
+
+
+def test_tesseract_failing_keeps_rapidocr_reading(monkeypatch):
+    def broken(image):
+        raise RuntimeError("tesseract crashed")
+
+    monkeypatch.setattr(ocr, "_engine", lambda: FakeRapid(["  :", "Total 12"]))
+    monkeypatch.setattr(tesseract, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(tesseract, "read", broken)
+    page = ocr.ocr_image(Image.new("RGB", (300, 200), "white"))
+    assert page.info["ocr_engine"] == "rapidocr" and "Total 12" in page.text
+    assert page.info["ocr_tesseract_error"] == "tesseract crashed"

@@ -244,6 +244,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  no text found on page(s) {', '.join(map(str, blank))}: they are kept but cannot match a query")
                 if reason:
                     print(f"  {reason}")
+            unread = [p for p in engine.pages(result.doc_id) if p.info.get("ocr_unread_script")]
+            if unread:  # OCR found lines in a script it has no model for (docs/ocr.md)
+                print(f"  page(s) {', '.join(str(p.page_number) for p in unread)} partly unread by OCR: "
+                      f"{unread[0].info['ocr_unread_script']}")
         if engine.model_loaded and engine.encoder.kind != "visual":
             print(f"note: {engine.encoder.describe()} ranks pages by their text and its position, not by how they look")
     elif command == "search":

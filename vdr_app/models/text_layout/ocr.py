@@ -99,7 +99,12 @@ def ocr_image(image: Image.Image) -> PageText:
     if unread >= UNREAD_LINE_SHARE:
         page.info["ocr_unread_lines"] = round(unread, 3)
         if tesseract.unavailable_reason() is None:
-            other = tesseract.read(image)
+            try:
+                other = tesseract.read(image)
+            except Exception as error:  # Tesseract failing must not lose RapidOCR's reading
+                log.warning("Tesseract failed (%s); keeping RapidOCR's reading", error)
+                page.info["ocr_tesseract_error"] = str(error)
+                other = PageText()
             if other.n_alnum > page.n_alnum:
                 other.info["ocr_unread_lines"] = page.info["ocr_unread_lines"]
                 page = other
