@@ -221,3 +221,34 @@ def test_tesseract_failing_keeps_rapidocr_reading(monkeypatch):
     page = ocr.ocr_image(Image.new("RGB", (300, 200), "white"))
     assert page.info["ocr_engine"] == "rapidocr" and "Total 12" in page.text
     assert page.info["ocr_tesseract_error"] == "tesseract crashed"
+
+
+# -- the corpus's Russian scan ---------------------------------------------------------------------
+
+# Text-layer documents the scan competes with (English, French, German, Chinese, Korean, Arabic).
+OTHER_PDFS = ["gao-national-cybersecurity-strategy.pdf", "ccc-salzburg-membership-form-de.pdf",
+              "luxembourg-salary-certificate-160-2019-fr.pdf", "korean-insurance-covid-issue-brief-ko.pdf",
+              "arabic-text-page-ar.pdf", "reliance-integrated-annual-report-2021-22-excerpt.pdf"]
+# Words printed on each page of the scan (page 1: item 23 of the card; page 2: its title).
+RUSSIAN_QUERIES = {1: "наличие стеклоочистителя и форсунки стеклоомывателя", 2: "результаты диагностирования"}
+
+
+def test_russian_scan_is_found_first_by_its_russian_words(corpus_dir):
+    """The issue's symptom: with rapidocr 3 alone, the Russian scan's words were not read and its
+    pages were not found by them."""
+    from vdr_app.models.text_layout import load
+    from vdr_app.pdf import PdfLimits, render_pdf
+
+    _require_tesseract()
+    encoder = load(device="cpu", batch_size=4)
+    scan = render_pdf((corpus_dir / "pdfs" / "vehicle-inspection-card-scan-ru.pdf").read_bytes(), "ru.pdf",
+                      PdfLimits(dpi=120))
+    others = [p for name in OTHER_PDFS
+              for p in render_pdf((corpus_dir / "pdfs" / name).read_bytes(), name, PdfLimits(dpi=36))]
+    embeddings = encoder.encode_pages(scan) + encoder.encode_pages(others)
+    for page in embeddings[:2]:  # the encoder keeps the reading's info on the page
+        assert page.info["text_source"] == "ocr" and page.info["ocr_engine"].startswith("tesseract:rus"), page.info
+    for page_number, query in RUSSIAN_QUERIES.items():
+        (q,) = encoder.encode_queries([query])
+        scores = [float((q.vectors @ e.patches.T).max(axis=1).sum()) for e in embeddings]
+        assert int(np.argmax(scores)) == page_number - 1, (query, scores[:2], max(scores[2:]))
