@@ -252,3 +252,12 @@ def test_russian_scan_is_found_first_by_its_russian_words(corpus_dir):
         (q,) = encoder.encode_queries([query])
         scores = [float((q.vectors @ e.patches.T).max(axis=1).sum()) for e in embeddings]
         assert int(np.argmax(scores)) == page_number - 1, (query, scores[:2], max(scores[2:]))
+
+
+def test_small_print_is_enlarged_large_print_is_not():
+    small, large = Image.new("L", (1000, 1400), 255), Image.new("L", (1000, 1400), 255)
+    ImageDraw.Draw(small).text((50, 50), "Тормозная система " * 4, font=_font("cyrillic", 8), fill=0)
+    ImageDraw.Draw(large).text((50, 50), "Тормозная", font=_font("cyrillic", 60), fill=0)
+    assert tesseract.upscale(small) == pytest.approx(2.0)  # 2800 px long side
+    assert tesseract.upscale(large) < 1.1  # glyphs already ~45 px: no more than a few % larger
+    assert tesseract.upscale(Image.new("L", (3000, 3000), 255)) == 1.0  # never shrunk
