@@ -62,7 +62,8 @@ def _installed() -> tuple[tuple[str, ...], str | None]:
 
         languages = set(pytesseract.get_languages(config=""))
     except Exception as error:  # package or binary missing
-        return (), f"{type(error).__name__}: {error}"
+        return (), (f"Tesseract is not installed ({type(error).__name__}: {error}); "
+                    "apt install tesseract-ocr tesseract-ocr-rus tesseract-ocr-ara (docs/ocr.md)")
     packs = tuple(p for p in SCRIPT_PACKS if p in languages)
     if not packs:
         return (), "no Tesseract pack for a non-Latin script is installed (e.g. apt install tesseract-ocr-rus)"
@@ -70,7 +71,8 @@ def _installed() -> tuple[tuple[str, ...], str | None]:
 
 
 def languages() -> tuple[str, ...]:
-    """The Tesseract packs a page is read with (empty when Tesseract or its packs are missing)."""
+    """The installed packs Tesseract may use: those of SCRIPT_PACKS, then eng (empty when Tesseract
+    or its packs are missing)."""
     return _installed()[0]
 
 
