@@ -10,9 +10,12 @@
 # which is mounted at /data) to keep them across restarts.
 FROM python:3.11-slim
 
-# poppler-utils: pdf2image renders pages with pdftoppm / pdfinfo.
+# poppler-utils: pdf2image renders pages with pdftoppm / pdfinfo. tesseract-ocr and its packs: OCR
+# of scans in the scripts rapidocr's bundled model cannot read (Cyrillic, Arabic, Korean; see
+# docs/ocr.md). Add tesseract-ocr-<code> packs here for other scripts.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends poppler-utils \
+       tesseract-ocr tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-kor \
     && rm -rf /var/lib/apt/lists/*
 
 # Spaces run the container as UID 1000; use the same user everywhere.

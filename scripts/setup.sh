@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the app needs: poppler (system) and a .venv with requirements.txt, every package at
+# Install what the app needs: poppler and Tesseract (system) and a .venv with requirements.txt, every package at
 # the version constraints.txt pins (given to pip with -c: requirements.txt does not name it, see
 # docs/space.md). Needs Python 3.11 or newer (PYTHON=python3.12 to pick another interpreter).
 #
@@ -21,7 +21,18 @@ fi
 SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 need=()
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
+# OCR of scans in the scripts rapidocr's bundled model cannot read (Cyrillic, Arabic, Korean):
+# Tesseract and its language packs (see docs/ocr.md). packages.txt and the Dockerfile list the same.
+for package in tesseract-ocr tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-kor; do
+  dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+done
 if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then need+=(chromium); fi
+# Fonts the OCR tests draw their Latin, Cyrillic, Arabic and CJK pages with.
+if [ "${WITH_TEST_FONTS:-0}" = 1 ]; then
+  for package in fonts-dejavu-core fonts-wqy-microhei; do
+    dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+  done
+fi
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"

@@ -24,6 +24,8 @@ CONFINED = {
     "pdf2image": ["pdf.py"],
     "pypdfium2": ["models/text_layout/text_layer.py"],
     "rapidocr": ["models/text_layout/ocr.py"],
+    "pytesseract": ["models/text_layout/tesseract.py"],
+    "datasets": ["benchmark_data.py"],  # eval --benchmark only, imported lazily
 }
 
 

@@ -14,6 +14,8 @@
     python -m vdr_app make-tiny-model DIR [--family F] [--size full]   a random offline checkpoint
     python -m vdr_app eval [FOLDER] --labels FILE | --queries FILE [--views SPEC...] [--sweep]
                            [--json PATH] [--html PATH]   retention and fidelity of views
+    python -m vdr_app eval --benchmark vidore/DATASET [--max-pages N] [--views SPEC...]
+                                                  the same on a ViDoRe benchmark (docs/benchmark.md)
 
 Every command accepts --store PATH, --model NAME_OR_PATH, --device, --index memory|qdrant and
 --qdrant-url URL (they override VDR_STORE, VDR_MODEL, VDR_DEVICE, VDR_INDEX and VDR_QDRANT_URL).
@@ -152,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", type=Path, metavar="FILE",
                     help='JSON lines {"query": ..., "file": "x.pdf", "page": 1, "kind": ...} (kind optional)')
     ev.add_argument("--queries", type=Path, metavar="FILE", help="queries without labels, one per line (fidelity only)")
+    ev.add_argument("--benchmark", metavar="DATASET",
+                    help="index and evaluate a ViDoRe v1/v2/v3 dataset instead of FOLDER/--labels: a hub id "
+                    "(vidore/docvqa_test_subsampled, vidore/..._beir) or a folder saved with save_to_disk; "
+                    "use a store of its own (needs the datasets package)")
+    ev.add_argument("--split", default="test", help="--benchmark: the dataset split (default test)")
+    ev.add_argument("--max-pages", type=int, metavar="N",
+                    help="--benchmark: only the first N pages and the queries they answer (not comparable "
+                    "with published figures)")
     ev.add_argument("--views", nargs="+", action="extend", default=[], metavar="SPEC",
                     help="view specs, e.g. cluster:factor=9 docpruner:k=-0.25 (default: the stored views)")
     ev.add_argument("--sweep", action="store_true",
@@ -280,6 +290,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  no text found on page(s) {', '.join(map(str, blank))}: they are kept but cannot match a query")
                 if reason:
                     print(f"  {reason}")
+            unread = [p for p in engine.pages(result.doc_id) if p.info.get("ocr_unread_script")]
+            if unread:  # OCR found lines in a script it has no model for (docs/ocr.md)
+                print(f"  page(s) {', '.join(str(p.page_number) for p in unread)} partly unread by OCR: "
+                      f"{unread[0].info['ocr_unread_script']}")
         if engine.model_loaded and engine.encoder.kind != "visual":
             print(f"note: {engine.encoder.describe()} ranks pages by their text and its position, not by how they look")
     elif command == "search":
@@ -404,10 +418,13 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
                            write_html, write_json)
     from .pdf import inspect_pdf
 
-    if not args.labels and not args.queries:
-        raise InvalidQueryError("nothing to evaluate: give --labels FILE (JSON lines) and/or --queries FILE")
     documents = None
-    if args.folder:
+    if args.benchmark:
+        labels, documents = _index_benchmark(engine, args)
+        queries = load_queries(args.queries) if args.queries else []
+    elif not args.labels and not args.queries:
+        raise InvalidQueryError("nothing to evaluate: give --labels FILE (JSON lines) and/or --queries FILE")
+    elif args.folder:
         pdfs = folder_pdfs(args.folder)
         # Check the labels against the folder before anything is encoded.
         counts = {p.name: inspect_pdf(p.read_bytes(), p.name, engine.limits).n_pages for p in pdfs}
@@ -439,6 +456,36 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
         print(f"wrote {write_json(evaluation, args.json)}")
     if args.html:
         print(f"wrote {write_html(evaluation, args.html)}")
+
+
+def _index_benchmark(engine, args: argparse.Namespace):
+    """Load a ViDoRe dataset and index its pages (one image-only PDF each) into the store.
+
+    Returns:
+        (labels, file name -> stored document id) for `evaluate`.
+    """
+    from .benchmark_data import BenchmarkError, load_benchmark
+    from .errors import InvalidLabelsError
+
+    if args.folder or args.labels:
+        raise InvalidLabelsError("--benchmark brings its own pages and labels: give no FOLDER or --labels with it")
+    benchmark = load_benchmark(args.benchmark, args.split, args.max_pages)
+    names = {name for name, _ in benchmark.pages}
+    others = [doc.name for doc in engine.list_documents() if doc.name not in names]
+    if others:  # they would be searched too, and change every figure
+        raise BenchmarkError(f"the store holds {len(others)} documents that are not in {args.benchmark} "
+                             f"(e.g. {others[0]!r}): give the benchmark a store of its own with --store")
+    documents: dict[str, int] = {}
+    added = 0
+    with _Bar("indexing") as bar:
+        for i, (name, _) in enumerate(benchmark.pages):
+            bar(i / len(benchmark.pages), f"page {i + 1}/{len(benchmark.pages)}")
+            result = engine.add_pdf(benchmark.pdf(i, engine.limits.dpi), name)
+            documents[name] = result.doc_id
+            added += result.added
+    print(f"{args.benchmark} ({benchmark.layout} layout): {len(benchmark.pages)} pages ({added} newly indexed), "
+          f"{len(benchmark.labels)} labelled queries")
+    return benchmark.labels, documents
 
 
 def main(argv: list[str] | None = None) -> int:
