@@ -348,7 +348,7 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         choices = client.predict(api_name="/lab_views")
         assert "cluster:factor=9,features=profile" in json.dumps(choices)
         figure, table, export, summary = client.predict(
-            ["pool1d:factor=4", "random:keep=0.5"], False, "delta\nalpha beta", handle_file(str(labels)), False,
+            ["pool1d:factor=4", "random:keep=0.5"], False, "delta\nalpha beta", handle_file(str(labels)), False, 0,
             api_name="/lab_run",
         )
         data = json.loads(open(export, encoding="utf-8").read())
@@ -360,15 +360,15 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         assert figure is not None
         # Views computed for a run are removed afterwards unless the user keeps them.
         assert fake_engine.store.view_specs() == [] and "removed again" in summary
-        _, _, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, True, api_name="/lab_run")
+        _, _, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, True, 0, api_name="/lab_run")
         assert fake_engine.store.view_specs() == ["pool1d:factor=4"] and "kept in the store" in summary
         fake_engine.delete_view("pool1d:factor=4")
 
         # Without labels the tab still works (fidelity only); a bad spec is a readable error.
-        _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, False, api_name="/lab_run")
+        _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, False, 0, api_name="/lab_run")
         assert "No labels" in summary and table["data"][0][0] == "full"
         with pytest.raises(Exception, match="unknown reduction strategy 'nope'"):
-            client.predict(["nope:keep=0.5"], False, "delta", None, False, api_name="/lab_run")
+            client.predict(["nope:keep=0.5"], False, "delta", None, False, 0, api_name="/lab_run")
     finally:
         demo.close()
 

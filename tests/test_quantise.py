@@ -597,6 +597,6 @@ def test_a_v1_store_migrates_and_takes_quantised_views(tmp_path):
     conn.commit()
     conn.close()
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     assert "quant" in store.db["views"].columns_dict and "scales" in store.db["view_pages"].columns_dict
     store.close()
