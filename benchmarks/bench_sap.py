@@ -146,8 +146,7 @@ def osr_table(store_path: str, labels_path: str, model: str, keeps: list[float])
         raise SystemExit(f"{missing} labelled pages have no centrality: re-encode them (`vdr_app reencode`)")
     n_layers = next(iter(pages.values())).centrality.shape[0]
     first, last = middle_window(n_layers)
-    print(f"
-Oracle Score Retention over {len(pairs)} labelled (query, page) pairs, {model}, {n_layers} layers "
+    print(f"\nOracle Score Retention over {len(pairs)} labelled (query, page) pairs, {model}, {n_layers} layers "
           f"(middle band {first}-{last}):")
 
     def retention(q, page, keep_idx):
