@@ -247,11 +247,17 @@ def test_captured_centrality_equals_eager_attention_loop(encoders, eager_encoder
                                    atol=1e-3 * reference.max())
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["one-product", "row-blocks"])
 @pytest.mark.parametrize("mask_kind", ["none-causal", "none-bidirectional", "bool", "float"])
-def test_in_degree_matches_a_plain_loop(mask_kind):
+def test_in_degree_matches_a_plain_loop(mask_kind, batched, monkeypatch):
     import torch
 
+    from vdr_app.models import centrality
     from vdr_app.models.centrality import in_degree
+
+    if not batched:  # the path long sequences take, in blocks of 3 rows
+        monkeypatch.setattr(centrality, "_BATCHED_ELEMENTS", 0)
+        monkeypatch.setattr(centrality, "_ROW_CHUNK", 3)
 
     g = torch.Generator().manual_seed(1)
     batch, heads, kv_heads, length, dim = 2, 4, 2, 9, 5

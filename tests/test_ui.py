@@ -407,3 +407,25 @@ def test_viewer_shows_the_stored_page_at_full_resolution(app, indexed):
     assert 'data-action="close"' in markup and 'data-action="in"' in markup
     with pytest.raises(gr.Error, match="pick a document and a page"):
         viewer.open_page(engine, None)
+
+
+def test_reencode_button_gives_old_pages_their_centrality(app, indexed, sample_docs):
+    """A library indexed before centrality was captured: `sap` refuses, Re-encode swaps the
+    document's embeddings in place (same page ids), a file not in the library is named, not added."""
+    client, engine, _ = app
+    doc_id = engine.list_documents()[0].id
+    page_ids = engine.store.page_ids()
+    with engine.store._write():
+        engine.store.db.execute("DELETE FROM centrality")
+    assert engine.store.pages_without_centrality(doc_id) == 2
+    with pytest.raises(Exception, match="(?i)re-encode"):
+        client.predict(page_ids[0], "sap:keep=0.1", api_name="/explore")
+    status, result, files = client.predict(
+        [handle_file(str(sample_docs / "pdfs" / SHORT_PDF)), handle_file(str(sample_docs / "pdfs" / OTHER_PDF))],
+        api_name="/reencode_documents")
+    assert result["documents"] == [dict(file=SHORT_PDF, doc_id=doc_id, pages=2)]
+    assert [s["file"] for s in result["skipped"]] == [OTHER_PDF] and "add it instead" in status
+    assert engine.store.page_ids() == page_ids and engine.store.pages_without_centrality() == 0
+    assert [d.name for d in engine.list_documents()] == [SHORT_PDF]  # nothing added
+    _, _, details = client.predict(page_ids[0], "sap:keep=0.1", api_name="/explore")
+    assert details["info"]["layers"] and details["vectors_after"] < details["vectors_before"]

@@ -31,6 +31,10 @@ from typing import Any
 CENTRALITY = "vdr_centrality"
 # Image rows per softmax block: bounds the transient (heads x rows x L) float32 scores.
 _ROW_CHUNK = 512
+# Up to this many score elements (B x H x L x L) the whole batch is one product (short sequences,
+# e.g. MiniLM's 256-token windows, where a Python loop per row block would cost more than the
+# arithmetic); longer ones go block by block.
+_BATCHED_ELEMENTS = 1 << 24
 
 _TARGET: ContextVar[dict | None] = ContextVar("vdr_centrality_target", default=None)
 _registered = False
@@ -60,8 +64,21 @@ def in_degree(query, key, attention_mask, scaling: float, rows, is_causal: bool 
         k = k.repeat_interleave(groups, dim=1)  # as transformers' repeat_kv
     k_len = k.shape[2]
     rows = rows.to(query.device)
-    out = torch.zeros(batch, k_len, dtype=torch.float32, device=query.device)
     positions = torch.arange(k_len, device=query.device)
+    if batch * heads * length * k_len <= _BATCHED_ELEMENTS:
+        scores = torch.einsum("bhqd,bhkd->bhqk", query.float(), k) * scaling  # (B, H, L, L)
+        if attention_mask is None:
+            if is_causal:
+                allowed = positions[None, :] <= torch.arange(length, device=query.device)[:, None]
+                scores = scores.masked_fill(~allowed, float("-inf"))
+        elif attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask[..., :k_len], float("-inf"))
+        else:
+            scores = scores + attention_mask[..., :k_len].float()
+        weights = torch.softmax(scores, dim=-1).mean(1)  # (B, L, L)
+        # Rows not counted are zeroed, not skipped: a fully masked padding row is NaN otherwise.
+        return torch.where(rows[:, :, None], weights, 0.0).sum(1)
+    out = torch.zeros(batch, k_len, dtype=torch.float32, device=query.device)
     for b in range(batch):
         index = torch.nonzero(rows[b], as_tuple=False).flatten()
         for start in range(0, index.numel(), _ROW_CHUNK):

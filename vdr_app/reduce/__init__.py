@@ -99,7 +99,7 @@ def reduce_page(page: PageEmbedding, spec: str | ViewSpec) -> Reduction:
         raise InvalidSpecError(
             f"strategy {strat.name!r} ranks patches by their mid-layer centrality, which this page does not "
             "have: it was encoded before centrality was captured (or by a model that gives none). "
-            "Re-encode its document (`python -m vdr_app reencode FILE.pdf`, or Library > re-encode) "
+            "Re-encode its document (`python -m vdr_app reencode FILE.pdf`) "
             "and the view is a re-cut from then on"
         )
     if n == 0:

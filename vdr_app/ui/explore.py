@@ -66,7 +66,7 @@ def attention_label(ex) -> str:
 def centrality_label(ex) -> str:
     """The centrality panel's title: which layers, or plainly that the page needs a re-encode."""
     if ex.centrality_window is None:
-        return "mid-layer centrality: not stored for this page (re-encode its document for SAP)"
+        return "centrality: not stored (re-encode for SAP)"
     first, last, n_layers = ex.centrality_window
     where = f"layer {first}" if first == last else f"layers {first}-{last}"
     return f"mid-layer centrality, {where} of {n_layers} (what SAP keeps)"

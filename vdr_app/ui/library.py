@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..errors import VdrError
 from ..memory import format_bytes
 from . import access
 from .common import PageImages, bind, progress_adapter
@@ -78,6 +79,41 @@ def add_documents(engine, pages: PageImages, files, progress=gr.Progress()):
     data = dict(documents=documents, skipped=skipped,
                 pages_indexed=sum(d["pages"] for d in documents if d["added"]))
     return "\n".join(lines), data, None
+
+
+def reencode_documents(engine, pages: PageImages, files, progress=gr.Progress()):
+    """Encode PDFs that are already in the library again, each swapped in one transaction (pages
+    keep their ids). For pages indexed before the per-layer centrality `sap` ranks by was captured.
+
+    Args:
+        files: the PDF files, as they were added.
+
+    Returns:
+        status: what happened, per file (Markdown).
+        result: the same as data: documents [{file, doc_id, pages}], skipped [{file, reason}].
+        files: the upload box, cleared when every file was re-encoded.
+    """
+    access.require("re-encode documents")
+    paths = _paths(files)
+    if not paths:
+        raise gr.Error("choose the PDF files to re-encode first (as they were added)", title="Nothing to re-encode")
+    lines, documents, skipped = [], [], []
+    checked = engine.check_files(paths)
+    for i, (path, data, error) in enumerate(checked):
+        if error is None:
+            try:
+                doc_id, n_pages = engine.reencode_pdf(data, path.name, progress=progress_adapter(
+                    lambda fraction, desc, i=i: progress((i + fraction) / len(checked), desc=desc)))
+            except VdrError as failure:
+                error = failure
+            else:
+                documents.append(dict(file=path.name, doc_id=doc_id, pages=n_pages))
+                lines.append(f"- **{path.name}**: {n_pages} pages re-encoded (document {doc_id})")
+                continue
+        skipped.append(dict(file=path.name, reason=str(error)))
+        lines.append(f"- **{path.name}**: not re-encoded: {error}")
+    pages.clear()
+    return "\n".join(lines), dict(documents=documents, skipped=skipped), None if not skipped else gr.update()
 
 
 def confirm_delete(engine, doc):
@@ -179,7 +215,9 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
         with gr.Column(scale=2):
             files = gr.File(file_count="multiple", file_types=[".pdf"], type="filepath",
                             label=f"PDF files (up to {max_upload_mb:g} MB each)", elem_id="upload")
-            index_btn = gr.Button("Index PDFs", variant="primary", elem_id="index-btn")
+            with gr.Row():
+                index_btn = gr.Button("Index PDFs", variant="primary", elem_id="index-btn", scale=3)
+                reencode_btn = gr.Button("Re-encode", elem_id="reencode-btn", scale=1, min_width=120)
             status = gr.Markdown("_Progress and results of indexing appear here._", elem_id="library-status",
                                  label="status")
         with gr.Column(scale=1):
@@ -211,6 +249,10 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
         concurrency_limit=1, concurrency_id="encode", show_progress="full",
         show_progress_on=[status],  # once, in the status box (not over the upload box too)
     ).success(bind(refresh, engine), None, outputs, api_name="library", api_visibility="undocumented")
+    reencode_btn.click(
+        bind(reencode_documents, engine, pages), [files], [status, result, files], api_name="reencode_documents",
+        concurrency_limit=1, concurrency_id="encode", show_progress="full", show_progress_on=[status],
+    ).success(bind(refresh, engine), None, outputs, api_name="library_after_reencode", api_visibility="undocumented")
     delete_btn.click(bind(confirm_delete, engine), [doc_choice], [confirm, confirm_text], queue=False,
                      api_name="confirm_delete", api_visibility="undocumented")
     cancel_btn.click(lambda: gr.update(visible=False), None, [confirm], queue=False, api_name="cancel_delete",
