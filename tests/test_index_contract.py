@@ -290,7 +290,7 @@ def test_an_unreachable_qdrant_fails_in_one_line_naming_the_url(tmp_path):
 
 # -- quantised views (issue 14) ---------------------------------------------------------------------
 
-QUANTISED = ["full@int8", "cluster:factor=4,features=profile@binary", f"{VIEW}@binary"]
+QUANTISED = ["full@int8", "cluster:factor=4,features=profile@binary", f"{VIEW}@binary", "full@int4", f"{VIEW}@int2"]
 
 
 def float_view_reference(store: Store, spec: str, query: np.ndarray, doc_ids=None) -> dict[int, float]:
@@ -347,10 +347,14 @@ def test_qdrant_gets_its_own_quantisation_for_quantised_views(ragged, monkeypatc
     monkeypatch.setattr(client, "create_collection", create)
     monkeypatch.setattr(client, "query_points", query)
     for spec, want in (("full@int8", models.ScalarQuantization), ("full@binary", models.BinaryQuantization),
+                       ("full@int4", models.TurboQuantization), ("full@int2", models.TurboQuantization),
                        ("pool1d:factor=2", type(None))):
         canonical = engine.add_view(spec)
         kw = created[engine.index.collection(canonical)]
         assert isinstance(kw["quantization_config"], want)
+        if want is models.TurboQuantization:
+            bits = models.TurboQuantBitSize.BITS4 if spec.endswith("int4") else models.TurboQuantBitSize.BITS2
+            assert kw["quantization_config"].turbo.bits == bits
         params = kw["vectors_config"]["page"]
         assert params.on_disk == (want is not type(None))
         assert params.datatype == (models.Datatype.FLOAT32 if want is not type(None) else models.Datatype.FLOAT16)

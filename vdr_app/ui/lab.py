@@ -169,7 +169,7 @@ def run_lab(
 
 
 def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0) -> str:
-    evaluated = [v for v in evaluation.views[1:] if not v.skipped]
+    evaluated = [v for v in evaluation.views[1:] if not v.skipped and not v.rescore]  # rescoring variants apart
     skipped = [v for v in evaluation.views if v.skipped]
     sources = []
     if n_labels:
