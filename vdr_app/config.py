@@ -68,6 +68,12 @@ class Settings:
             (`VDR_QDRANT_PATH`, default `data_dir / "qdrant"` when no URL is given); "int8" scalar
             quantisation with rescoring (`VDR_QDRANT_QUANTIZATION`); shards and replicas of new
             collections (`VDR_QDRANT_SHARDS`, `VDR_QDRANT_REPLICAS`).
+        search_mode, two_stage_*: how the memory index searches a float view: "exhaustive" (every
+            vector, exact), "two-stage" (a first stage finds `two_stage_depth` candidate pages,
+            exact MaxSim ranks them, with the vectors read from a memory-mapped file on disk) or
+            "auto" (default: two-stage for views of at least `two_stage_min_vectors` vectors)
+            (`VDR_SEARCH_MODE`, `VDR_TWO_STAGE_DEPTH`, `VDR_TWO_STAGE_MIN_VECTORS`,
+            `VDR_FIRST_STAGE`: "muvera" or "mean"). See docs/scale.md.
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -102,6 +108,10 @@ class Settings:
     qdrant_quantization: str = ""
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
+    search_mode: str = "auto"
+    two_stage_depth: int = 400
+    two_stage_min_vectors: int = 5_000_000
+    first_stage: str = "muvera"
     model_given: bool = True
 
     def __post_init__(self):
@@ -160,6 +170,12 @@ class Settings:
                                             re.compile("int8|none"), "int8 or none (empty: none)"),
             qdrant_shards=read.integer("VDR_QDRANT_SHARDS", defaults.qdrant_shards, 1, 1024),
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
+            search_mode=read.choice("VDR_SEARCH_MODE", defaults.search_mode, re.compile("exhaustive|two-stage|auto"),
+                                    "exhaustive, two-stage or auto"),
+            two_stage_depth=read.integer("VDR_TWO_STAGE_DEPTH", defaults.two_stage_depth, 10, 100_000),
+            two_stage_min_vectors=read.integer("VDR_TWO_STAGE_MIN_VECTORS", defaults.two_stage_min_vectors,
+                                               0, 10**12),
+            first_stage=read.choice("VDR_FIRST_STAGE", defaults.first_stage, re.compile("muvera|mean"), "muvera or mean"),
         )
 
 

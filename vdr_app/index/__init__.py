@@ -1,6 +1,7 @@
 """Search indexes behind one seam: `open_index(settings, store)` -> a `SearchIndex`.
 
-    memory   MaxSim in this process's RAM, updated in place (default; `memory.MemoryIndex`)
+    memory   MaxSim in this process's RAM, updated in place (default; `memory.MemoryIndex`);
+             large views in two stages (`first_stage`: candidates, then exact MaxSim from disk)
     qdrant   Qdrant: a server or cluster (VDR_QDRANT_URL) or local mode (VDR_QDRANT_PATH)
              (`qdrant.QdrantIndex`; qdrant-client is imported only when chosen)
 
@@ -15,7 +16,7 @@ from ..config import Settings
 from ..errors import IndexUnavailableError
 from ..store import Store
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
-from .memory import MemoryIndex
+from .memory import SEARCH_MODES, MemoryIndex
 
 BACKENDS = ("memory", "qdrant")
 
@@ -28,7 +29,11 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
     """
     backend = (settings.index or "memory").strip().lower()
     if backend == "memory":
-        return MemoryIndex(store)
+        if settings.search_mode not in SEARCH_MODES:
+            raise IndexUnavailableError(f"VDR_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}, "
+                                        f"got {settings.search_mode!r}")
+        return MemoryIndex(store, search_mode=settings.search_mode, depth=settings.two_stage_depth,
+                           two_stage_min_vectors=settings.two_stage_min_vectors, first_stage=settings.first_stage)
     if backend != "qdrant":
         raise IndexUnavailableError(f"VDR_INDEX / --index must be one of {', '.join(BACKENDS)}, got {settings.index!r}")
     from .qdrant import QUANTIZATIONS, QdrantIndex

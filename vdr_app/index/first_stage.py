@@ -182,6 +182,11 @@ class VectorFile:
         return int(page_id) in self._where
 
     @property
+    def n_vectors(self) -> int:
+        """Vectors of the pages held."""
+        return sum(n for _, n in self._where.values())
+
+    @property
     def disk_bytes(self) -> int:
         return self._rows * 2 * self.dim
 
