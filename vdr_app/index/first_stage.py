@@ -230,14 +230,13 @@ class VectorFile:
             found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
             data = self._mapped()
         lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
+        starts = np.array([row for _, (row, _) in found], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # One gather of every candidate row (only those pages of the file are read), one widening.
+        rows = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
         out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
-        # Candidates sorted by file position: the reads go forward through the file.
-        order = sorted(range(len(found)), key=lambda i: found[i][1][0])
-        for i in order:
-            row, n = found[i][1]
-            if n:
-                _widen_into(data[row:row + n], out[offsets[i]:offsets[i + 1]], "bfloat16")
+        if rows.size:
+            _widen_into(data[rows], out, "bfloat16")
         return np.array([p for p, _ in found], dtype=np.int64), out, offsets
 
     def compact(self) -> None:
@@ -287,6 +286,24 @@ def two_stage_top_k(query: np.ndarray, k: int, stage: FirstStage, vectors: Vecto
         (page ids int64, float32 exact scores), best first, ties by lower page id.
     """
     q = check_query(query, vectors.dim)
+    with _one_thread():
+        return _two_stage(q, k, stage, vectors, depth, allowed)
+
+
+def _one_thread():
+    """Hold BLAS and OpenMP (faiss) to one thread while a query runs: its products are small, and
+    on the 2-core machine their thread hand-offs cost more than they gain (measured 3x slower with
+    2 threads each under load; bench_scale.py)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, libraries keep their threads
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def _two_stage(q, k, stage, vectors, depth, allowed):
     want = max(int(depth), int(k))
     while True:
         cand = stage.candidates(q, want)
