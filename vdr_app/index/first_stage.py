@@ -25,6 +25,7 @@ Choices (measured in bench_scale.py, see docs/scale.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -294,13 +295,18 @@ def _one_thread():
     """Hold BLAS and OpenMP (faiss) to one thread while a query runs: its products are small, and
     on the 2-core machine their thread hand-offs cost more than they gain (measured 3x slower with
     2 threads each under load; bench_scale.py)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # threadpoolctl comes with scikit-learn; without it, libraries keep their threads
-        import contextlib
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
 
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
+            _CONTROLLER = ThreadpoolController()  # scanning the loaded libraries once (it takes ms)
+        except ImportError:  # threadpoolctl comes with scikit-learn; without it, libraries keep their threads
+            _CONTROLLER = False
+    return _CONTROLLER.limit(limits=1) if _CONTROLLER else contextlib.nullcontext()
+
+
+_CONTROLLER = None
 
 
 def _two_stage(q, k, stage, vectors, depth, allowed):
