@@ -46,7 +46,8 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
     url = (settings.qdrant_url or "").strip() or None
     path = None if url else (settings.qdrant_path or Path(settings.data_dir) / "qdrant")
     return QdrantIndex(store, url=url, path=path, api_key=settings.qdrant_api_key, quantization=quantization,
-                       shards=settings.qdrant_shards, replicas=settings.qdrant_replicas)
+                       shards=settings.qdrant_shards, replicas=settings.qdrant_replicas,
+                       two_stage=settings.search_mode == "two-stage", depth=settings.two_stage_depth)
 
 
 __all__ = ["BACKENDS", "IndexStatus", "MemoryIndex", "SearchIndex", "SyncReport", "ViewState", "open_index"]
