@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale_data import CHUNK, DIM, encode_corpus_pool, generate_chunk, load_pool, make_queries  # noqa: E402
-from vdr_app.index.first_stage import FirstStage, VectorFile, packed_maxsim, two_stage_top_k  # noqa: E402
+from vdr_app.index.first_stage import FirstStage, VectorFile, _one_thread, packed_maxsim, two_stage_top_k  # noqa: E402
 from vdr_app.muvera import Muvera  # noqa: E402
 from vdr_app.quantise import QuantisedVectors, quantise_binary  # noqa: E402
 from vdr_app.search import MaxSimIndex, _round_bits, _widen_into, top_k_of  # noqa: E402
@@ -321,9 +321,10 @@ def main(argv=None) -> None:
             d = 400 if 400 in depths else depths[0]
 
             def via_sqlite(q, d=d, stage=stage):
-                cand = np.sort(stage.candidates(q, d))
-                ids, packed, offsets = sql.gather(cand)
-                best, _ = top_k_of(packed_maxsim(q, packed, offsets), 10)
+                with _one_thread():  # as two_stage_top_k does
+                    cand = np.sort(stage.candidates(q, d))
+                    ids, packed, offsets = sql.gather(cand)
+                    best, _ = top_k_of(packed_maxsim(q, packed, offsets), 10)
                 return ids[best]
 
             found, ms = time_queries(via_sqlite, queries)
