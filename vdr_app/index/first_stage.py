@@ -82,6 +82,13 @@ class FirstStage:
     def state(self) -> str:
         return f"ivf, {self._lists} lists, nprobe {self.nprobe}" if self._lists else "flat (exact)"
 
+    def set_nprobe(self, nprobe: int) -> None:
+        """Lists scanned per query from now on (more: higher recall, slower)."""
+        with self._lock:
+            self.nprobe = int(nprobe)
+            if self._lists:
+                self._index.nprobe = self.nprobe
+
     def describe(self) -> str:
         what = self.encoder.describe() if self.encoder else "mean vector"
         return f"{what}, {self.size} values per page, faiss {self.state}, {len(self)} pages"
