@@ -178,7 +178,9 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vdr_bench_scale"))
     ap.add_argument("--pool", type=Path, default=None, help="pool .npz (default: workdir/pool.npz, "
                     "encoded from --corpus when missing)")
-    ap.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "pdfs")
+    ap.add_argument("--corpus", type=Path, help="folder of PDFs for the pool (default: $VDR_CORPUS_DIR/pdfs or "
+                    "../shared/corpus/pdfs; without it the pool is synthetic)",
+                    default=Path(os.environ.get("VDR_CORPUS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "corpus") / "pdfs")
     ap.add_argument("--binary-queries", type=int, default=0, help="queries for exhaustive-binary (0: all; it is slow at 1M)")
     ap.add_argument("--sqlite", choices=["auto", "yes", "no"], default="auto",
                     help="also read candidates from SQLite (auto: up to 12M vectors)")
