@@ -172,7 +172,8 @@ def main(argv=None) -> None:
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--depths", default="200,400,1000")
     ap.add_argument("--kinds", default="muvera,mean", help="first-stage encodings to build")
-    ap.add_argument("--nprobe", default="48", help="inverted-file lists scanned per query; a list "
+    ap.add_argument("--nprobe", default="", help="inverted-file lists scanned per query (default: a quarter of "
+                    "the lists); a list "
                     "(e.g. 48,128,400) times each on the same index (method name gets -p<nprobe>)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vdr_bench_scale"))
@@ -229,7 +230,7 @@ def main(argv=None) -> None:
 
     # -- one streaming pass ---------------------------------------------------------------------
     kinds = [k for k in args.kinds.split(",") if k]
-    nprobes = [int(p) for p in str(args.nprobe).split(",") if p]
+    nprobes = [int(p) for p in str(args.nprobe).split(",") if p] or [None]
     stages = {k: FirstStage(DIM, kind=k, nprobe=nprobes[0], ivf_min_pages=20_000) for k in kinds}
     enc_files = {k: np.lib.format.open_memmap(work / f"enc-{k}.npy", mode="w+", dtype=np.float32,
                                               shape=(N, stages[k].size)) for k in kinds}
@@ -315,7 +316,8 @@ def main(argv=None) -> None:
             stage.add_encodings(np.arange(s, min(N, s + 50_000)), np.asarray(enc_files[k][s:s + 50_000]))
         build = time.perf_counter() - t + enc_s[k]
         for p, d in [(p, d) for p in nprobes for d in depths]:
-            stage.set_nprobe(p)
+            if p is not None:
+                stage.set_nprobe(p)
             name = f"two-stage-{k}-d{d}" + (f"-p{p}" if len(nprobes) > 1 else "")
             found, ms = time_queries(lambda q: two_stage_top_k(q, 10, stage, vectors, d)[0], queries)
             record(name, ms, recall_at_10(found, truth, which), build, depth=d,
@@ -323,7 +325,8 @@ def main(argv=None) -> None:
                    first_stage=stage.describe(), first_stage_mb=round(stage.nbytes / 2**20),
                    encode_ms_per_page=round(enc_s[k] / N * 1000, 3), disk_mb=disk_mb,
                    notes="candidates' vectors from the memory-mapped bfloat16 file")
-        stage.set_nprobe(nprobes[0])
+        if nprobes[0] is not None:
+            stage.set_nprobe(nprobes[0])
         if sql is not None and k == kinds[0]:
             d = 400 if 400 in depths else depths[0]
 

@@ -109,7 +109,7 @@ class Settings:
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
     search_mode: str = "auto"
-    two_stage_depth: int = 400
+    two_stage_depth: int = 1000
     two_stage_min_vectors: int = 5_000_000
     first_stage: str = "muvera"
     model_given: bool = True

@@ -91,7 +91,7 @@ class QdrantIndex(SearchIndex):
 
     def __init__(self, store: Store, url: str | None = None, path: str | Path | None = None,
                  api_key: str | None = None, quantization: str = "", shards: int = 1, replicas: int = 1,
-                 timeout: int = 30, two_stage: bool = False, depth: int = 400):
+                 timeout: int = 30, two_stage: bool = False, depth: int = 1000):
         super().__init__(store)
         self.two_stage, self.depth = bool(two_stage), int(depth)
         self._encoder = None
