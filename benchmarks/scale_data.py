@@ -13,8 +13,9 @@ vectors:
    each of its P vectors is a row of one source (picked by weight), or, half of the time, a blend
    `a * row1 + (1 - a) * row2` of two rows of its sources (a ~ U(0.5, 1)): new vectors, same
    neighbourhoods.
-3. **Noise**: each vector gets Gaussian noise of norm ~0.5 (cosine ~0.9 to what it came from)
-   and is re-normalised. So pages sharing sources are similar by degree, not identical.
+3. **Noise**: each vector gets Gaussian noise of norm ~0.5 (cosine ~0.9 to what it came from):
+   a random row, randomly signed, of a fixed bank of 262,144 Gaussian vectors (drawing fresh
+   normals for 115M vectors would dominate the run on 2 cores); then it is re-normalised. So pages sharing sources are similar by degree, not identical.
 
 Everything comes from `numpy.random.default_rng([seed, chunk])` per chunk of 4,096 pages: any
 chunk can be regenerated alone, the file is the same on every run, and generation streams to a
@@ -108,8 +109,23 @@ def generate_chunk(pool: np.ndarray, pool_offsets: np.ndarray, first_page: int, 
     a = np.where(blend, rng.uniform(0.5, 1.0, (n_pages, vectors)), 1.0).astype(np.float32)[..., None]
     x = a * pool[row1] + (1 - a) * pool[row2]
     x = _normalise(x)
-    x += (VECTOR_NOISE / np.sqrt(DIM)) * rng.standard_normal(x.shape, dtype=np.float32)
+    # Noise: rows of a fixed bank of Gaussian vectors, each signed and rolled at random (drawing
+    # fresh normals for 115M vectors would dominate the run time on 2 cores).
+    bank = _noise_bank()
+    pick = rng.integers(0, len(bank), size=x.shape[:2])
+    sign = np.where(rng.random(x.shape[:2]) < 0.5, -1.0, 1.0).astype(np.float32)[..., None]
+    x += (VECTOR_NOISE / np.sqrt(DIM)) * sign * bank[pick]
     return _normalise(x).reshape(-1, DIM).astype(np.float32)
+
+
+_BANK: np.ndarray | None = None
+
+
+def _noise_bank(rows: int = 1 << 18) -> np.ndarray:
+    global _BANK
+    if _BANK is None:
+        _BANK = np.random.default_rng(12345).standard_normal((rows, DIM), dtype=np.float32)
+    return _BANK
 
 
 def make_queries(page_vectors, n_pages: int, vectors: int, n_queries: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:

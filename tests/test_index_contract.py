@@ -38,7 +38,7 @@ from vdr_app.types import PageEmbedding, PageImage, QueryEmbedding
 from .fakes import GridEncoder
 
 SERVER_URL = os.environ.get("VDR_TEST_QDRANT_URL")
-BACKENDS = ["memory", "qdrant-local", "qdrant-server"]
+BACKENDS = ["memory", "memory-two-stage", "qdrant-local", "qdrant-local-two-stage", "qdrant-server"]
 VIEW = "random:keep=0.5,seed=0"
 DIM = 16
 TOL = 2e-5
@@ -47,8 +47,14 @@ TOL = 2e-5
 def _index(kind: str, store: Store, tmp_path):
     if kind == "memory":
         return MemoryIndex(store)
+    if kind == "memory-two-stage":
+        # Candidate depth above the stores' page counts: every page is re-scored, so two-stage
+        # answers must equal the reference exactly (recall at smaller depths: test_two_stage.py).
+        return MemoryIndex(store, search_mode="two-stage", depth=500, vectors_dir=tmp_path)
     if kind == "qdrant-local":
         return QdrantIndex(store, path=tmp_path / f"qdrant-{uuid.uuid4().hex[:6]}")
+    if kind == "qdrant-local-two-stage":  # prefetch on the summary vector -> MAX_SIM, depth above the page count
+        return QdrantIndex(store, path=tmp_path / f"qdrant-{uuid.uuid4().hex[:6]}", two_stage=True, depth=500)
     if not SERVER_URL:
         pytest.skip("no Qdrant server here (none can be installed on these machines); set VDR_TEST_QDRANT_URL")
     # A throwaway store path gives fresh collection names on the shared server.
@@ -58,7 +64,7 @@ def _index(kind: str, store: Store, tmp_path):
 def _stored_precision(kind: str, vectors: np.ndarray) -> np.ndarray:
     """The page's vectors as the backend holds them (the store gives float16)."""
     x = np.asarray(vectors, dtype=np.float32)
-    if kind == "memory":  # MaxSimIndex's default bfloat16
+    if kind.startswith("memory"):  # MaxSimIndex's default bfloat16 (and the two-stage vector file's)
         return (_round_bits(x, "bfloat16").astype(np.uint32) << 16).view(np.float32)
     return x
 

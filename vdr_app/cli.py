@@ -373,6 +373,9 @@ def _run_index(engine, args: argparse.Namespace) -> int:
         held = "-" if v.index_pages is None else str(v.index_pages)
         held_v = "-" if v.index_vectors is None else str(v.index_vectors)
         print(f"{v.spec:36} {v.store_pages:>11} {held:>11} {v.store_vectors:>13} {held_v:>13}")
+    for v in status.views:
+        if v.first_stage:
+            print(f"first stage of {v.spec}: {v.first_stage}")
     if any(v.index_pages is None for v in status.views):
         print("(-: not loaded in this process; the memory index loads a view from the store on its first search)")
     print(status.problem() or "in step with the store")

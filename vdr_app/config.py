@@ -105,6 +105,16 @@ class Settings:
             (`VDR_QDRANT_REPLICAS`).
         mcp: serve the app's API as an MCP server too, at `/gradio_api/mcp/` (`VDR_MCP=1`; unset:
             as Gradio's own `GRADIO_MCP_SERVER=true` says). See docs/mcp.md.
+        search_mode: how the memory index searches a float view: "exhaustive" (every vector,
+            exact), "two-stage" (a first stage finds `two_stage_depth` candidate pages, exact MaxSim
+            ranks them, with the vectors read from a memory-mapped file on disk) or "auto" (default:
+            two-stage for views of at least `two_stage_min_vectors` vectors) (`VDR_SEARCH_MODE`).
+            See docs/scale.md.
+        two_stage_depth: candidate pages the first stage hands to exact MaxSim (`VDR_TWO_STAGE_DEPTH`).
+        two_stage_min_vectors: the view size (vectors) from which "auto" searches in two stages
+            (`VDR_TWO_STAGE_MIN_VECTORS`).
+        first_stage: the first stage's page vectors: "muvera" (fixed-dimensional encodings) or
+            "mean" (pooled page vectors) (`VDR_FIRST_STAGE`).
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -145,6 +155,10 @@ class Settings:
     qdrant_shards: int = 1
     qdrant_replicas: int = 1
     mcp: bool = False
+    search_mode: str = "auto"
+    two_stage_depth: int = 1000
+    two_stage_min_vectors: int = 5_000_000
+    first_stage: str = "muvera"
     model_given: bool = True
 
     def __post_init__(self):
@@ -220,6 +234,12 @@ class Settings:
             qdrant_replicas=read.integer("VDR_QDRANT_REPLICAS", defaults.qdrant_replicas, 1, 64),
             # Read here so that the mode check sees Gradio's switch too; launch gets the result.
             mcp=read.flag("VDR_MCP", env.get("GRADIO_MCP_SERVER", "").strip().lower() == "true"),
+            search_mode=read.choice("VDR_SEARCH_MODE", defaults.search_mode, re.compile("exhaustive|two-stage|auto"),
+                                    "exhaustive, two-stage or auto"),
+            two_stage_depth=read.integer("VDR_TWO_STAGE_DEPTH", defaults.two_stage_depth, 10, 100_000),
+            two_stage_min_vectors=read.integer("VDR_TWO_STAGE_MIN_VECTORS", defaults.two_stage_min_vectors,
+                                               0, 10**12),
+            first_stage=read.choice("VDR_FIRST_STAGE", defaults.first_stage, re.compile("muvera|mean"), "muvera or mean"),
         )
 
 

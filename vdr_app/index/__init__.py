@@ -1,6 +1,7 @@
 """Search indexes behind one seam: `open_index(settings, store)` -> a `SearchIndex`.
 
-    memory   MaxSim in this process's RAM, updated in place (default; `memory.MemoryIndex`)
+    memory   MaxSim in this process's RAM, updated in place (default; `memory.MemoryIndex`);
+             large views in two stages (`first_stage`: candidates, then exact MaxSim from disk)
     qdrant   Qdrant: a server or cluster (VDR_QDRANT_URL) or local mode (VDR_QDRANT_PATH)
              (`qdrant.QdrantIndex`; qdrant-client is imported only when chosen)
 
@@ -17,7 +18,7 @@ from ..config import Settings
 from ..errors import IndexUnavailableError
 from ..store import Store
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
-from .memory import MemoryIndex
+from .memory import SEARCH_MODES, MemoryIndex
 
 BACKENDS = ("memory", "qdrant")
 
@@ -30,7 +31,11 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
     """
     backend = (settings.index or "memory").strip().lower()
     if backend == "memory":
-        return MemoryIndex(store)
+        if settings.search_mode not in SEARCH_MODES:
+            raise IndexUnavailableError(f"VDR_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}, "
+                                        f"got {settings.search_mode!r}")
+        return MemoryIndex(store, search_mode=settings.search_mode, depth=settings.two_stage_depth,
+                           two_stage_min_vectors=settings.two_stage_min_vectors, first_stage=settings.first_stage)
     if backend != "qdrant":
         raise IndexUnavailableError(f"VDR_INDEX / --index must be one of {', '.join(BACKENDS)}, got {settings.index!r}")
     from .qdrant import QUANTIZATIONS, QdrantIndex
@@ -43,7 +48,8 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
     url = (settings.qdrant_url or "").strip() or None
     path = None if url else (settings.qdrant_path or Path(settings.data_dir) / "qdrant")
     return QdrantIndex(store, url=url, path=path, api_key=settings.qdrant_api_key, quantization=quantization,
-                       shards=settings.qdrant_shards, replicas=settings.qdrant_replicas)
+                       shards=settings.qdrant_shards, replicas=settings.qdrant_replicas,
+                       two_stage=settings.search_mode == "two-stage", depth=settings.two_stage_depth)
 
 
 __all__ = ["BACKENDS", "IndexStatus", "MemoryIndex", "SearchIndex", "SyncReport", "ViewState", "open_index"]

@@ -40,6 +40,7 @@ class ViewState:
     store_vectors: int
     index_pages: int | None  # None: not held right now (the memory index loads a view on first search)
     index_vectors: int | None
+    first_stage: str | None = None  # two-stage search: what finds the candidates (None: not loaded)
 
     @property
     def in_step(self) -> bool:

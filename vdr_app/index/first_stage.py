@@ -25,6 +25,7 @@ Choices (measured in bench_scale.py, see docs/scale.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -35,7 +36,9 @@ from .maxsim import _round_bits, _widen_into, check_query, top_k_of
 from .muvera import Muvera
 
 KINDS = ("muvera", "mean")
-DEFAULT_DEPTH = 400  # candidates re-scored exactly per query (Settings.two_stage_depth)
+# Candidates re-scored exactly per query (Settings.two_stage_depth): recall@10 0.91-0.93 at
+# 50k-100k pages x 115 for ~75 ms on the loaded 2-core machine; 400 gave 0.80 (docs/scale.md).
+DEFAULT_DEPTH = 1000
 IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
 
 
@@ -44,23 +47,26 @@ class FirstStage:
 
     Small views are searched exactly (a flat index); once a view has `ivf_min_pages` pages the
     encodings are clustered into ~4 sqrt(N) lists (k-means on a sample) and a query scans the
-    `nprobe` nearest lists (float16 codes). Pages are added and removed by page id (incremental;
-    the lists are not retrained: `rebuild` when a view has grown many times over).
+    `nprobe` nearest lists (float16 codes; default a quarter of them). Pages are added and removed
+    by page id (incremental; the lists are not retrained: reload the view when it has grown many
+    times over).
 
     Args:
         dim: the pages' vector dimension.
         kind: "muvera" (default) or "mean" (the page's mean vector: 128 values, cheaper, weaker).
         encoder: the MUVERA encoding (default `Muvera(dim, k_sim=3)`, 1,024 values per page).
-        nprobe: lists scanned per query.
+        nprobe: lists scanned per query (None: a quarter of the lists; measured at 50k pages,
+            depth 1000: 48 of 894 lists recall 0.83, 200 lists 0.90, all of them 0.93).
     """
 
-    def __init__(self, dim: int, kind: str = "muvera", encoder: Muvera | None = None, nprobe: int = 48,
+    def __init__(self, dim: int, kind: str = "muvera", encoder: Muvera | None = None, nprobe: int | None = None,
                  ivf_min_pages: int = IVF_MIN_PAGES) -> None:
         import faiss
 
         if kind not in KINDS:
             raise ValueError(f"first-stage kind must be one of {KINDS}, got {kind!r}")
-        self.kind, self.dim, self.nprobe, self.ivf_min_pages = kind, int(dim), int(nprobe), int(ivf_min_pages)
+        self.kind, self.dim, self.ivf_min_pages = kind, int(dim), int(ivf_min_pages)
+        self.nprobe = None if nprobe is None else int(nprobe)
         self.encoder = (encoder or Muvera(dim, k_sim=3)) if kind == "muvera" else None
         self.size = self.encoder.size if self.encoder else self.dim
         self._faiss = faiss
@@ -80,6 +86,13 @@ class FirstStage:
     @property
     def state(self) -> str:
         return f"ivf, {self._lists} lists, nprobe {self.nprobe}" if self._lists else "flat (exact)"
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Lists scanned per query from now on (more: higher recall, slower)."""
+        with self._lock:
+            self.nprobe = int(nprobe)
+            if self._lists:
+                self._index.nprobe = self.nprobe
 
     def describe(self) -> str:
         what = self.encoder.describe() if self.encoder else "mean vector"
@@ -130,7 +143,9 @@ class FirstStage:
         ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.size, lists, faiss.ScalarQuantizer.QT_fp16,
                                             faiss.METRIC_INNER_PRODUCT)
         ivf.train(train)
-        ivf.nprobe = self.nprobe
+        if self.nprobe is None:
+            self.nprobe = max(16, lists // 4)
+        ivf.nprobe = min(self.nprobe, lists)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id without a full scan
         self._ivf_quantizer = quantizer  # faiss does not own it: keep it alive
         self._index, self._lists = ivf, lists
@@ -182,6 +197,11 @@ class VectorFile:
         return int(page_id) in self._where
 
     @property
+    def n_vectors(self) -> int:
+        """Vectors of the pages held."""
+        return sum(n for _, n in self._where.values())
+
+    @property
     def disk_bytes(self) -> int:
         return self._rows * 2 * self.dim
 
@@ -225,14 +245,13 @@ class VectorFile:
             found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
             data = self._mapped()
         lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
+        starts = np.array([row for _, (row, _) in found], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # One gather of every candidate row (only those pages of the file are read), one widening.
+        rows = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
         out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
-        # Candidates sorted by file position: the reads go forward through the file.
-        order = sorted(range(len(found)), key=lambda i: found[i][1][0])
-        for i in order:
-            row, n = found[i][1]
-            if n:
-                _widen_into(data[row:row + n], out[offsets[i]:offsets[i + 1]], "bfloat16")
+        if rows.size:
+            _widen_into(data[rows], out, "bfloat16")
         return np.array([p for p, _ in found], dtype=np.int64), out, offsets
 
     def compact(self) -> None:
@@ -282,6 +301,29 @@ def two_stage_top_k(query: np.ndarray, k: int, stage: FirstStage, vectors: Vecto
         (page ids int64, float32 exact scores), best first, ties by lower page id.
     """
     q = check_query(query, vectors.dim)
+    with _one_thread():
+        return _two_stage(q, k, stage, vectors, depth, allowed)
+
+
+def _one_thread():
+    """Hold BLAS and OpenMP (faiss) to one thread while a query runs: its products are small, and
+    on the 2-core machine their thread hand-offs cost more than they gain (measured 3x slower with
+    2 threads each under load; bench_scale.py)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()  # scanning the loaded libraries once (it takes ms)
+        except ImportError:  # threadpoolctl comes with scikit-learn; without it, libraries keep their threads
+            _CONTROLLER = False
+    return _CONTROLLER.limit(limits=1) if _CONTROLLER else contextlib.nullcontext()
+
+
+_CONTROLLER = None
+
+
+def _two_stage(q, k, stage, vectors, depth, allowed):
     want = max(int(depth), int(k))
     while True:
         cand = stage.candidates(q, want)

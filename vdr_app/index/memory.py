@@ -12,13 +12,23 @@ A quantised view (`...@int8`, `...@int4`, `...@int2`, `...@binary`) is held as i
 `maxsim_quantised.QuantisedMaxSimIndex`; rescoring rebuilds the float vectors of the candidates
 from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`), so no float
 copy of such a view is kept in RAM.
+
+Two-stage search (`search_mode`, Settings.search_mode): a float view loaded in two-stage mode
+keeps no vectors in RAM; its pages' vectors go to a memory-mapped file and one encoding per page
+to a first-stage index (`first_stage.FirstStage`); a search re-scores the first stage's `depth`
+candidates exactly (`first_stage.two_stage_top_k`). "auto" uses it for views of at least
+`two_stage_min_vectors` vectors. Adds and deletes update both in place, as for exhaustive views.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -28,6 +38,14 @@ from .maxsim_quantised import QuantisedMaxSimIndex
 from ..store import FULL_VIEW, Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
+from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, two_stage_top_k
+
+SEARCH_MODES = ("exhaustive", "two-stage", "auto")
+# auto: two-stage from this many stored vectors of a view on. Exhaustive MaxSim costs ~115 ns of CPU
+# per stored vector on the 2-core machine (search-performance notes): 5M vectors (43k pages x 115,
+# 4.9k x 1,030) is ~0.3 s per query, where two-stage answers in tens of ms (docs/scale.md).
+TWO_STAGE_MIN_VECTORS = 5_000_000
+LOAD_PAGES = 2048  # pages read from the store at a time when building a two-stage view
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +54,16 @@ log = logging.getLogger(__name__)
 class _View:
     page_ids: np.ndarray  # int64 (N,): page id at each index position
     doc_ids: np.ndarray  # int64 (N,): its document
-    index: MaxSimIndex | QuantisedMaxSimIndex | None  # None while the view has no pages
+    index: MaxSimIndex | QuantisedMaxSimIndex | None  # None while the view has no pages (or two-stage)
     shas: dict  # document id -> sha256 of what is held (ids are reused after deletes: see sync)
+    stage: FirstStage | None = None  # two-stage views: the first stage ...
+    vectors: VectorFile | None = None  # ... and the pages' vectors on disk
+
+    @property
+    def n_vectors(self) -> int:
+        if self.vectors is not None:
+            return self.vectors.n_vectors
+        return self.index.n_vectors if self.index is not None else 0
 
 
 class MemoryIndex(SearchIndex):
@@ -50,9 +76,18 @@ class MemoryIndex(SearchIndex):
 
     backend = "memory"
 
-    def __init__(self, store: Store, dtype: str = "bfloat16"):
+    def __init__(self, store: Store, dtype: str = "bfloat16", search_mode: str = "exhaustive",
+                 depth: int = DEFAULT_DEPTH, two_stage_min_vectors: int = TWO_STAGE_MIN_VECTORS,
+                 first_stage: str = "muvera", vectors_dir: str | Path | None = None):
         super().__init__(store)
+        if search_mode not in SEARCH_MODES:
+            raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {search_mode!r}")
         self.dtype = dtype
+        self.search_mode, self.depth = search_mode, int(depth)
+        self.two_stage_min_vectors, self.first_stage_kind = int(two_stage_min_vectors), first_stage
+        self._vectors_parent = vectors_dir
+        self._vectors_dir: Path | None = None  # created on the first two-stage view, removed by close()
+        self._file_numbers = itertools.count()
         self._views: dict[str, _View] = {}
         # One lock for loads, updates and searches: positions and ids must change together, and the
         # MaxSim kernel already runs one query at a time per process.
@@ -88,12 +123,35 @@ class MemoryIndex(SearchIndex):
             return QuantisedMaxSimIndex(pages, kind=quant, dim=self.store.dim)
         return MaxSimIndex(pages, dtype=self.dtype)
 
+    def _two_stage(self, spec: str) -> bool:
+        """Whether a view is searched in two stages (quantised views are always exhaustive)."""
+        if self.search_mode == "exhaustive" or self.store.view_quant(spec) is not None:
+            return False
+        return self.search_mode == "two-stage" or self.store_counts(spec)[1] >= self.two_stage_min_vectors
+
+    def _vector_file(self, spec: str) -> VectorFile:
+        if self._vectors_dir is None:
+            parent = self._vectors_parent
+            if parent is None and self.store.path not in (None, ":memory:"):
+                parent = Path(self.store.path).parent  # on the store's disk, not a RAM-backed /tmp
+            if parent is not None:
+                Path(parent).mkdir(parents=True, exist_ok=True)
+            self._vectors_dir = Path(tempfile.mkdtemp(prefix="vdr-two-stage-", dir=parent))
+        return VectorFile(self._vectors_dir / f"view-{next(self._file_numbers)}.bf16", self.store.dim)
+
     def _load(self, spec: str) -> _View:
         view = self._views.get(spec)
         if view is None:
-            page_ids, vectors = self._read(spec)
-            index = self._new_index(spec, vectors) if page_ids else None
-            view = _View(np.array(page_ids, dtype=np.int64), self._doc_of(page_ids), index, self._shas())
+            if self._two_stage(spec):
+                view = _View(np.empty(0, np.int64), np.empty(0, np.int64), None, self._shas(),
+                             FirstStage(self.store.dim, kind=self.first_stage_kind), self._vector_file(spec))
+                order = self.store.page_ids()
+                for start in range(0, len(order), LOAD_PAGES):  # never the whole view in RAM at once
+                    self._append(spec, view, order[start:start + LOAD_PAGES])
+            else:
+                page_ids, vectors = self._read(spec)
+                index = self._new_index(spec, vectors) if page_ids else None
+                view = _View(np.array(page_ids, dtype=np.int64), self._doc_of(page_ids), index, self._shas())
             self._views[spec] = view
         return view
 
@@ -101,7 +159,13 @@ class MemoryIndex(SearchIndex):
         ids, vectors = self._read(spec, page_ids)
         if not ids:
             return 0
-        if view.index is None:
+        if view.stage is not None:
+            lengths = np.array([len(v) for v in vectors], dtype=np.int64)
+            packed = (np.concatenate(vectors).astype(np.float32) if lengths.sum()
+                      else np.empty((0, self.store.dim), np.float32))
+            view.vectors.append(ids, vectors)
+            view.stage.add(ids, packed, np.concatenate([[0], np.cumsum(lengths)]))
+        elif view.index is None:
             view.index = self._new_index(spec, vectors)
         else:
             view.index.add(vectors)
@@ -113,7 +177,11 @@ class MemoryIndex(SearchIndex):
     def _drop_positions(self, view: _View, positions: np.ndarray) -> int:
         if positions.size == 0:
             return 0
-        view.index.remove(positions)
+        if view.stage is not None:
+            view.stage.remove(view.page_ids[positions])
+            view.vectors.remove(view.page_ids[positions].tolist())
+        else:
+            view.index.remove(positions)
         keep = np.ones(view.page_ids.shape[0], dtype=bool)
         keep[positions] = False
         view.page_ids, view.doc_ids = view.page_ids[keep], view.doc_ids[keep]
@@ -132,7 +200,7 @@ class MemoryIndex(SearchIndex):
                 except Exception:  # noqa: BLE001 - never serve a half-updated view: reload it on next use
                     log.exception("could not add document %s to the in-memory view %s; it reloads on next use",
                                   doc_id, spec)
-                    self._views.pop(spec, None)
+                    self._forget(spec)
 
     def remove_document(self, doc_id: int) -> None:
         with self._lock:
@@ -140,13 +208,26 @@ class MemoryIndex(SearchIndex):
                 self._drop_positions(view, np.flatnonzero(view.doc_ids == doc_id))
                 view.shas.pop(doc_id, None)
 
+    def _forget(self, spec: str) -> None:
+        view = self._views.pop(spec, None)
+        if view is not None and view.vectors is not None:
+            view.vectors.close(delete=True)
+
     def add_view(self, spec: str, progress: Progress | None = None) -> None:
         with self._lock:
-            self._views.pop(spec, None)  # (re)loaded from the store on its first search
+            self._forget(spec)  # (re)loaded from the store on its first search
 
     def remove_view(self, spec: str) -> None:
         with self._lock:
-            self._views.pop(spec, None)
+            self._forget(spec)
+
+    def close(self) -> None:
+        with self._lock:
+            for spec in list(self._views):
+                self._forget(spec)
+            if self._vectors_dir is not None:
+                shutil.rmtree(self._vectors_dir, ignore_errors=True)
+                self._vectors_dir = None
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -154,6 +235,13 @@ class MemoryIndex(SearchIndex):
               rescore: int = 0) -> list[tuple[int, float]]:
         with self._lock:
             view = self._load(spec)
+            if view.stage is not None:
+                allowed = (None if doc_ids is None else
+                           set(view.page_ids[np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64))].tolist()))
+                if not len(view.stage) or allowed == set():
+                    return []
+                ids, scores = two_stage_top_k(query, k, view.stage, view.vectors, self.depth, allowed)
+                return [(int(p), float(s)) for p, s in zip(ids, scores)]
             if view.index is None:
                 return []
             # Positions of the filtered documents' pages (None: every page competes).
@@ -185,8 +273,8 @@ class MemoryIndex(SearchIndex):
                 held = set(view.page_ids.tolist())
                 missing |= store_pages - held
                 stale |= held - store_pages
-                n_vectors = view.index.n_vectors if view.index is not None else 0
-                states.append(ViewState(spec, pages, vectors, len(held), n_vectors))
+                first = view.stage.describe() if view.stage is not None else "none (exhaustive)"
+                states.append(ViewState(spec, pages, vectors, len(held), view.n_vectors, first))
             stale_views = [s for s in self._views if s not in set(self.store_views())]
         return IndexStatus(self.backend, self.location, self.store.model_id, states, self.document_names(missing),
                            len(stale), stale_views)
@@ -201,7 +289,7 @@ class MemoryIndex(SearchIndex):
             shas = self._shas()
             for spec in list(self._views):
                 if spec not in specs:
-                    self._views.pop(spec)
+                    self._forget(spec)
                     report.removed_views.append(spec)
                     continue
                 view = self._views[spec]
@@ -216,7 +304,7 @@ class MemoryIndex(SearchIndex):
                     report.added_pages += self._append(spec, view, [p for p in order if p not in held])
                 except Exception:  # noqa: BLE001 - same rule as add_document
                     log.exception("could not update the in-memory view %s; it reloads on next use", spec)
-                    self._views.pop(spec, None)
+                    self._forget(spec)
         if progress:
             progress(1.0, str(report))
         return report

@@ -22,6 +22,12 @@ Layout (one store, one model):
   mode ignores quantisation (it keeps no quantised copy and searches exactly): there a
   quantised view returns the float view's exact scores, as with full rescoring.
 * Shard and replica counts are set when a collection is created (local mode ignores them).
+* Two-stage (`two_stage=True`, VDR_SEARCH_MODE=two-stage): each point also carries a small named
+  vector "summary" (the page's MUVERA encoding, `vdr_app.muvera`, the same as the memory index's
+  first stage) under Qdrant's HNSW; a search is one Query API call that prefetches the `depth`
+  best summaries and re-ranks them with MAX_SIM on the multivector (still m = 0, quantised as
+  above). Local mode has no HNSW (it scans the summaries exactly); the same configuration on
+  Qdrant's own engine is tested with qdrant-edge-py (tests/test_qdrant_edge.py).
 
 Local mode (`VDR_QDRANT_PATH`) runs the same client calls in-process with numpy; it is meant for
 tests and small stores (qdrant-client warns above ~20k points) and locks its folder to one process.
@@ -49,6 +55,7 @@ from .base import IndexStatus, SearchIndex, SyncReport, ViewState
 log = logging.getLogger(__name__)
 
 VECTOR = "page"
+SUMMARY = "summary"
 UPSERT_VECTORS = 65_536  # vectors per upsert request (about 32 MB of JSON floats at d = 128)
 QUANTIZATIONS = ("", "none", "int8")
 
@@ -85,8 +92,10 @@ class QdrantIndex(SearchIndex):
 
     def __init__(self, store: Store, url: str | None = None, path: str | Path | None = None,
                  api_key: str | None = None, quantization: str = "", shards: int = 1, replicas: int = 1,
-                 timeout: int = 30):
+                 timeout: int = 30, two_stage: bool = False, depth: int = 1000):
         super().__init__(store)
+        self.two_stage, self.depth = bool(two_stage), int(depth)
+        self._encoder = None
         if bool(url) == bool(path):
             raise ValueError("give exactly one of url (a Qdrant server) and path (local mode)")
         if quantization not in QUANTIZATIONS:
@@ -185,12 +194,24 @@ class QdrantIndex(SearchIndex):
                 turbo=models.TurboQuantQuantizationConfig(bits=bits, always_ram=True))
         elif quant == "binary":
             quantization = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+        vectors = {VECTOR: params}
+        if self.two_stage:  # the first stage: one encoding per page under HNSW (Qdrant's default m)
+            vectors[SUMMARY] = models.VectorParams(size=self.encoder.size, distance=models.Distance.DOT)
         with self._calls(f"create collection {name}"):
             self.client.create_collection(
-                name, vectors_config={VECTOR: params}, quantization_config=quantization,
+                name, vectors_config=vectors, quantization_config=quantization,
                 shard_number=self.shards, replication_factor=self.replicas,
             )
             self.client.create_payload_index(name, "doc_id", models.PayloadSchemaType.INTEGER)
+
+    @property
+    def encoder(self):
+        """The first stage's page encoding (MUVERA, the memory index's default)."""
+        if self._encoder is None:
+            from ..muvera import Muvera
+
+            self._encoder = Muvera(int(self.store.dim), k_sim=3)
+        return self._encoder
 
     def _upload(self, spec: str, name: str, page_ids: list[int], progress: Progress | None = None) -> int:
         """Upsert pages of one view, in requests of about UPSERT_VECTORS vectors."""
@@ -216,11 +237,18 @@ class QdrantIndex(SearchIndex):
                 vectors = self.float_view_pages(spec, ids)
             else:
                 ids, vectors = self.store.load_vectors(spec, page_ids[start : start + 256])
-            for pid, vecs in zip(ids, vectors):
+            summaries = None
+            if self.two_stage and ids:
+                lengths = [v.shape[0] for v in vectors]
+                packed = np.concatenate(vectors).astype(np.float32) if sum(lengths) else np.empty((0, self.store.dim), np.float32)
+                summaries = self.encoder.encode_pages(packed, np.concatenate([[0], np.cumsum(lengths)]))
+            for j, (pid, vecs) in enumerate(zip(ids, vectors)):
                 row = rows[pid]
                 payload = dict(doc_id=row.doc_id, doc_name=row.doc_name, page_number=row.page_number,
                                sha256=shas.get(row.doc_id, ""), n_vectors=int(vecs.shape[0]))
                 vector = {VECTOR: vecs.astype(np.float32).tolist()} if vecs.shape[0] else {}
+                if summaries is not None and vecs.shape[0]:
+                    vector[SUMMARY] = summaries[j].tolist()
                 batch.append(models.PointStruct(id=pid, vector=vector, payload=payload))
                 batch_vectors += vecs.shape[0]
                 if batch_vectors >= UPSERT_VECTORS:
@@ -309,9 +337,14 @@ class QdrantIndex(SearchIndex):
             if not self.client.collection_exists(name):
                 raise IndexUnavailableError(
                     f"view {spec} is not in the Qdrant index at {self.location} yet: run `python -m vdr_app index sync`")
+            query_filter = None if doc_ids is None else self._doc_filter(doc_ids)
+            prefetch = None
+            if self.two_stage:  # candidates by summary (HNSW), re-ranked by MAX_SIM in the same call
+                prefetch = models.Prefetch(query=self.encoder.encode_query(np.asarray(query, np.float32)).tolist(),
+                                           using=SUMMARY, limit=max(self.depth, int(k)), filter=query_filter)
             result = self.client.query_points(
                 name, query=np.asarray(query, dtype=np.float32).tolist(), using=VECTOR, limit=int(k),
-                query_filter=None if doc_ids is None else self._doc_filter(doc_ids), search_params=params,
+                prefetch=prefetch, query_filter=query_filter, search_params=params,
                 with_payload=False, with_vectors=False,
             )
         return [(int(p.id), float(p.score)) for p in result.points]

@@ -1,0 +1,228 @@
+"""Two-stage search (vdr_app.index.first_stage, vdr_app.muvera): each piece against a plain reference.
+
+* MUVERA encodings equal a per-page loop written from the paper / FastEmbed's description.
+* The first stage returns exactly the best encodings while it is flat, keeps high overlap once it
+  is an inverted file, and forgets removed pages.
+* The vector file gives back exactly the bfloat16 values it was given, after removals and compaction.
+* Two-stage top-k equals exhaustive MaxSim when every page is a candidate, and keeps recall@10 on
+  structured pages when only a few are.
+* Settings and `index status`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vdr_app.config import Settings
+from vdr_app.errors import ConfigError
+from vdr_app.index.first_stage import FirstStage, VectorFile, packed_maxsim, two_stage_top_k
+from vdr_app.muvera import Muvera
+from vdr_app.search import MaxSimIndex, _round_bits, _widen_into
+
+DIM = 32
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _bf16(x):
+    out = np.empty(x.shape, np.float32)
+    _widen_into(_round_bits(np.asarray(x, np.float32), "bfloat16"), out, "bfloat16")
+    return out
+
+
+def structured_pages(rng, n_pages, n_vectors=(10, 40), topics=12):
+    """Pages drawn around a few of `topics` centres, so pages differ by degree (not uniform noise)."""
+    centres = _unit(rng.standard_normal((topics, DIM)))
+    pages = []
+    for _ in range(n_pages):
+        mix = rng.choice(topics, size=3, replace=False)
+        n = int(rng.integers(*n_vectors))
+        pages.append(_unit(centres[rng.choice(mix, n)] + 0.6 * rng.standard_normal((n, DIM)) / np.sqrt(DIM)))
+    return pages
+
+
+def _packed(pages):
+    return np.concatenate(pages), np.concatenate([[0], np.cumsum([len(p) for p in pages])]).astype(np.int64)
+
+
+def reference_fde(m: Muvera, vectors: np.ndarray, document: bool) -> np.ndarray:
+    """The encoding of one page or query by a plain loop (the paper's steps, FastEmbed's choices)."""
+    rng = np.random.default_rng(m.seed)
+    planes = [rng.normal(size=(m.dim, m.k_sim)) for _ in range(m.r_reps)]
+    proj = rng.choice([-1, 1], size=(m.r_reps, m.dim, m.dim_proj))
+    out = []
+    for r in range(m.r_reps):
+        ids = [int(sum(1 << b for b in range(m.k_sim) if (v @ planes[r])[b] > 0)) for v in vectors]
+        centres = np.zeros((m.buckets, m.dim))
+        members = {b: [i for i, c in enumerate(ids) if c == b] for b in range(m.buckets)}
+        for b, rows in members.items():
+            if rows:
+                centres[b] = vectors[rows].sum(axis=0) / (len(rows) if document else 1)
+            elif document:
+                occupied = [c for c in range(m.buckets) if members[c]]
+                nearest = min(occupied, key=lambda c: (bin(c ^ b).count("1"), c))
+                centres[b] = vectors[members[nearest][0]]
+        out.append((centres @ proj[r] / np.sqrt(m.dim_proj)).reshape(-1))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("k_sim", [2, 3, 5])
+def test_muvera_encodings_equal_a_per_page_loop(k_sim):
+    rng = np.random.default_rng(k_sim)
+    m = Muvera(DIM, k_sim=k_sim, dim_proj=8, r_reps=3, seed=11)
+    pages = [rng.standard_normal((int(rng.integers(1, 25)), DIM)).astype(np.float32) for _ in range(12)]
+    pages.insert(4, np.zeros((0, DIM), np.float32))  # a page without vectors encodes as zeros
+    packed, offsets = _packed(pages)
+    got = m.encode_pages(packed, offsets)
+    assert got.shape == (len(pages), m.size)
+    for page, row in zip(pages, got):
+        want = reference_fde(m, page, document=True) if len(page) else np.zeros(m.size)
+        np.testing.assert_allclose(row, want, atol=1e-4)
+    np.testing.assert_allclose(m.encode_query(pages[0]), reference_fde(m, pages[0], document=False), atol=1e-4)
+
+
+def test_muvera_refuses_a_projection_wider_than_the_vectors():
+    with pytest.raises(ValueError, match="dim_proj"):
+        Muvera(8, dim_proj=16)
+
+
+@pytest.mark.parametrize("kind", ["muvera", "mean"])
+def test_flat_first_stage_returns_the_best_encodings_and_forgets_removed_pages(kind):
+    rng = np.random.default_rng(0)
+    pages = structured_pages(rng, 120)
+    stage = FirstStage(DIM, kind=kind)
+    ids = np.arange(500, 620)
+    stage.add(ids, *_packed(pages))
+    enc = stage.encode_pages(*_packed(pages))
+    query = pages[7][:5]
+    want = ids[np.argsort(-(enc @ stage.encode_query(query)), kind="stable")[:20]]
+    got = stage.candidates(query, 20)
+    assert set(got) == set(want) and stage.state == "flat (exact)"
+    gone = got[:5]
+    stage.remove(gone)
+    assert len(stage) == 115 and not set(stage.candidates(query, 120)) & set(gone)
+    stage.add(gone[:1], pages[0][:3][None].reshape(3, DIM), np.array([0, 3]))  # added again: back, once
+    again = stage.candidates(query, 200)
+    assert len(stage) == 116 and list(again).count(gone[0]) == 1
+
+
+def test_inverted_file_first_stage_keeps_the_flat_stages_candidates():
+    rng = np.random.default_rng(1)
+    pages = structured_pages(rng, 1500, (8, 16))
+    flat, ivf = FirstStage(DIM), FirstStage(DIM, ivf_min_pages=1000, nprobe=16)
+    packed, offsets = _packed(pages)
+    flat.add(np.arange(1500), packed, offsets)
+    ivf.add(np.arange(1000), packed[: offsets[1000]], offsets[:1001])  # crosses the threshold: trains
+    ivf.add(np.arange(1000, 1500), packed[offsets[1000]:], offsets[1000:] - offsets[1000])
+    assert ivf.state.startswith("ivf") and len(ivf) == 1500
+    overlap = [len(set(flat.candidates(p[:6], 50)) & set(ivf.candidates(p[:6], 50))) / 50 for p in pages[:20]]
+    assert np.mean(overlap) >= 0.8, overlap
+    ivf.remove(np.arange(0, 1500, 2))
+    assert len(ivf) == 750 and all(c % 2 == 1 for c in ivf.candidates(pages[1][:6], 100))
+
+
+def test_vector_file_round_trips_bfloat16_values_through_removal_and_compaction(tmp_path):
+    rng = np.random.default_rng(2)
+    pages = [rng.standard_normal((int(rng.integers(0, 9)), DIM)).astype(np.float32) for _ in range(30)]
+    vf = VectorFile(tmp_path / "v.bf16", DIM)
+    vf.append(range(100, 130), pages)
+    vf.remove([101, 105, 129])
+    assert len(vf) == 27 and 105 not in vf
+    for compacted in (False, True):
+        if compacted:
+            vf.compact()
+            assert vf.disk_bytes == sum(len(p) for i, p in enumerate(pages) if i not in (1, 5, 29)) * DIM * 2
+        ids, packed, offsets = vf.gather([110, 105, 100, 103])
+        assert ids.tolist() == [110, 100, 103]
+        for j, pid in enumerate(ids):
+            np.testing.assert_array_equal(packed[offsets[j]:offsets[j + 1]], _bf16(pages[pid - 100]))
+    assert vf.n_vectors == sum(len(p) for i, p in enumerate(pages) if i not in (1, 5, 29))
+
+
+def test_packed_maxsim_equals_a_loop_and_keeps_negative_and_empty_pages():
+    rng = np.random.default_rng(3)
+    pages = [rng.standard_normal((n, DIM)).astype(np.float32) for n in (3, 0, 7, 1)]
+    pages[3] = -np.abs(pages[3])
+    query = np.abs(rng.standard_normal((4, DIM)).astype(np.float32))
+    got = packed_maxsim(query, *_packed(pages))
+    want = [(query @ p.T).max(axis=1).sum() if len(p) else -np.inf for p in pages]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert got[3] < 0
+
+
+def test_two_stage_equals_exhaustive_when_every_page_is_a_candidate(tmp_path):
+    rng = np.random.default_rng(4)
+    pages = structured_pages(rng, 200)
+    ids = np.arange(1000, 1200)
+    stage, vf = FirstStage(DIM), VectorFile(tmp_path / "v.bf16", DIM)
+    stage.add(ids, *_packed(pages))
+    vf.append(ids, pages)
+    exhaustive = MaxSimIndex(pages)
+    for j in range(5):
+        query = _unit(pages[j * 13][:6] + 0.3 * rng.standard_normal((6, DIM)) / np.sqrt(DIM))
+        want_pos, want_scores = exhaustive.top_k(query, 10)
+        got_ids, got_scores = two_stage_top_k(query, 10, stage, vf, depth=200)
+        assert got_ids.tolist() == (ids[want_pos]).tolist()
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+    allowed = set(ids[50:60].tolist())  # a document filter: only these may come back
+    got_ids, _ = two_stage_top_k(pages[0][:4], 5, stage, vf, depth=20, allowed=allowed)
+    assert len(got_ids) == 5 and set(got_ids) <= allowed
+
+
+@pytest.mark.parametrize("kind", ["muvera", "mean"])
+def test_two_stage_recall_at_10_on_structured_pages(tmp_path, kind):
+    """Candidates = 10 % of the pages: the exact top 10 is still found (>= 0.9 on average)."""
+    rng = np.random.default_rng(5)
+    pages = structured_pages(rng, 1000, (20, 60), topics=30)
+    ids = np.arange(1000)
+    stage, vf = FirstStage(DIM, kind=kind), VectorFile(tmp_path / "v.bf16", DIM)
+    stage.add(ids, *_packed(pages))
+    vf.append(ids, pages)
+    exhaustive = MaxSimIndex(pages)
+    recalls = []
+    for j in rng.choice(1000, 20, replace=False):
+        query = _unit(pages[j][rng.choice(len(pages[j]), 8)] + 0.4 * rng.standard_normal((8, DIM)) / np.sqrt(DIM))
+        want, _ = exhaustive.top_k(query, 10)
+        got, _ = two_stage_top_k(query, 10, stage, vf, depth=100)
+        recalls.append(len(set(got.tolist()) & set(want.tolist())) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
+
+
+def test_search_mode_settings_are_checked():
+    s = Settings.from_env({"VDR_SEARCH_MODE": "two-stage", "VDR_TWO_STAGE_DEPTH": "250", "VDR_FIRST_STAGE": "mean"})
+    assert (s.search_mode, s.two_stage_depth, s.first_stage) == ("two-stage", 250, "mean")
+    assert Settings.from_env({}).search_mode == "auto"
+    with pytest.raises(ConfigError, match="VDR_SEARCH_MODE"):
+        Settings.from_env({"VDR_SEARCH_MODE": "fast"})
+    with pytest.raises(ConfigError, match="VDR_TWO_STAGE_DEPTH"):
+        Settings.from_env({"VDR_TWO_STAGE_DEPTH": "0"})
+
+
+@pytest.mark.parametrize("threshold, two_stage", [(10, True), (10**9, False)])
+def test_auto_mode_switches_by_view_size_and_status_reports_the_first_stage(tmp_path, threshold, two_stage):
+    from vdr_app.index import MemoryIndex
+    from vdr_app.store import FULL_VIEW, Store
+
+    from .test_index_contract import _query, add_random_document
+
+    rng = np.random.default_rng(6)
+    store = Store(tmp_path / "s.sqlite")
+    add_random_document(store, rng, "a.pdf", 6)
+    index = MemoryIndex(store, search_mode="auto", two_stage_min_vectors=threshold, vectors_dir=tmp_path / "v")
+    exhaustive = MemoryIndex(store)
+    query = _query(rng).vectors
+    got, want = index.top_k(FULL_VIEW, query, 5), exhaustive.top_k(FULL_VIEW, query, 5)
+    assert [p for p, _ in got] == [p for p, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5)
+    view = index.status().views[0]
+    assert view.index_pages == 6 and view.index_vectors == view.store_vectors
+    if two_stage:
+        assert "muvera" in view.first_stage and any((tmp_path / "v").rglob("*.bf16"))
+    else:
+        assert view.first_stage == "none (exhaustive)"
+    index.close()
+    assert not any((tmp_path / "v").rglob("*.bf16"))  # the vector files go with the index
+    store.close()
