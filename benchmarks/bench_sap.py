@@ -11,7 +11,7 @@ over repeats) for both, and the capture's share of the forward: (capture - off) 
 
 Encoders: the tiny test checkpoints of every family (--size tiny; their forward is negligible, so
 this is the capture's cost against almost nothing), the published architectures with random
-weights (--size full, `vdr_app.models.fullsize`; colSmol-256M fits a laptop, the 3B ones need
+weights (--size full, `vdr_app.checkpoints.fullsize`; colSmol-256M fits a laptop, the 3B ones need
 ~8-12 GB), and `text-layout-minilm` (--text-layout). For the 3B architectures the script also
 prints the capture's FLOPs against the forward's (2 x parameters x tokens), which is what decides
 it on a GPU.
@@ -207,11 +207,11 @@ def main() -> None:
         for family in [f.strip() for f in args.families.split(",") if f.strip()]:
             with tempfile.TemporaryDirectory() as folder:
                 if args.size == "tiny":
-                    from vdr_app.models.tiny import build_tiny_checkpoint
+                    from vdr_app.checkpoints.tiny import build_tiny_checkpoint
 
                     build_tiny_checkpoint(family, folder)
                 else:
-                    from vdr_app.models.fullsize import build_full_checkpoint
+                    from vdr_app.checkpoints.fullsize import build_full_checkpoint
 
                     build_full_checkpoint(family, folder, dtype="float32")
                 encoder = load_encoder(folder, device="cpu", batch_size=1, dtype="float32")

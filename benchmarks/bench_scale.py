@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale_data import CHUNK, DIM, encode_corpus_pool, generate_chunk, load_pool, make_queries  # noqa: E402
 from vdr_app.index.first_stage import FirstStage, VectorFile, _one_thread, packed_maxsim, two_stage_top_k  # noqa: E402
-from vdr_app.muvera import Muvera  # noqa: E402
+from vdr_app.index.muvera import Muvera  # noqa: E402
 from vdr_app.quantise import QuantisedVectors, quantise_binary  # noqa: E402
-from vdr_app.search import MaxSimIndex, _round_bits, _widen_into, top_k_of  # noqa: E402
-from vdr_app.search_quantised import QuantisedMaxSimIndex  # noqa: E402
+from vdr_app.index.maxsim import MaxSimIndex, _round_bits, _widen_into, top_k_of  # noqa: E402
+from vdr_app.index.maxsim_quantised import QuantisedMaxSimIndex  # noqa: E402
 
 TRUTH_DEPTH = 50
 RAM_EXHAUSTIVE_BYTES = 6 << 30  # exhaustive-bfloat16 only when its copy fits beside everything else

@@ -91,7 +91,7 @@ LAYERS = {
     "numeric kernels (numpy, no I/O)": {"quantise", "heatmap", "pareto", "memory", "reduce"},
     "inputs and storage": {"pdf", "models", "checkpoints", "store", "index"},
     "engine": {"engine"},
-    "on the engine": {"evaluate", "sessions", "figures"},
+    "on the engine": {"evaluate", "benchmark_data", "sessions", "figures"},
     "front ends": {"cli", "ui", "__main__"},
 }
 

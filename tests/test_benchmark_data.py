@@ -133,7 +133,7 @@ def test_page_file_names():
 
 def test_eval_benchmark_end_to_end(tmp_path, beir_folder, capsys):
     from vdr_app.cli import main
-    from vdr_app.models.tiny import build_checkpoint
+    from vdr_app.checkpoints.tiny import build_checkpoint
 
     model = build_checkpoint("colqwen2", tmp_path / "model", "tiny", None)
     store = tmp_path / "bench.sqlite"

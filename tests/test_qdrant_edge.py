@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vdr_app.index.first_stage import FirstStage, VectorFile, two_stage_top_k
-from vdr_app.search import MaxSimIndex
+from vdr_app.index.maxsim import MaxSimIndex
 
 from .test_two_stage import DIM, _packed, _unit, structured_pages
 

@@ -1,4 +1,4 @@
-"""Two-stage search (vdr_app.index.first_stage, vdr_app.muvera): each piece against a plain reference.
+"""Two-stage search (vdr_app.index.first_stage, vdr_app.index.muvera): each piece against a plain reference.
 
 * MUVERA encodings equal a per-page loop written from the paper / FastEmbed's description.
 * The first stage returns exactly the best encodings while it is flat, keeps high overlap once it
@@ -17,8 +17,8 @@ import pytest
 from vdr_app.config import Settings
 from vdr_app.errors import ConfigError
 from vdr_app.index.first_stage import FirstStage, VectorFile, packed_maxsim, two_stage_top_k
-from vdr_app.muvera import Muvera
-from vdr_app.search import MaxSimIndex, _round_bits, _widen_into
+from vdr_app.index.muvera import Muvera
+from vdr_app.index.maxsim import MaxSimIndex, _round_bits, _widen_into
 
 DIM = 32
 

@@ -23,7 +23,7 @@ Layout (one store, one model):
   quantised view returns the float view's exact scores, as with full rescoring.
 * Shard and replica counts are set when a collection is created (local mode ignores them).
 * Two-stage (`two_stage=True`, VDR_SEARCH_MODE=two-stage): each point also carries a small named
-  vector "summary" (the page's MUVERA encoding, `vdr_app.muvera`, the same as the memory index's
+  vector "summary" (the page's MUVERA encoding, `vdr_app.index.muvera`, the same as the memory index's
   first stage) under Qdrant's HNSW; a search is one Query API call that prefetches the `depth`
   best summaries and re-ranks them with MAX_SIM on the multivector (still m = 0, quantised as
   above). Local mode has no HNSW (it scans the summaries exactly); the same configuration on
@@ -208,7 +208,7 @@ class QdrantIndex(SearchIndex):
     def encoder(self):
         """The first stage's page encoding (MUVERA, the memory index's default)."""
         if self._encoder is None:
-            from ..muvera import Muvera
+            from .muvera import Muvera
 
             self._encoder = Muvera(int(self.store.dim), k_sim=3)
         return self._encoder
