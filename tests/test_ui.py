@@ -155,7 +155,7 @@ def test_explore_figure_places_every_patch(app, indexed):
     figure = json.loads(plot["plot"])
     images = [t for t in figure["data"] if t["type"] == "image"]
     heatmaps = [t for t in figure["data"] if t["type"] == "heatmap"]
-    assert len(images) == 4  # two panels over the page, two small thumbnail panels
+    assert len(images) == 6  # attention, centrality and kept/pruned over the page; three small thumbnail panels
     shapes = sorted({_array(t["z"]).shape for t in heatmaps})
     assert shapes == [(8, 8), (16, 16)]
     pruned_layers = [t for t in heatmaps if t.get("name") == "pruned"]
@@ -413,19 +413,20 @@ def test_reencode_button_gives_old_pages_their_centrality(app, indexed, sample_d
     """A library indexed before centrality was captured: `sap` refuses, Re-encode swaps the
     document's embeddings in place (same page ids), a file not in the library is named, not added."""
     client, engine, _ = app
-    doc_id = engine.list_documents()[0].id
-    page_ids = engine.store.page_ids()
+    doc_id = next(d.id for d in engine.list_documents() if d.name == SHORT_PDF)
+    documents, page_ids = [d.name for d in engine.list_documents()], engine.store.page_ids()
+    page_ids_of_doc = [p.id for p in engine.pages(doc_id)]
     with engine.store._write():
-        engine.store.db.execute("DELETE FROM centrality")
+        engine.store.db.execute("DELETE FROM centrality WHERE page_id IN (SELECT id FROM pages WHERE doc_id = ?)", [doc_id])
     assert engine.store.pages_without_centrality(doc_id) == 2
     with pytest.raises(Exception, match="(?i)re-encode"):
-        client.predict(page_ids[0], "sap:keep=0.1", api_name="/explore")
+        client.predict(page_ids_of_doc[0], "sap:keep=0.1", api_name="/explore")
     status, result, files = client.predict(
         [handle_file(str(sample_docs / "pdfs" / SHORT_PDF)), handle_file(str(sample_docs / "pdfs" / OTHER_PDF))],
         api_name="/reencode_documents")
     assert result["documents"] == [dict(file=SHORT_PDF, doc_id=doc_id, pages=2)]
     assert [s["file"] for s in result["skipped"]] == [OTHER_PDF] and "add it instead" in status
-    assert engine.store.page_ids() == page_ids and engine.store.pages_without_centrality() == 0
-    assert [d.name for d in engine.list_documents()] == [SHORT_PDF]  # nothing added
-    _, _, details = client.predict(page_ids[0], "sap:keep=0.1", api_name="/explore")
+    assert engine.store.page_ids() == page_ids and engine.store.pages_without_centrality(doc_id) == 0
+    assert [d.name for d in engine.list_documents()] == documents  # nothing added
+    _, _, details = client.predict(page_ids_of_doc[0], "sap:keep=0.1", api_name="/explore")
     assert details["info"]["layers"] and details["vectors_after"] < details["vectors_before"]

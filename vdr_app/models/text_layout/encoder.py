@@ -168,7 +168,7 @@ class TextLayoutEncoder(Encoder):
         self.grid_cells = int(grid_cells)
         self.dim = int(model.config.hidden_size)
         self._special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-        self._input_capture = None  # installed on first page pass (see capture.py)
+        # `_input_capture_<layer>`: one per encoder layer, installed on first page pass (capture.py)
 
     def check_ocr(self) -> str | None:
         """Load the OCR engine now (a few seconds, once per process); None when it works, else why
