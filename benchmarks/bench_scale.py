@@ -314,6 +314,9 @@ def main(argv=None) -> None:
         _reset_peak()
         stage = stages[k]
         t = time.perf_counter()
+        if N >= stage.ivf_min_pages:  # sized for the whole view, trained on a spread sample
+            rows = np.sort(np.random.default_rng(0).choice(N, size=min(N, 200_000), replace=False))
+            stage.train(np.asarray(enc_files[k][rows]), N)
         for s in range(0, N, 50_000):
             stage.add_encodings(np.arange(s, min(N, s + 50_000)), np.asarray(enc_files[k][s:s + 50_000]))
         build = time.perf_counter() - t + enc_s[k]

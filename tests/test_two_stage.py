@@ -226,3 +226,19 @@ def test_auto_mode_switches_by_view_size_and_status_reports_the_first_stage(tmp_
     index.close()
     assert not any((tmp_path / "v").rglob("*.bf16"))  # the vector files go with the index
     store.close()
+
+
+def test_qdrant_two_stage_status_names_its_first_stage(tmp_path):
+    from vdr_app.index.qdrant import QdrantIndex
+    from vdr_app.store import Store
+
+    from .test_index_contract import add_random_document
+
+    store = Store(tmp_path / "s.sqlite")
+    add_random_document(store, np.random.default_rng(8), "a.pdf", 3)
+    index = QdrantIndex(store, path=tmp_path / "q", two_stage=True, depth=50)
+    index.sync()
+    view = index.status().views[0]
+    assert view.index_pages == 3 and "summary" in view.first_stage and "prefetch 50" in view.first_stage
+    index.close()
+    store.close()

@@ -40,6 +40,9 @@ KINDS = ("muvera", "mean")
 # 50k-100k pages x 115 for ~75 ms on the loaded 2-core machine; 400 gave 0.80 (docs/scale.md).
 DEFAULT_DEPTH = 1000
 IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
+# Default nprobe: as many lists as hold about this many encodings (~50M multiply-adds per query at
+# 1,024 values). At 50k pages that is every list, where 48 of 894 lists lost 0.1 of recall@10.
+SCAN_ENCODINGS = 50_000
 
 
 class FirstStage:
@@ -47,7 +50,7 @@ class FirstStage:
 
     Small views are searched exactly (a flat index); once a view has `ivf_min_pages` pages the
     encodings are clustered into ~4 sqrt(N) lists (k-means on a sample) and a query scans the
-    `nprobe` nearest lists (float16 codes; default a quarter of them). Pages are added and removed
+    `nprobe` nearest lists (float16 codes; default: ~50,000 encodings' worth). Pages are added and removed
     by page id (incremental; the lists are not retrained: reload the view when it has grown many
     times over).
 
@@ -55,8 +58,9 @@ class FirstStage:
         dim: the pages' vector dimension.
         kind: "muvera" (default) or "mean" (the page's mean vector: 128 values, cheaper, weaker).
         encoder: the MUVERA encoding (default `Muvera(dim, k_sim=3)`, 1,024 values per page).
-        nprobe: lists scanned per query (None: a quarter of the lists; measured at 50k pages,
-            depth 1000: 48 of 894 lists recall 0.83, 200 lists 0.90, all of them 0.93).
+        nprobe: lists scanned per query (None: enough lists for about SCAN_ENCODINGS encodings;
+            measured at 50k pages, depth 1000: 48 of 894 lists recall 0.83, 200 lists 0.90, all
+            of them 0.93).
     """
 
     def __init__(self, dim: int, kind: str = "muvera", encoder: Muvera | None = None, nprobe: int | None = None,
@@ -128,15 +132,24 @@ class FirstStage:
                 self._to_ivf(x)
             self._index.add_with_ids(x, keys)
 
-    def _to_ivf(self, fresh: np.ndarray) -> None:
-        """Move from the flat index to an inverted file trained on what is held plus `fresh`."""
+    def train(self, sample: np.ndarray, expected_pages: int) -> None:
+        """Start the inverted file now, sized for `expected_pages`, from a sample of encodings
+        (a bulk build knows its size; incremental use trains itself at `ivf_min_pages`)."""
+        with self._lock:
+            if not self._lists:
+                self._to_ivf(np.ascontiguousarray(sample, dtype=np.float32), expected_pages)
+
+    def _to_ivf(self, fresh: np.ndarray, expected_pages: int = 0) -> None:
+        """Move from the flat index to an inverted file trained on what is held plus `fresh` (which
+        the caller adds itself, if it is to be held)."""
         faiss = self._faiss
         held = self._index.ntotal
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64) if held else np.empty(0, np.int64)
         old = self._index.index.reconstruct_n(0, held) if held else np.empty((0, self.size), np.float32)
         sample = np.concatenate([old, fresh])
         n = len(sample)
-        lists = max(16, int(4 * np.sqrt(max(n, self.ivf_min_pages))))
+        pages = max(n, expected_pages, self.ivf_min_pages)
+        lists = max(16, int(4 * np.sqrt(pages)))
         rng = np.random.default_rng(0)
         train = sample[rng.choice(n, size=min(n, lists * 40), replace=False)]
         quantizer = faiss.IndexFlatIP(self.size)
@@ -144,7 +157,7 @@ class FirstStage:
                                             faiss.METRIC_INNER_PRODUCT)
         ivf.train(train)
         if self.nprobe is None:
-            self.nprobe = max(16, lists // 4)
+            self.nprobe = int(np.clip(np.ceil(SCAN_ENCODINGS * lists / pages), 16, lists))
         ivf.nprobe = min(self.nprobe, lists)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id without a full scan
         self._ivf_quantizer = quantizer  # faiss does not own it: keep it alive

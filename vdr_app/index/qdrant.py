@@ -379,7 +379,9 @@ class QdrantIndex(SearchIndex):
             wrong = {pid for pid, (doc, sha, _) in held.items() if pid in store_pages and sha != shas.get(doc_of[pid])}
             missing |= (store_pages - set(held)) | wrong
             stale |= set(held) - store_pages
-            status.views.append(ViewState(spec, pages, vectors, len(held), sum(h[2] for h in held.values())))
+            first = (f"'{SUMMARY}' vector ({self.encoder.describe()}) under Qdrant's HNSW, prefetch {self.depth} "
+                     "-> MAX_SIM" if self.two_stage else "none (exhaustive)")
+            status.views.append(ViewState(spec, pages, vectors, len(held), sum(h[2] for h in held.values()), first))
         status.pending = self.document_names(missing)
         status.stale_pages = len(stale)
         status.stale_views = [n for n in stale_views]
