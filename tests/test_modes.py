@@ -3,9 +3,7 @@ users only) and public-demo (a temporary library per browser session), through t
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest

@@ -35,7 +35,7 @@ import numpy as np
 
 from .maxsim import MaxSimIndex, top_k_of
 from .maxsim_quantised import QuantisedMaxSimIndex
-from ..store import FULL_VIEW, Store
+from ..store import Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
 from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, two_stage_top_k

@@ -4,12 +4,12 @@ centrality): read back, replaced after a re-encode."""
 from __future__ import annotations
 
 import json
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import NotFoundError
-from ..types import PageEmbedding, derive_cells
+from ..types import PageEmbedding, Reduction, derive_cells
 from .schema import _BOX_SCALE, _array, _blob
 from .sqlite_errors import translate_errors
 

@@ -191,7 +191,8 @@ def remove_document(engine, pages, document: str) -> str:
 def list_views(engine) -> str:
     """List the index views: the full index and the stored reduced ones, with their vectors and
     memory, and the reduction strategies a new view can use (name, kinds, about, example). A view
-    spec is "strategy:param=value" (see the examples), optionally followed by "@int8" or "@binary".
+    spec is "strategy:param=value" (see the examples), optionally followed by a precision: "@int8",
+    "@int4", "@int2" or "@binary".
 
     Returns:
         JSON {model, views: [{view, pages, vectors, bytes, ratio_to_full}], strategies: [{name, kinds, about, example}]}

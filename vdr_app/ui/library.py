@@ -251,7 +251,7 @@ def build(engine, pages: PageImages, max_upload_mb: float) -> LibraryTab:
     ).success(bind(refresh, engine), None, outputs, api_name="library", api_visibility="undocumented")
     reencode_btn.click(
         bind(reencode_documents, engine, pages), [files], [status, result, files], api_name="reencode_documents",
-        concurrency_limit=1, concurrency_id="encode", show_progress="full", show_progress_on=[status],
+        api_visibility="undocumented", concurrency_limit=1, concurrency_id="encode", show_progress="full", show_progress_on=[status],
     ).success(bind(refresh, engine), None, outputs, api_name="library_after_reencode", api_visibility="undocumented")
     delete_btn.click(bind(confirm_delete, engine), [doc_choice], [confirm, confirm_text], queue=False,
                      api_name="confirm_delete", api_visibility="undocumented")
