@@ -40,6 +40,7 @@ STRATEGY_VIEWS = [
     ("cluster", "cluster:factor=9"),
     ("kmeans", "kmeans:factor=9"),
     ("prune_then_merge", "prune_then_merge:factor=4,k=-0.75"),
+    ("sap", "sap:keep=0.25"),
     ("binary", "cluster:factor=9@binary"),
 ]
 STORED_VIEWS = ["docpruner:k=-0.25", "cluster:factor=9", "cluster:factor=9@binary"]
