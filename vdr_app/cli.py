@@ -37,11 +37,10 @@ from pathlib import Path
 from .config import Settings
 from .errors import VdrError
 from .memory import format_bytes
+from .quantise import MAX_RESCORE
 
 EXIT_ERROR = 1
 MAX_K = 100_000
-MAX_RESCORE = 100_000  # = engine.MAX_RESCORE (a test holds them equal); importing the engine here would
-# cost `--help`, `check` and `backup` seconds
 
 
 class _Parser(argparse.ArgumentParser):

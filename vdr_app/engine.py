@@ -31,7 +31,7 @@ from .errors import (
 )
 from .index import IndexStatus, SearchIndex, SyncReport, open_index
 from .memory import MemorySummary, summarize
-from .quantise import bytes_per_vector, cosine_error
+from .quantise import MAX_RESCORE, bytes_per_vector, cosine_error
 from .models.base import Encoder
 from .pdf import PdfLimits, check_pdf_bytes, inspect_pdf, render_pdf
 from .store import FULL_VIEW, AddResult, DocumentRow, PageRow, Store
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_RESCORE = 100  # candidates of a quantised view re-scored exactly, unless the caller says otherwise
-MAX_RESCORE = 100_000
 
 
 def check_rescore(rescore: int | float | str | None) -> int:

@@ -65,6 +65,7 @@ import numpy as np
 QUANTISERS = ("int8", "int4", "int2", "binary")
 ROTATED = {"int4": 4, "int2": 2}  # rotated low-bit quantisers -> bits per value
 FLOAT16 = "float16"  # how unquantised vectors are stored (see vdr_app.store)
+MAX_RESCORE = 100_000  # deepest exact rescoring of a quantised view (engine and CLI both bound by it)
 INT8_MAX = 127
 ROTATION_SEED = 20260519  # fixed: stored codes and later queries must share the rotation
 # The step of the mean-squared-error-optimal uniform quantiser of N(0, 1) with 2^b levels (Max 1960),
