@@ -329,14 +329,7 @@ class Engine:
             progress(0.1, f"{name}: loading the model {self.settings.model}")
         encoder = self.encoder
         self.store.check_model(encoder.model_id, encoder.dim)
-        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
-        with self._encode_lock:
-            encoding(0.0, "")
-            try:
-                embeddings = encoder.encode_pages(pages, encoding)
-            except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
-                log.info("%s: encoding failed", name, exc_info=True)  # the traceback with -v; the error says why
-                raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
+        embeddings = self._encode_pages(encoder, pages, name, progress)
         specs = self.store.view_specs()
         if specs:
             progress(0.9, f"{name}: computing {len(specs)} view{'s' if len(specs) != 1 else ''}")
@@ -360,6 +353,18 @@ class Engine:
         progress(1.0, f"{name}: {len(pages)} pages indexed")
         return result
 
+    def _encode_pages(self, encoder: Encoder, pages: list, name: str, progress: Progress) -> list[PageEmbedding]:
+        """Encode a file's rendered pages (progress 0.1-0.9), one file at a time; EncodeError when the
+        model refuses them."""
+        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
+        with self._encode_lock:
+            encoding(0.0, "")
+            try:
+                return encoder.encode_pages(pages, encoding)
+            except ValueError as error:  # e.g. a page shape the checkpoint refuses (ColQwen2: aspect ratio)
+                log.info("%s: encoding failed", name, exc_info=True)  # the traceback with -v; the error says why
+                raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
+
     def reencode_pdf(self, data: bytes, name: str, progress: Progress | None = None) -> tuple[int, int]:
         """Encode a stored PDF again and swap its embeddings and view rows in one transaction.
 
@@ -381,13 +386,7 @@ class Engine:
             raise NotFoundError(f"{name} is not in this store (its bytes match no stored document); add it instead")
         pages = render_pdf(data, name, self.limits, _phase(scaled_progress(progress, 0.0, 0.1), name, "reading"))
         encoder = self.encoder
-        encoding = _phase(scaled_progress(progress, 0.1, 0.9), name, "encoding", len(pages))
-        with self._encode_lock:
-            encoding(0.0, "")
-            try:
-                embeddings = encoder.encode_pages(pages, encoding)
-            except ValueError as error:
-                raise EncodeError(f"{name}: the model cannot encode this file's pages ({error})") from error
+        embeddings = self._encode_pages(encoder, pages, name, progress)
         progress(0.95, f"{name}: saving")
         self.store.replace_embeddings(
             doc_id, encoder.model_id, embeddings,
