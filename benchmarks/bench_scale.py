@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.scale_data import CHUNK, DIM, encode_corpus_pool, generate_chunk, load_pool, make_queries  # noqa: E402
 from vdr_app.index.first_stage import FirstStage, VectorFile, _one_thread, packed_maxsim, two_stage_top_k  # noqa: E402
 from vdr_app.index.muvera import Muvera  # noqa: E402
+from vdr_app.index.token_stage import TokenStage  # noqa: E402
 from vdr_app.quantise import QuantisedVectors, quantise_binary  # noqa: E402
 from vdr_app.index.maxsim import MaxSimIndex, _round_bits, _widen_into, top_k_of  # noqa: E402
 from vdr_app.index.maxsim_quantised import QuantisedMaxSimIndex  # noqa: E402
@@ -171,7 +172,10 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--depths", default="200,400,1000")
-    ap.add_argument("--kinds", default="muvera,mean", help="first-stage encodings to build")
+    ap.add_argument("--kinds", default="muvera,mean,tokens", help="first stages to build: muvera, mean (one "
+                    "vector per page), tokens (every vector's centroid)")
+    ap.add_argument("--token-nprobe", default="32", help="centroids probed per query token by the tokens stage; "
+                    "a list times each on the same index")
     ap.add_argument("--nprobe", default="", help="inverted-file lists scanned per query (default: a quarter of "
                     "the lists); a list "
                     "(e.g. 48,128,400) times each on the same index (method name gets -p<nprobe>)")
@@ -233,6 +237,23 @@ def main(argv=None) -> None:
     # -- one streaming pass ---------------------------------------------------------------------
     kinds = [k for k in args.kinds.split(",") if k]
     nprobes = [int(p) for p in str(args.nprobe).split(",") if p] or [None]
+    token_probes = [int(p) for p in str(args.token_nprobe).split(",") if p]
+    tokens = None
+    if TokenStage.kind in kinds:  # trained first, on vectors of chunks spread over the view
+        kinds.remove(TokenStage.kind)
+        t = time.perf_counter()
+        tokens = TokenStage(DIM, nprobe=token_probes[0])
+        spread = np.unique(np.linspace(0, (N - 1) // CHUNK, 16).astype(int))
+        rng = np.random.default_rng(3)
+        sample = np.concatenate([
+            (lambda x: x[rng.choice(len(x), min(len(x), 2_000_000 // len(spread)), replace=False)])(
+                _widen(_round_bits(generate_chunk(pool, pool_offsets, c * CHUNK, min(CHUNK, N - c * CHUNK), P,
+                                                  args.seed), "bfloat16")))
+            for c in spread])
+        tokens.train(sample, N * P)
+        del sample
+        token_s = time.perf_counter() - t
+        print(f"token stage trained: {tokens.state} in {token_s:.0f} s", flush=True)
     stages = {k: FirstStage(DIM, kind=k, nprobe=nprobes[0], ivf_min_pages=20_000) for k in kinds}
     enc_files = {k: np.lib.format.open_memmap(work / f"enc-{k}.npy", mode="w+", dtype=np.float32,
                                               shape=(N, stages[k].size)) for k in kinds}
@@ -266,6 +287,10 @@ def main(argv=None) -> None:
             t = time.perf_counter()
             enc_files[k][first:first + n] = stages[k].encode_pages(x, offsets)
             enc_s[k] += time.perf_counter() - t
+        if tokens is not None:
+            t = time.perf_counter()
+            tokens.add(np.arange(first, first + n), x, offsets)
+            token_s += time.perf_counter() - t
         t = time.perf_counter()
         binary_codes.append(quantise_binary(x))
         t_bin += time.perf_counter() - t
@@ -310,6 +335,17 @@ def main(argv=None) -> None:
 
     # -- two-stage ------------------------------------------------------------------------------
     depths = [int(d) for d in args.depths.split(",") if d]
+    if tokens is not None:
+        _reset_peak()
+        tokens.candidates(queries[0], 10)  # folds the last pending vectors into the lists
+        for p, d in [(p, d) for p in token_probes for d in depths]:
+            tokens.set_nprobe(p)
+            found, ms = time_queries(lambda q: two_stage_top_k(q, 10, tokens, vectors, d)[0], queries)
+            record(f"two-stage-tokens-d{d}-p{p}", ms, recall_at_10(found, truth, which), token_s, depth=d,
+                   target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
+                   first_stage=tokens.describe(), first_stage_mb=round(tokens.nbytes / 2**20), disk_mb=disk_mb,
+                   notes="token centroids (vdr_app/index/token_stage.py) -> candidates' vectors from the file")
+        tokens.set_nprobe(token_probes[0])
     for k in kinds:
         _reset_peak()
         stage = stages[k]
@@ -353,8 +389,9 @@ def main(argv=None) -> None:
 
     # -- add and delete -------------------------------------------------------------------------
     if args.add_delete:
-        k, M = kinds[0], args.add_delete
-        stage = stages[k]
+        M = args.add_delete
+        # the token stage when it was built (the one that recalls most), else the first page summary
+        k, stage = (TokenStage.kind, tokens) if tokens is not None else (kinds[0], stages[kinds[0]])
         d = 400 if 400 in depths else depths[0]
         new_first = N
         new = generate_chunk(pool, pool_offsets, (N // CHUNK + 10_000) * CHUNK, M, P, args.seed)

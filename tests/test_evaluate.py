@@ -248,6 +248,32 @@ def test_quantised_views_are_scored_on_their_codes_and_deep_rescoring_is_a_marke
     assert "rescored" in both.table() and "100%*" in both.table()
 
 
+def test_two_stage_rows_search_each_float_view_through_a_first_stage_beside_its_exhaustive_row(
+        fake_engine, tmp_path, monkeypatch):
+    """`two_stage=True` adds "<view> two-stage" after every float view (quantised views have none),
+    searched by a two-stage memory index (first stage, exact MaxSim of the candidates); on 4 pages
+    every page is a candidate, so it ranks exactly as the exhaustive row. Off the frontier: it
+    stores the same bytes. Its vector files are gone afterwards."""
+    import vdr_app.index.memory as memory
+
+    calls = []
+    real = memory.two_stage_top_k
+    monkeypatch.setattr(memory, "two_stage_top_k", lambda *a, **kw: calls.append(a[4]) or real(*a, **kw))
+    labels = ev.parse_labels(_labels({"query": "alpha beta", "file": "a.pdf", "page": 2},
+                                     {"query": "gamma", "file": "b.pdf", "page": 1}))
+    result = ev.evaluate(fake_engine, ["pool1d:factor=4", "full@binary"], labels, two_stage=True)
+    assert [v.label for v in result.views] == ["full", "full two-stage", "pool1d:factor=4",
+                                               "pool1d:factor=4 two-stage", "full@binary"]
+    assert len(calls) == 2 * 2 and calls[0] == fake_engine.settings.two_stage_depth  # 2 views x 2 queries
+    for plain, staged in ((result.views[0], result.views[1]), (result.views[2], result.views[3])):
+        assert [r["top"] for r in staged.per_query] == [r["top"] for r in plain.per_query]
+        assert staged.metrics == plain.metrics and staged.memory == plain.memory
+        assert staged.search == "two-stage" and "same bytes" in staged.off_frontier and plain.off_frontier is None
+    rows = result.as_dict()["views"]
+    assert all(r["search"] != "two-stage" for r in ev.frontier_rows(rows, "retention.ndcg@5"))
+    assert not list(tmp_path.rglob("vdr-two-stage-*")) and "two-stage" in result.table()
+
+
 def test_labels_naming_unstored_documents_fail_before_anything_is_searched(fake_engine):
     labels = ev.parse_labels(_labels({"query": "x", "file": "c.pdf", "page": 1}))
     with pytest.raises(InvalidLabelsError, match="unknown file 'c.pdf'"):

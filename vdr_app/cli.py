@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rescore", type=_whole(0, MAX_RESCORE), nargs="+", default=None, metavar="N",
                     help="quantised views: rescoring depth(s); several give one row per depth (default 0: the "
                     "codes' own scores; a depth above 5%% of the pages is marked and left off the frontier)")
+    ev.add_argument("--two-stage", action="store_true",
+                    help="also search every float view in two stages (first stage + exact MaxSim of its "
+                    "candidates, VDR_FIRST_STAGE / VDR_TWO_STAGE_DEPTH): a row '<view> two-stage' beside each")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
 
@@ -447,7 +450,7 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
         raise InvalidSpecError("no views to evaluate: give --views SPEC [SPEC ...] or --sweep")
     with _Bar("evaluating") as bar:
         evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep,
-                              rescore=args.rescore)
+                              rescore=args.rescore, two_stage=args.two_stage)
     print(f"model {evaluation.model}  {evaluation.documents} documents, {evaluation.pages} pages  "
           f"{len(evaluation.queries)} queries ({evaluation.labelled} labelled)")
     print(evaluation.table())

@@ -113,8 +113,9 @@ class Settings:
         two_stage_depth: candidate pages the first stage hands to exact MaxSim (`VDR_TWO_STAGE_DEPTH`).
         two_stage_min_vectors: the view size (vectors) from which "auto" searches in two stages
             (`VDR_TWO_STAGE_MIN_VECTORS`).
-        first_stage: the first stage's page vectors: "muvera" (fixed-dimensional encodings) or
-            "mean" (pooled page vectors) (`VDR_FIRST_STAGE`).
+        first_stage: what finds the candidates: "tokens" (default: every vector's nearest centroid,
+            inverted lists per centroid), "muvera" (one fixed-dimensional encoding per page) or
+            "mean" (the page's mean vector) (`VDR_FIRST_STAGE`).
         model_given: whether `model` was asked for (VDR_MODEL, --model, or given in code); when
             not, a store that already holds vectors is opened with its own model.
     """
@@ -158,7 +159,7 @@ class Settings:
     search_mode: str = "auto"
     two_stage_depth: int = 1000
     two_stage_min_vectors: int = 5_000_000
-    first_stage: str = "muvera"
+    first_stage: str = "tokens"
     model_given: bool = True
 
     def __post_init__(self):
@@ -239,7 +240,8 @@ class Settings:
             two_stage_depth=read.integer("VDR_TWO_STAGE_DEPTH", defaults.two_stage_depth, 10, 100_000),
             two_stage_min_vectors=read.integer("VDR_TWO_STAGE_MIN_VECTORS", defaults.two_stage_min_vectors,
                                                0, 10**12),
-            first_stage=read.choice("VDR_FIRST_STAGE", defaults.first_stage, re.compile("muvera|mean"), "muvera or mean"),
+            first_stage=read.choice("VDR_FIRST_STAGE", defaults.first_stage, re.compile("tokens|muvera|mean"),
+                                     "tokens, muvera or mean"),
         )
 
 

@@ -571,6 +571,8 @@ QUANT_DASH = {None: "solid", "int8": "dash", "int4": "longdash", "int2": "dashdo
 
 def _series_name(row: dict) -> str:
     name = row.get("family", "?")
+    if row.get("search") == "two-stage":
+        return name + " two-stage (off the frontier)"
     quant = row.get("quant")
     if quant:
         name += f" @{quant}"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the engine pulls in the whole pipeline; evaluate's pure par
 log = logging.getLogger(__name__)
 
 DEPTH = 10  # ranks retrieved per query: enough for MRR@10 and the fidelity figures
+TWO_STAGE = "two-stage"
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ViewEvaluation:
         rescore_share: for a rescoring variant (rescore > 0), the share of the library's pages
             it re-scores with float vectors, max(rescore, 10) / pages (capped at 1); 0 for
             rescore 0; None for float views.
+        search: "exhaustive" (every vector of the view), or "two-stage" (the same float view
+            searched through a first stage and exact MaxSim of its candidates: docs/scale.md).
     """
 
     view: str
@@ -66,6 +69,7 @@ class ViewEvaluation:
     skipped: str | None = None
     rescore: int | None = None
     rescore_share: float | None = None
+    search: str = "exhaustive"
 
     @property
     def memory_ratio(self) -> float | None:
@@ -73,14 +77,20 @@ class ViewEvaluation:
 
     @property
     def label(self) -> str:
-        """The row's name: the view, and for a rescoring variant its depth."""
+        """The row's name: the view, and for a rescoring variant its depth, for a two-stage row
+        "two-stage"."""
+        if self.search == TWO_STAGE:
+            return f"{self.view} {TWO_STAGE}"
         if not self.rescore:
             return self.view
         return f"{self.view} rescore={self.rescore}"
 
     @property
     def off_frontier(self) -> str | None:
-        """Why this row may not stand on the frontier (a deep rescoring variant), or None."""
+        """Why this row may not stand on the frontier (a deep rescoring variant, a two-stage row),
+        or None."""
+        if self.search == TWO_STAGE:
+            return "two-stage search of a stored view: the same bytes as its exhaustive row, shown beside it"
         if self.rescore and self.rescore_share is not None and self.rescore_share > MAX_FRONTIER_RESCORE_SHARE:
             return (f"rescoring re-scores {self.rescore_share:.0%} of the library's pages with float vectors "
                     f"(more than {MAX_FRONTIER_RESCORE_SHARE:.0%})")
@@ -94,7 +104,7 @@ class ViewEvaluation:
             memory_ratio=self.memory_ratio, metrics=self.metrics, retention=self.retention,
             retention_ci=self.retention_ci, by_kind=self.by_kind, fidelity=self.fidelity,
             build_seconds=round(self.build_seconds, 3),
-            search_ms=round(self.search_ms, 3), skipped=self.skipped,
+            search_ms=round(self.search_ms, 3), skipped=self.skipped, search=self.search,
         )
         if per_query:
             out["per_query"] = self.per_query
@@ -227,6 +237,16 @@ def documents_by_name(engine: "Engine") -> dict[str, int]:
     return out
 
 
+def _two_stage_index(engine: "Engine"):
+    """A memory index over the engine's store that searches every float view in two stages (the
+    settings' first stage and depth), beside the engine's own index; closed after the evaluation."""
+    from ..index.memory import MemoryIndex
+
+    settings = engine.settings
+    return MemoryIndex(engine.store, search_mode=TWO_STAGE, depth=settings.two_stage_depth,
+                       first_stage=settings.first_stage)
+
+
 def stored_page_counts(engine: "Engine") -> dict[str, int]:
     """Stored document name -> number of pages (for `check_labels` against a store)."""
     return {doc.name: doc.n_pages for doc in engine.list_documents()}
@@ -241,6 +261,7 @@ def evaluate(
     progress: Progress | None = None,
     skip_unavailable: bool = False,
     rescore: int | Sequence[int] | None = None,
+    two_stage: bool = False,
 ) -> Evaluation:
     """Evaluate the full index and each view on the engine's stored pages.
 
@@ -259,6 +280,9 @@ def evaluate(
         rescore: rescoring depth(s) for quantised views (one row per depth; None: 0, the codes'
             own scores). A depth above MAX_FRONTIER_RESCORE_SHARE of the pages marks its rows
             `off_frontier`.
+        two_stage: also search every float view (the full index included) in two stages, with the
+            settings' first stage and depth, whatever the view's size (a row "<view> two-stage"
+            beside its exhaustive row; off the frontier: it stores the same bytes).
 
     Returns:
         Evaluation with the full index first, then the views in the order given.
@@ -311,34 +335,43 @@ def evaluate(
     results: list[ViewEvaluation] = []
     full_top: list[list[int]] = []
     per_label: dict[str, list[dict[str, float]]] = {}
-    runs = [(spec, depth) for spec in [FULL] + specs
-            for depth in (depths if view_quant(spec) else [None])]
-    for index, (spec, depth) in enumerate(runs):
-        start, end = 0.1 + 0.9 * index / len(runs), 0.1 + 0.9 * (index + 1) / len(runs)
-        result = ViewEvaluation(view=spec, family=view_family(spec), rescore=depth,
-                                rescore_share=None if depth is None else (min(1.0, max(depth, DEPTH) / n_pages)
-                                                                          if depth else 0.0))
-        results.append(result)
-        built = time.perf_counter()
-        try:
-            if spec != FULL and not engine.store.has_view(spec):
-                engine.ensure_view(spec, scaled_progress(progress, start, start + (end - start) * 0.8))
-                result.build_seconds = time.perf_counter() - built
-        except InvalidSpecError as error:
-            if not skip_unavailable:
-                raise
-            log.warning("skipping view %s: %s", spec, error)
-            result.skipped = str(error)
-            continue
-        progress(start + (end - start) * 0.8, f"{result.label}: searching {len(texts)} queries")
-        tops, searched = [], time.perf_counter()
-        for embedding in embeddings:
-            tops.append([hit.page_id for hit in engine.search_embedding(embedding, DEPTH, spec, rescore=depth)])
-        result.search_ms = 1000 * (time.perf_counter() - searched) / len(texts)
-        if spec == FULL:
-            full_top = tops
-        per_label[result.label] = _score(result, tops, full_top, texts, labels, relevant)
-        progress(end, f"{result.label}: done")
+    runs = [(spec, depth, search) for spec in [FULL] + specs
+            for depth in (depths if view_quant(spec) else [None])
+            for search in (["exhaustive", TWO_STAGE] if two_stage and not view_quant(spec) else ["exhaustive"])]
+    staged = _two_stage_index(engine) if two_stage else None
+    try:
+        for index, (spec, depth, search) in enumerate(runs):
+            start, end = 0.1 + 0.9 * index / len(runs), 0.1 + 0.9 * (index + 1) / len(runs)
+            result = ViewEvaluation(view=spec, family=view_family(spec), rescore=depth, search=search,
+                                    rescore_share=None if depth is None else (
+                                        min(1.0, max(depth, DEPTH) / n_pages) if depth else 0.0))
+            results.append(result)
+            built = time.perf_counter()
+            try:
+                if spec != FULL and not engine.store.has_view(spec):
+                    engine.ensure_view(spec, scaled_progress(progress, start, start + (end - start) * 0.8))
+                    result.build_seconds = time.perf_counter() - built
+            except InvalidSpecError as error:
+                if not skip_unavailable:
+                    raise
+                log.warning("skipping view %s: %s", spec, error)
+                result.skipped = str(error)
+                continue
+            progress(start + (end - start) * 0.8, f"{result.label}: searching {len(texts)} queries")
+            tops, searched = [], time.perf_counter()
+            for embedding in embeddings:
+                if search == TWO_STAGE:
+                    tops.append([pid for pid, _ in staged.top_k(spec, embedding.vectors, DEPTH)])
+                else:
+                    tops.append([hit.page_id for hit in engine.search_embedding(embedding, DEPTH, spec, rescore=depth)])
+            result.search_ms = 1000 * (time.perf_counter() - searched) / len(texts)
+            if spec == FULL and search != TWO_STAGE:
+                full_top = tops
+            per_label[result.label] = _score(result, tops, full_top, texts, labels, relevant)
+            progress(end, f"{result.label}: done")
+    finally:
+        if staged is not None:
+            staged.close()
 
     memory = {m.view: m.as_dict() for m in engine.views()}
     for result in results:

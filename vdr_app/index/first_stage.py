@@ -34,8 +34,9 @@ import numpy as np
 
 from .maxsim import _round_bits, _widen_into, check_query, top_k_of
 from .muvera import Muvera
+from .token_stage import TokenStage
 
-KINDS = ("muvera", "mean")
+KINDS = ("tokens", "muvera", "mean")  # "tokens": token_stage.TokenStage; the others: FirstStage
 # Candidates re-scored exactly per query (Settings.two_stage_depth): recall@10 0.91-0.93 at
 # 50k-100k pages x 115 for ~75 ms on the loaded 2-core machine; 400 gave 0.80 (docs/scale.md).
 DEFAULT_DEPTH = 1000
@@ -43,6 +44,14 @@ IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
 # Default nprobe: as many lists as hold about this many encodings (~50M multiply-adds per query at
 # 1,024 values). At 50k pages that is every list, where 48 of 894 lists lost 0.1 of recall@10.
 SCAN_ENCODINGS = 50_000
+
+
+def make_first_stage(kind: str, dim: int) -> "FirstStage | TokenStage":
+    """The first stage named by Settings.first_stage: "tokens" (every vector's centroid; the
+    default, it recalls most: docs/scale.md), "muvera" or "mean" (one summary per page)."""
+    if kind == TokenStage.kind:
+        return TokenStage(dim)
+    return FirstStage(dim, kind=kind)
 
 
 class FirstStage:
@@ -67,8 +76,8 @@ class FirstStage:
                  ivf_min_pages: int = IVF_MIN_PAGES) -> None:
         import faiss
 
-        if kind not in KINDS:
-            raise ValueError(f"first-stage kind must be one of {KINDS}, got {kind!r}")
+        if kind not in KINDS[1:]:
+            raise ValueError(f"a page-summary first stage is one of {KINDS[1:]}, got {kind!r}")
         self.kind, self.dim, self.ivf_min_pages = kind, int(dim), int(ivf_min_pages)
         self.nprobe = None if nprobe is None else int(nprobe)
         self.encoder = (encoder or Muvera(dim, k_sim=3)) if kind == "muvera" else None
@@ -302,7 +311,7 @@ def packed_maxsim(query: np.ndarray, packed: np.ndarray, offsets: np.ndarray) ->
     return out
 
 
-def two_stage_top_k(query: np.ndarray, k: int, stage: FirstStage, vectors: VectorFile, depth: int,
+def two_stage_top_k(query: np.ndarray, k: int, stage: "FirstStage | TokenStage", vectors: VectorFile, depth: int,
                     allowed=None) -> tuple[np.ndarray, np.ndarray]:
     """The k best pages by exact MaxSim among the first stage's `depth` candidates.
 

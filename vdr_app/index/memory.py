@@ -15,7 +15,7 @@ copy of such a view is kept in RAM.
 
 Two-stage search (`search_mode`, Settings.search_mode): a float view loaded in two-stage mode
 keeps no vectors in RAM; its pages' vectors go to a memory-mapped file and one encoding per page
-to a first-stage index (`first_stage.FirstStage`); a search re-scores the first stage's `depth`
+to a first stage (`token_stage.TokenStage` or `first_stage.FirstStage`); a search re-scores the first stage's `depth`
 candidates exactly (`first_stage.two_stage_top_k`). "auto" uses it for views of at least
 `two_stage_min_vectors` vectors. Adds and deletes update both in place, as for exhaustive views.
 """
@@ -38,7 +38,8 @@ from .maxsim_quantised import QuantisedMaxSimIndex
 from ..store import Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
-from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, two_stage_top_k
+from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, make_first_stage, two_stage_top_k
+from .token_stage import TokenStage
 
 SEARCH_MODES = ("exhaustive", "two-stage", "auto")
 # auto: two-stage from this many stored vectors of a view on. Exhaustive MaxSim costs ~115 ns of CPU
@@ -46,6 +47,7 @@ SEARCH_MODES = ("exhaustive", "two-stage", "auto")
 # 4.9k x 1,030) is ~0.3 s per query, where two-stage answers in tens of ms (docs/scale.md).
 TWO_STAGE_MIN_VECTORS = 5_000_000
 LOAD_PAGES = 2048  # pages read from the store at a time when building a two-stage view
+TOKEN_TRAIN_PAGES = 4096  # pages, spread over the view, whose vectors train a token stage's centroids
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class _View:
     doc_ids: np.ndarray  # int64 (N,): its document
     index: MaxSimIndex | QuantisedMaxSimIndex | None  # None while the view has no pages (or two-stage)
     shas: dict  # document id -> sha256 of what is held (ids are reused after deletes: see sync)
-    stage: FirstStage | None = None  # two-stage views: the first stage ...
+    stage: FirstStage | TokenStage | None = None  # two-stage views: the first stage ...
     vectors: VectorFile | None = None  # ... and the pages' vectors on disk
 
     @property
@@ -78,7 +80,7 @@ class MemoryIndex(SearchIndex):
 
     def __init__(self, store: Store, dtype: str = "bfloat16", search_mode: str = "exhaustive",
                  depth: int = DEFAULT_DEPTH, two_stage_min_vectors: int = TWO_STAGE_MIN_VECTORS,
-                 first_stage: str = "muvera", vectors_dir: str | Path | None = None):
+                 first_stage: str = "tokens", vectors_dir: str | Path | None = None):
         super().__init__(store)
         if search_mode not in SEARCH_MODES:
             raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {search_mode!r}")
@@ -144,8 +146,10 @@ class MemoryIndex(SearchIndex):
         if view is None:
             if self._two_stage(spec):
                 view = _View(np.empty(0, np.int64), np.empty(0, np.int64), None, self._shas(),
-                             FirstStage(self.store.dim, kind=self.first_stage_kind), self._vector_file(spec))
+                             make_first_stage(self.first_stage_kind, self.store.dim), self._vector_file(spec))
                 order = self.store.page_ids()
+                if isinstance(view.stage, TokenStage):
+                    self._train_token_stage(spec, view.stage, order)
                 for start in range(0, len(order), LOAD_PAGES):  # never the whole view in RAM at once
                     self._append(spec, view, order[start:start + LOAD_PAGES])
             else:
@@ -154,6 +158,18 @@ class MemoryIndex(SearchIndex):
                 view = _View(np.array(page_ids, dtype=np.int64), self._doc_of(page_ids), index, self._shas())
             self._views[spec] = view
         return view
+
+    def _train_token_stage(self, spec: str, stage: TokenStage, order: list[int]) -> None:
+        """Train the centroids on pages spread over the whole view (the first pages of a store are
+        often one document), sized for the view's vectors."""
+        n_vectors = self.store_counts(spec)[1]
+        stage.expect(n_vectors)
+        if n_vectors < stage.min_train_vectors or not order:
+            return  # trains itself once it holds enough vectors
+        step = max(1, len(order) // TOKEN_TRAIN_PAGES)
+        _, sample = self._read(spec, order[::step][:TOKEN_TRAIN_PAGES])
+        if sample:
+            stage.train(np.concatenate(sample).astype(np.float32), n_vectors)
 
     def _append(self, spec: str, view: _View, page_ids: list[int]) -> int:
         ids, vectors = self._read(spec, page_ids)

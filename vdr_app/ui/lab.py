@@ -156,7 +156,7 @@ def run_lab(
         summary += (" Pareto frontier (least memory for its " + y_title.split(" (")[0] + "): "
                     + " → ".join(f"`{r['label']}` ({format_bytes(r['memory']['bytes'])}, "
                                  f"{_dotted_value(r, y):.1%})" for r in front) + ".")
-    off = [r for r in data["views"] if r.get("off_frontier")]
+    off = [r for r in data["views"] if r.get("off_frontier") and r.get("rescore")]
     if off:
         summary += (f" {len(off)} rescoring variant{'s' if len(off) != 1 else ''} re-score"
                     f"{'' if len(off) != 1 else 's'} {off[0]['rescore_share']:.0%} of the library "
