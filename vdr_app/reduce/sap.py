@@ -70,19 +70,27 @@ def sap_scores(centrality: np.ndarray, layers: str = AUTO) -> tuple[np.ndarray, 
     return centrality[first : last + 1].astype(np.float64).mean(axis=0), (first, last)
 
 
+def sap_order(centrality: np.ndarray, layers: str = AUTO) -> tuple[np.ndarray, tuple[int, int]]:
+    """The page's patches from most to least central over the window (ties: page order), and the
+    window: a view keeping k patches keeps the first k (what `sap` and the window chooser share)."""
+    scores, window_used = sap_scores(centrality, layers)
+    return np.argsort(-scores, kind="stable"), window_used
+
+
 @register(
     "sap",
     kinds={PRUNING},
     params=(
         Param("keep", RATIO, "1/10", "share of image patches kept (or factor = 1/keep)"),
-        Param("layers", LAYERS, AUTO, "decoder layers whose centrality counts: auto (middle 40-60 %) or a-b"),
+        Param("layers", LAYERS, AUTO,
+              "decoder layers whose centrality counts: auto (the store's calibrated window, else the middle "
+              "40-60 %) or a-b"),
     ),
     needs_centrality=True,
     doc="Structural Anchor Pruning: keep the patches other patches attend to most in the middle layers.",
 )
 def sap(page: PageEmbedding, keep: Fraction, layers: str) -> tuple:
     """Keep the max(1, floor(n·keep)) patches of highest mid-layer centrality (ties: page order)."""
-    scores, (first, last) = sap_scores(page.centrality, layers)
-    order = np.argsort(-scores, kind="stable")
+    order, (first, last) = sap_order(page.centrality, layers)
     vectors, groups = kept(page.patches, order[: target_count(page.n_patches, keep)])
     return vectors, groups, {"layers": f"{first}-{last}", "n_layers": int(page.centrality.shape[0])}
