@@ -145,7 +145,8 @@ def osr_table(store_path: str, labels_path: str, model: str, keeps: list[float])
     groups = labelled_pairs(engine, labels)
     pairs = [p for g in groups for p in g]
     choice = choose_window(pairs, keeps)
-    print(f"\nOracle Score Retention over {choice.pairs} labelled (query, page) pairs, {model}, {choice.n_layers} layers:")
+    print(f"\nOracle Score Retention over {choice.pairs} labelled (query, page) pairs, {model}, "
+          f"{choice.n_layers} layers:")
     print("\n".join(osr_lines(choice, random_retention(pairs, keeps))))
     print(choice.reason)
     fold = folds_of(len(groups))

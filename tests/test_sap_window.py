@@ -277,6 +277,9 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(library, tmp_path, pdf
         calibrate(library, parse_labels('{"query": "alpha", "file": "missing.pdf", "page": 1}'))
     with pytest.raises(InvalidLabelsError, match="page"):
         calibrate(library, parse_labels('{"query": "alpha", "file": "a.pdf", "page": 9}'))
+    for keeps in ([0], [1.5], [float("nan")], []):
+        with pytest.raises(InvalidSpecError, match="keep shares"):
+            calibrate(library, parse_labels(labels_text(MIN_PAIRS + 2)), keeps)
     assert _store_bytes(path) == before
     # a store whose pages were encoded without centrality
     old = Engine(Settings(data_dir=tmp_path / "old", dpi=30), encoder=GridEncoder())

@@ -10,10 +10,11 @@ sum over image tokens i of mean over heads of A[h, i, j], captured per layer at 
 
 The window. The paper takes the middle band of the decoder, layers floor(0.4 L) .. floor(0.6 L)
 (ColPali's 18 layers: 7-10; ColQwen2's 28: 11-16), which its per-layer Oracle Score Retention
-diagnostic picks out as where pruning keeps the most query score. `layers=auto` is that band for
-the page's layer count; `layers=a-b` overrides it (0-based, inclusive). Every layer is stored, so
-a window, like a ratio, is a re-cut without re-encoding; `benchmarks/bench_sap.py` runs the
-score-retention diagnostic per layer on a labelled corpus to check the band for an encoder.
+diagnostic picks out as where pruning keeps the most query score. Here `layers=auto` is that band
+for the page's layer count; `layers=a-b` overrides it (0-based, inclusive). Every layer is stored,
+so a window, like a ratio, is a re-cut without re-encoding. The engine resolves `auto` before a view
+is cut (`Engine.resolve_view`): to the window `sap-window` chose on the store's labelled queries by
+the score-retention diagnostic (`sap_window.py`) and recorded for its model, else to this band.
 """
 
 from __future__ import annotations

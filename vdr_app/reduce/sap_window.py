@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vdr_app.errors import InvalidSpecError
 from vdr_app.reduce.ops import target_count
 from vdr_app.reduce.sap import middle_window, sap_order
 from vdr_app.types import PageEmbedding
@@ -62,9 +63,12 @@ class LabelledPair:
 
 def as_keeps(keeps: Sequence[float | str | Fraction]) -> tuple[Fraction, ...]:
     """Keep shares as exact fractions (0.11 -> 11/100, as a spec's `keep=0.11` reads)."""
-    out = tuple(Fraction(str(k)) if not isinstance(k, Fraction) else k for k in keeps)
+    try:
+        out = tuple(Fraction(str(k)) if not isinstance(k, Fraction) else k for k in keeps)
+    except (ValueError, OverflowError):
+        out = (Fraction(0),)  # nan, inf
     if not out or any(not 0 < k <= 1 for k in out):
-        raise ValueError(f"keep shares must be in (0, 1], got {[float(k) for k in out] or 'none'}")
+        raise InvalidSpecError(f"keep shares must be in (0, 1], got {', '.join(map(str, keeps)) or 'none'}")
     return out
 
 
