@@ -16,9 +16,9 @@ mean OSR over the pairs at each keep share, and picks the one with the highest m
 shares. Rules where the paper left room:
   - Ties (equal means, to the last bit) go to the window nearest the paper's middle band
     (sum of the distances of both ends), then the narrower, then the earlier.
-  - Fewer than MIN_PAIRS usable pairs is too few to tell windows apart (a fold of ~40 pairs
-    already moves the choice by a layer or two): the middle band is kept, and the choice says so
-    (`calibrated` False, `reason`); the OSR table is still computed for whatever pairs there are.
+  - Fewer than MIN_PAIRS usable pairs is taken as too few to tell windows apart (a floor set by
+    judgement, not measured): the middle band is kept, and the choice says so (`calibrated`
+    False, `reason`); the OSR table is still computed for whatever pairs there are.
   - A pair whose full score is not positive has nothing to retain and is left out (counted in
     `skipped`).
   - One window for every keep share (the mean over them), as `layers=auto` is one window per
