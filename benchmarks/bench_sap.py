@@ -18,12 +18,14 @@ it on a GPU.
 
 Pages: the first --pages A4 pages of the corpus ($VDR_CORPUS_DIR, default ../shared/corpus).
 
---osr STORE --labels FILE: the paper's per-layer Oracle Score Retention diagnostic on a labelled
-corpus stored with centrality: for each layer l alone, keep the top `keep` share of each relevant
-page's patches by layer-l centrality and report
-    OSR_l = mean over (query, relevant page) of  sum_i max_{v kept} q_i.v / sum_i max_{v all} q_i.v
-(how much of the page's own MaxSim score survives), next to the middle band `sap` uses, the final
-layer, and random pruning (5 seeds). The layers where OSR peaks are where the window belongs.
+--osr STORE --labels FILE: the paper's Oracle Score Retention diagnostic on a labelled corpus
+stored with centrality, computed by the engine (`vdr_app.reduce.sap_window`, what `vdr_app
+sap-window` records): for each window of layers, keep the top `keep` share of each relevant page's
+patches by the window's mean centrality and report
+    OSR = mean over (query, relevant page) of  sum_i max_{v kept} q_i.v / sum_i max_{v all} q_i.v
+(how much of the page's own MaxSim score survives) for every single layer, the middle band, the
+best windows and random pruning (5 seeds); then the held-out check: the window chosen on one half
+of the queries, its OSR on the other half, beside the band's and random's there.
 
 Usage (from the repository root):
     .venv/bin/python -m benchmarks.bench_sap --size tiny --pages 4
@@ -124,60 +126,42 @@ def flops_table() -> None:
 
 
 def osr_table(store_path: str, labels_path: str, model: str, keeps: list[float]) -> None:
+    """The engine's score-retention table (`vdr_app sap-window --dry-run` prints the same), then the
+    held-out check: 2 folds of queries, the window chosen on one fold and its OSR read on the other."""
+    import dataclasses
+
     import numpy as np
 
-    from vdr_app.evaluate import load_labels
-    from vdr_app.models.registry import load_encoder
-    from vdr_app.reduce import reduce_page
-    from vdr_app.reduce.ops import target_count
+    from vdr_app.config import Settings
+    from vdr_app.engine import Engine
+    from vdr_app.evaluate import load_labels, stored_page_counts
+    from vdr_app.evaluate.sap_window import folds_of, labelled_pairs, osr_lines
     from vdr_app.reduce.sap import middle_window
-    from vdr_app.store import Store
+    from vdr_app.reduce.sap_window import choose_window, random_retention, window_retention
 
-    store = Store(store_path, read_only=True)
-    by_name = {(r.doc_name, r.page_number): r.id for r in store.page_rows()}
-    labels = load_labels(labels_path)
-    encoder = load_encoder(model, device="cpu")
-    queries = encoder.encode_queries([label.query for label in labels])
-    pairs = [(q.vectors, by_name[(f, p)]) for q, label in zip(queries, labels) for f, p in label.relevant
-             if (f, p) in by_name]
-    pages = {page_id: store.page_embedding(page_id) for _, page_id in pairs}
-    missing = sum(e.centrality is None for e in pages.values())
-    if missing:
-        raise SystemExit(f"{missing} labelled pages have no centrality: re-encode them (`vdr_app reencode`)")
-    n_layers = next(iter(pages.values())).centrality.shape[0]
-    first, last = middle_window(n_layers)
-    print(f"\nOracle Score Retention over {len(pairs)} labelled (query, page) pairs, {model}, {n_layers} layers "
-          f"(middle band {first}-{last}):")
-
-    def retention(q, page, keep_idx):
-        full = (q @ page.all_vectors().T).max(1).sum()
-        kept = np.concatenate([page.patches[keep_idx], page.extra]) if len(page.extra) else page.patches[keep_idx]
-        return float((q @ kept.T).max(1).sum() / full)
-
-    header = f"{'pruned by':28}" + "".join(f"{f'keep {k:g}':>12}" for k in keeps)
-    print(header)
-    rows = [(f"layer {layer}", ("layer", layer)) for layer in range(n_layers)]
-    rows += [(f"middle band {first}-{last} (sap)", ("band", None)), ("random (5 seeds)", ("random", None))]
-    for name, (kind, layer) in rows:
-        cells = []
-        for keep in keeps:
-            values = []
-            for q, page_id in pairs:
-                page = pages[page_id]
-                k = target_count(page.n_patches, keep)
-                if kind == "layer":
-                    idx = np.argsort(-page.centrality[layer].astype(np.float64), kind="stable")[:k]
-                elif kind == "band":
-                    idx = np.flatnonzero(reduce_page(page, f"sap:keep={keep}").groups >= 0)
-                else:
-                    idx = None
-                if idx is None:
-                    values.append(np.mean([retention(q, page, np.flatnonzero(
-                        reduce_page(page, f"random:keep={keep},seed={seed}").groups >= 0)) for seed in range(5)]))
-                else:
-                    values.append(retention(q, page, idx))
-            cells.append(f"{np.mean(values):12.1%}")
-        print(f"{name:28}" + "".join(cells))
+    settings = dataclasses.replace(Settings.from_env(), store_path=Path(store_path), model=model, model_given=True)
+    engine = Engine(settings)
+    labels = load_labels(labels_path, stored_page_counts(engine))
+    groups = labelled_pairs(engine, labels)
+    pairs = [p for g in groups for p in g]
+    choice = choose_window(pairs, keeps)
+    print(f"\nOracle Score Retention over {choice.pairs} labelled (query, page) pairs, {model}, "
+          f"{choice.n_layers} layers:")
+    print("\n".join(osr_lines(choice, random_retention(pairs, keeps))))
+    print(choice.reason)
+    fold = folds_of(len(groups))
+    print("\nheld out (2 folds of queries, seed 0): the window chosen on one fold, its OSR on the other")
+    print(f"{'fold':6} {'chosen':>7}" + "".join(f"{f'keep {k:g}':>11}" for k in keeps)
+          + f"{'mean':>8} {'band':>8} {'random':>8}")
+    band = middle_window(choice.n_layers)
+    for k in range(2):
+        train = [p for g, f in zip(groups, fold) if f != k for p in g]
+        test = [p for g, f in zip(groups, fold) if f == k for p in g]
+        chosen = choose_window(train, keeps)
+        on_test = window_retention(test, keeps, [chosen.window, band])
+        values = on_test[chosen.window]
+        print(f"{k + 1:<6} {chosen.layers:>7}" + "".join(f"{v:11.1%}" for v in values)
+              + f"{np.mean(values):8.1%} {np.mean(on_test[band]):8.1%} {np.mean(random_retention(test, keeps)):8.1%}")
 
 
 def main() -> None:

@@ -134,3 +134,52 @@ def test_reencode_gives_old_pages_what_sap_needs(tmp_path, tiny_model, sample_do
         assert conn.execute("SELECT COUNT(*) FROM view_pages WHERE spec = 'random:keep=0.5,seed=0'").fetchone()[0] == 2
     hits = json.loads(cli("search", "report", "--view", "sap:keep=0.1", "--json", *common).stdout)
     assert len(hits) == 2
+
+
+def test_sap_window_calibrates_a_store_and_eval_scores_sap_held_out(tmp_path, tiny_model, sample_docs):
+    """`sap-window` prints the score-retention table, records the chosen window (not on a dry run or
+    bad labels), `layers=auto` then cuts at it while the view cut before keeps its band, and
+    `eval --sap-window cv` scores sap with windows chosen on the other fold's queries."""
+    store = tmp_path / "store.sqlite"
+    common = ["--store", store, "--model", tiny_model]
+    cli("add", *[sample_docs / "pdfs" / name for name in PDFS], *common)
+    assert "added view sap:keep=0.5,layers=0-1" in cli("view", "add", "sap:keep=0.5", *common).stdout  # the band
+    words = ["report", "newsletter", "sustainability", "energy", "summary", "figures"]
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join(  # newsletter.pdf has 1 page, report.pdf 2
+        json.dumps({"query": f"{words[i % 6]} {words[(i + 2) % 6]} {i}", "file": PDFS[i % 2],
+                    "page": 1 + (i // 2) % 2 if i % 2 else 1}) for i in range(12)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "report", "file": "missing.pdf", "page": 1}\n')
+    before = store.read_bytes()
+    proc = cli("sap-window", "--labels", bad, *common, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "missing.pdf" in lines[0], proc.stderr
+    dry = cli("sap-window", "--labels", labels, "--dry-run", *common).stdout
+    assert "layer 0 " in dry and "layer 1 " in dry and "middle band 0-1" in dry and "random (5 seeds)" in dry
+    assert "12 (query, relevant page) pairs" in dry and "dry run: nothing recorded" in dry
+    assert store.read_bytes() == before
+
+    recorded = json.loads(cli("sap-window", "--labels", labels, "--json", *common).stdout)
+    assert recorded["recorded"] and recorded["calibrated"] and recorded["pairs"] == 12
+    assert recorded["layers"] in {"0-0", "0-1", "1-1"} and set(recorded["osr"]) == {"0-0", "0-1", "1-1"}
+    best = max(sum(v) for v in recorded["osr"].values())
+    assert sum(recorded["osr"][recorded["layers"]]) == pytest.approx(best)
+    added = cli("view", "add", "sap:keep=0.25", *common).stdout
+    assert f"added view sap:keep=0.25,layers={recorded['layers']}" in added
+    assert "sap:keep=0.5,layers=0-1" in {v["view"] for v in json.loads(cli("views", "--json", *common).stdout)}
+
+    out = tmp_path / "eval.json"
+    text = cli("eval", "--labels", labels, "--views", "sap:keep=0.25", "random:keep=0.25", "--sap-window", "cv",
+               "--json", out, *common).stdout
+    assert "sap window, fold 1 of 2 (6 queries)" in text and "sap window, fold 2 of 2 (6 queries)" in text
+    data = json.loads(out.read_text())
+    assert data["sap_window"]["folds"] == 2 and len(data["sap_window"]["windows"]) == 2
+    held = [v for v in data["views"] if v["held_out"]]
+    assert len(held) == 1 and held[0]["view"] == "sap:keep=0.25,layers=auto" and len(held[0]["held_out"]) == 2
+    assert held[0]["retention"]["ndcg@5"] is not None and len(held[0]["per_query"]) == 12
+    queries = tmp_path / "queries.txt"
+    queries.write_text("report\nenergy\n")
+    no_labels = cli("eval", "--queries", queries, "--views", "sap:keep=0.25", "--sap-window", "cv", *common,
+                    check=False)
+    assert no_labels.returncode == 1 and "--labels" in no_labels.stderr

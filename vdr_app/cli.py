@@ -16,6 +16,8 @@
                            [--json PATH] [--html PATH]   retention and fidelity of views
     python -m vdr_app eval --benchmark vidore/DATASET [--max-pages N] [--views SPEC...]
                                                   the same on a ViDoRe benchmark (docs/benchmark.md)
+    python -m vdr_app sap-window --labels FILE [--keep K...] [--dry-run] [--json]
+                                                  choose and record sap's layer window (docs/sap.md)
 
 Every command accepts --store PATH, --model NAME_OR_PATH, --device, --index memory|qdrant and
 --qdrant-url URL (they override VDR_STORE, VDR_MODEL, VDR_DEVICE, VDR_INDEX and VDR_QDRANT_URL).
@@ -172,8 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--two-stage", action="store_true",
                     help="also search every float view in two stages (first stage + exact MaxSim of its "
                     "candidates, VDR_FIRST_STAGE / VDR_TWO_STAGE_DEPTH): a row '<view> two-stage' beside each")
+    ev.add_argument("--sap-window", choices=["cv"], default=None,
+                    help="cv: score each sap view whose layers are auto held out: the labelled queries in 2 "
+                    "folds, each scored with the window chosen on the other (docs/sap.md)")
     ev.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     ev.add_argument("--html", type=Path, metavar="PATH", help="write the retention-vs-memory figure as HTML")
+
+    window = sub.add_parser(
+        "sap-window", parents=[common], help="choose sap's layer window on labelled queries and record it",
+        description="For every contiguous window of decoder layers, how much of each labelled query's score on "
+        "its relevant page survives sap pruning at each keep share (the paper's Oracle Score Retention); the "
+        "window with the highest mean is recorded in the store for its model, and `layers=auto` means it from "
+        "then on. Stored sap views keep the window they were cut with (docs/sap.md).",
+    )
+    window.add_argument("--labels", type=Path, required=True, metavar="FILE",
+                        help='JSON lines {"query": ..., "file": "x.pdf", "page": 1} naming stored documents')
+    window.add_argument("--keep", type=float, nargs="+", default=None, metavar="K",
+                        help="keep shares the retention is averaged over (default 0.25 0.11 0.04)")
+    window.add_argument("--dry-run", action="store_true", help="print the table and the choice, record nothing")
+    window.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("check", parents=[common],
                    help="check the store's schema and look for damage (SQLite integrity check)")
@@ -353,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"deleted view {engine.delete_view(args.spec)}")
     elif command == "eval":
         _run_eval(engine, args)
+    elif command == "sap-window":
+        _run_sap_window(engine, args)
     elif command == "index":
         return _run_index(engine, args)
     return 0
@@ -449,10 +470,24 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
     if not views:
         raise InvalidSpecError("no views to evaluate: give --views SPEC [SPEC ...] or --sweep")
     with _Bar("evaluating") as bar:
-        evaluation = evaluate(engine, views, labels, queries, documents, progress=bar, skip_unavailable=args.sweep,
-                              rescore=args.rescore, two_stage=args.two_stage)
+        if args.sap_window == "cv":
+            from .evaluate.sap_window import evaluate_sap_cv
+
+            if not labels:
+                raise InvalidQueryError("--sap-window cv chooses windows on labelled queries: give --labels FILE")
+            evaluation = evaluate_sap_cv(engine, views, labels, queries, documents, progress=bar,
+                                         skip_unavailable=args.sweep, rescore=args.rescore)
+        else:
+            evaluation = evaluate(engine, views, labels, queries, documents, progress=bar,
+                                  skip_unavailable=args.sweep, rescore=args.rescore, two_stage=args.two_stage)
     print(f"model {evaluation.model}  {evaluation.documents} documents, {evaluation.pages} pages  "
           f"{len(evaluation.queries)} queries ({evaluation.labelled} labelled)")
+    if evaluation.sap_window:
+        cv = evaluation.sap_window
+        for k, (n, choice) in enumerate(zip(cv["fold_queries"], cv["windows"])):
+            print(f"sap window, fold {k + 1} of {cv['folds']} ({n} queries): layers {choice['layers']} of "
+                  f"{choice['n_layers']}, chosen on the other {evaluation.labelled - n} queries' {choice['pairs']} "
+                  f"pairs" + ("" if choice["calibrated"] else f" ({choice['reason']})"))
     print(evaluation.table())
     if evaluation.kinds:
         print()
@@ -461,6 +496,37 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
         print(f"wrote {write_json(evaluation, args.json)}")
     if args.html:
         print(f"wrote {write_html(evaluation, args.html)}")
+
+
+def _run_sap_window(engine, args: argparse.Namespace) -> None:
+    from .evaluate import load_labels, stored_page_counts
+    from .evaluate.sap_window import calibrate, labelled_pairs, osr_lines
+    from .reduce.sap_window import DEFAULT_KEEPS, random_retention
+
+    labels = load_labels(args.labels, stored_page_counts(engine))
+    keeps = args.keep or DEFAULT_KEEPS
+    pairs = [pair for group in labelled_pairs(engine, labels) for pair in group]
+    choice, renames = calibrate(engine, labels, keeps, record=not args.dry_run, pairs=pairs)
+    recorded = renames is not None
+    random = random_retention(pairs, choice.keeps)
+    if args.json:
+        _print_json(dict(choice.as_dict(), random=[round(float(v), 6) for v in random], recorded=recorded,
+                         renamed_views=renames or {}, model=engine.store.model_id))
+        return
+    print(f"model {engine.store.model_id}  {choice.n_layers} layers  {len(labels)} labelled queries, "
+          f"{choice.pairs} (query, relevant page) pairs" + (f", {choice.skipped} left out" if choice.skipped else ""))
+    print("score retention (share of each relevant page's MaxSim score kept by sap at that window):")
+    print("\n".join(osr_lines(choice, random)))
+    print(choice.reason)
+    if recorded:
+        print(f"recorded in {engine.store.path}: `layers=auto` of sap views for this model now means layers "
+              f"{choice.layers} (views already stored keep the window they were cut with)")
+        for old, new in renames.items():
+            print(f"renamed view {old} -> {new} (cut with the middle band)")
+    elif args.dry_run:
+        print("dry run: nothing recorded")
+    else:
+        print("nothing recorded")
 
 
 def _index_benchmark(engine, args: argparse.Namespace):

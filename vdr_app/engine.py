@@ -83,8 +83,8 @@ class Exploration:
     # for it and its dequantised code (NaN where pruned); None otherwise
     quant_cosine: np.ndarray | None = None
     # float64 (n,) SAP's score per patch (mid-layer in-degree centrality averaged over the window
-    # the view uses, or the automatic one), and that window (first, last, n_layers); None for a
-    # page stored without centrality
+    # the view uses, or the store's `layers=auto` window), and that window (first, last, n_layers);
+    # None for a page stored without centrality
     centrality: np.ndarray | None = None
     centrality_window: tuple[int, int, int] | None = None
 
@@ -130,6 +130,21 @@ class Explanation:
     spec: str
     maps: np.ndarray  # float32 (q, n): query token x original patch
     tokens: list[int]  # indices of the query tokens worth a map (see heatmap.content_tokens)
+
+
+@dataclass(frozen=True)
+class SapWindow:
+    """What `layers=auto` of a `sap` view means in a store: decoder layers first..last of n_layers,
+    the window `sap-window` recorded for the store's model (calibrated) or else the paper's middle band."""
+
+    first: int
+    last: int
+    n_layers: int
+    calibrated: bool
+
+    @property
+    def layers(self) -> str:
+        return f"{self.first}-{self.last}"
 
 
 def _phase(progress: Progress, name: str, phase: str, n_pages: int | None = None) -> Progress:
@@ -514,10 +529,78 @@ class Engine:
             return FULL_VIEW + (f"@{parsed.quant}" if parsed.quant else "")
         return str(parsed)
 
-    def add_view(self, spec: str, progress: Progress | None = None) -> str:
-        """Compute and store a view over every page (no re-encoding). Returns its canonical spec."""
-        progress = progress or log_progress
+    def sap_window(self) -> SapWindow | None:
+        """The window `layers=auto` resolves to in this store: the one `record_sap_window` stored for
+        the store's model, else the middle band of its layer count; None while no page has centrality."""
+        from .reduce.sap import middle_window, window
+
+        n_layers = self.store.centrality_layers()
+        model_id = self.store.model_id
+        recorded = self.store.sap_window(model_id) if model_id else None
+        if recorded is not None and (n_layers is None or int(recorded["n_layers"]) == n_layers):
+            first, last = window(recorded["layers"], int(recorded["n_layers"]))
+            return SapWindow(first, last, int(recorded["n_layers"]), True)
+        if n_layers is None:
+            return None
+        first, last = middle_window(n_layers)
+        return SapWindow(first, last, n_layers, False)
+
+    def resolve_view(self, spec: str | None) -> str:
+        """The canonical spec with `sap`'s `layers=auto` replaced by this store's window (`sap_window`).
+
+        A view is stored under the window it was cut with, so recording a window later never changes
+        what a stored view holds. One exception keeps older stores working: a view stored with
+        `layers=auto` before windows were resolved (cut with the middle band) answers to its own name
+        until a window is recorded, which renames it to its band (`record_sap_window`).
+        """
+        from .reduce.sap import AUTO
+
         canonical = self.canonical_view(spec)
+        if not canonical.startswith("sap:"):
+            return canonical
+        parsed = reduce_lib.parse_spec(canonical)
+        if parsed.kwargs["layers"] != AUTO:
+            return canonical
+        resolved = self.sap_window()
+        if resolved is None or (not resolved.calibrated and self.store.has_view(canonical)):
+            return canonical  # no centrality stored (the view says what to do), or an older auto view
+        values = tuple((name, resolved.layers if name == "layers" else value) for name, value in parsed.values)
+        return str(dataclasses.replace(parsed, values=values))
+
+    def record_sap_window(self, layers: str, n_layers: int, details: dict | None = None) -> dict[str, str]:
+        """Record the window `layers=auto` means from now on for this store's model.
+
+        Views stored with `layers=auto` (cut with the middle band) are renamed to that band in the
+        same transaction, so no stored view changes what it holds or claims.
+
+        Returns:
+            old name -> new name of every renamed view.
+        """
+        from .reduce.sap import AUTO, middle_window, window
+
+        model_id = self.store.model_id
+        if model_id is None:
+            raise NotFoundError("the store holds no pages yet: add the labelled documents first")
+        first, last = window(layers, n_layers)
+        band = "{}-{}".format(*middle_window(n_layers))
+        renames = {}
+        for spec in self.store.view_specs():
+            parsed = reduce_lib.parse_spec(spec)
+            if parsed.strategy == "sap" and parsed.kwargs["layers"] == AUTO:
+                values = tuple((n, band if n == "layers" else v) for n, v in parsed.values)
+                renames[spec] = str(dataclasses.replace(parsed, values=values))
+        record = {**(details or {}), "layers": f"{first}-{last}", "n_layers": int(n_layers)}
+        self.store.record_sap_window(model_id, record, renames)
+        for old, new in renames.items():
+            self.index.remove_view(old)
+            self.index.add_view(new)
+        return renames
+
+    def add_view(self, spec: str, progress: Progress | None = None) -> str:
+        """Compute and store a view over every page (no re-encoding). Returns its canonical spec
+        (`sap`'s `layers=auto` resolved: `resolve_view`)."""
+        progress = progress or log_progress
+        canonical = self.resolve_view(spec)
         if canonical == FULL_VIEW:
             raise InvalidSpecError("'full' is always available; it needs no view")
         page_ids = self.store.page_ids()
@@ -537,13 +620,13 @@ class Engine:
 
     def ensure_view(self, spec: str | None, progress: Progress | None = None) -> str:
         """The canonical spec, computing and storing the view on first use."""
-        canonical = self.canonical_view(spec)
+        canonical = self.resolve_view(spec)
         if not self.store.has_view(canonical):
             self.add_view(canonical, progress)
         return canonical
 
     def delete_view(self, spec: str) -> str:
-        canonical = self.canonical_view(spec)
+        canonical = self.resolve_view(spec)
         if canonical == FULL_VIEW:
             raise InvalidSpecError("the full index cannot be deleted; delete documents instead")
         self.store.delete_view(canonical)
@@ -568,7 +651,7 @@ class Engine:
 
     def explore(self, page_id: int, spec: str) -> Exploration:
         """Reduce one page under a spec on the fly (nothing stored, no re-encoding)."""
-        canonical = self.canonical_view(spec)
+        canonical = self.resolve_view(spec)
         embedding = self.store.page_embedding(page_id)
         strategy = "identity" if canonical == FULL_VIEW else canonical
         reduction = reduce_lib.reduce_page(embedding, strategy)
@@ -585,8 +668,11 @@ class Engine:
         if embedding.centrality is not None:
             from .reduce.sap import sap_scores
 
+            # the layers of the sap view shown (resolved: `resolve_view`), else what `layers=auto` means here
             parsed = reduce_lib.parse_spec(strategy)
-            layers = dict(parsed.values).get("layers", "auto") if parsed.strategy == "sap" else "auto"
+            resolved = self.sap_window()
+            layers = (parsed.kwargs["layers"] if parsed.strategy == "sap"
+                      else resolved.layers if resolved is not None else "auto")
             centrality, (first, last) = sap_scores(embedding.centrality, layers)
             window = (first, last, int(embedding.centrality.shape[0]))
         return Exploration(
@@ -726,7 +812,7 @@ class Engine:
         binary).
         """
         embedding_q = query if isinstance(query, QueryEmbedding) else self.encode_query(query)
-        spec = self.canonical_view(view)
+        spec = self.resolve_view(view)
         embedding = self.store.page_embedding(page_id)
         if spec == FULL_VIEW:
             maps = heatmap.similarity_maps(embedding_q.vectors, embedding.patches)

@@ -87,7 +87,7 @@ class _CopyOnWrite:
             return getattr(self._libraries._make_private(library), name)
         if name == "ensure_view":  # a read when the sample has the view; else a write (no wasted reduce)
             def ensure_view(spec, *args, **kwargs):
-                stored = sample.store.has_view(sample.canonical_view(spec))
+                stored = sample.store.has_view(sample.resolve_view(spec))
                 engine = sample if stored else self._libraries._make_private(library)
                 return engine.ensure_view(spec, *args, **kwargs)
 

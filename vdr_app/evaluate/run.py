@@ -47,6 +47,8 @@ class ViewEvaluation:
         per_query: per query: "query", "rank" (of the first relevant page, None if not in the
             top 10; labelled queries only), "top" (the top-10 page ids), and its fidelity figures.
         skipped: why the view could not be evaluated (its figures are then empty), or None.
+        held_out: for a `sap` view with `layers=auto` evaluated with `--sap-window cv`, the window
+            each fold's queries were scored with (chosen on the other folds' queries), else None.
         rescore: for a quantised view, the rescoring depth it was searched with (None otherwise).
         rescore_share: for a rescoring variant (rescore > 0), the share of the library's pages
             it re-scores with float vectors, max(rescore, 10) / pages (capped at 1); 0 for
@@ -70,6 +72,7 @@ class ViewEvaluation:
     rescore: int | None = None
     rescore_share: float | None = None
     search: str = "exhaustive"
+    held_out: list[str] | None = None
 
     @property
     def memory_ratio(self) -> float | None:
@@ -77,13 +80,12 @@ class ViewEvaluation:
 
     @property
     def label(self) -> str:
-        """The row's name: the view, and for a rescoring variant its depth, for a two-stage row
-        "two-stage"."""
+        """The row's name: the view, for a held-out `sap` row the window of each fold, for a
+        rescoring variant its depth, for a two-stage row "two-stage"."""
+        name = self.view if not self.held_out else f"{self.view} held-out {'/'.join(self.held_out)}"
         if self.search == TWO_STAGE:
-            return f"{self.view} {TWO_STAGE}"
-        if not self.rescore:
-            return self.view
-        return f"{self.view} rescore={self.rescore}"
+            return f"{name} {TWO_STAGE}"
+        return name if not self.rescore else f"{name} rescore={self.rescore}"
 
     @property
     def off_frontier(self) -> str | None:
@@ -103,7 +105,7 @@ class ViewEvaluation:
             off_frontier=self.off_frontier, nominal_keep=nominal_keep(self.view), memory=self.memory,
             memory_ratio=self.memory_ratio, metrics=self.metrics, retention=self.retention,
             retention_ci=self.retention_ci, by_kind=self.by_kind, fidelity=self.fidelity,
-            build_seconds=round(self.build_seconds, 3),
+            build_seconds=round(self.build_seconds, 3), held_out=self.held_out,
             search_ms=round(self.search_ms, 3), skipped=self.skipped, search=self.search,
         )
         if per_query:
@@ -122,6 +124,7 @@ class Evaluation:
     labelled: int
     kinds: list[str]
     views: list[ViewEvaluation]
+    sap_window: dict | None = None  # `--sap-window cv`: the folds and the window chosen for each
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -162,6 +165,7 @@ class Evaluation:
                 top1_agreement="share of queries whose first page is the same as the full index's",
             ),
             views=[v.as_dict(per_query) for v in self.views],
+            **({} if self.sap_window is None else {"sap_window": self.sap_window}),
         )
 
     def table(self) -> str:
@@ -252,6 +256,12 @@ def stored_page_counts(engine: "Engine") -> dict[str, int]:
     return {doc.name: doc.n_pages for doc in engine.list_documents()}
 
 
+def relevant_pages(engine: "Engine", labels: Sequence[LabeledQuery], documents: dict[str, int]) -> list[set[int]]:
+    """Each label's relevant stored page ids (labels already checked against `documents`)."""
+    page_ids = {(r.doc_id, r.page_number): r.id for r in engine.pages()}
+    return [{page_ids[(documents[file], page)] for file, page in label.relevant} for label in labels]
+
+
 def evaluate(
     engine: "Engine",
     views: Sequence[str] = (),
@@ -304,9 +314,7 @@ def evaluate(
         known = {doc.id: doc.n_pages for doc in engine.list_documents()}
         check_labels(labels, {name: known.get(doc_id, 0) for name, doc_id in documents.items()})
     page_ids = {(r.doc_id, r.page_number): r.id for r in engine.pages()}
-    relevant = [
-        {page_ids[(documents[file], page)] for file, page in label.relevant} for label in labels
-    ]
+    relevant = relevant_pages(engine, labels, documents)
     labelled_texts = [label.query for label in labels]
     texts = labelled_texts + [q for q in dict.fromkeys(q.strip() for q in queries if q.strip())
                               if q not in set(labelled_texts)]
@@ -314,7 +322,7 @@ def evaluate(
         raise InvalidQueryError("nothing to evaluate: give labelled queries or at least one query")
     specs = []
     for spec in views:
-        canonical = engine.canonical_view(spec)
+        canonical = engine.resolve_view(spec)
         if canonical != FULL and canonical not in specs:
             specs.append(canonical)
 
@@ -380,14 +388,7 @@ def evaluate(
     for result in results:
         if result.skipped:
             continue
-        result.retention = {m: _ratio(result.metrics[m], full.metrics[m]) for m in result.metrics}
-        result.retention_ci = {
-            m: bootstrap_retention([r[m] for r in per_label[result.label]], [r[m] for r in per_label[FULL]])
-            for m in result.metrics
-        }
-        for kind, entry in result.by_kind.items():
-            base = full.by_kind[kind]["metrics"]
-            entry["retention"] = {m: _ratio(entry["metrics"][m], base[m]) for m in entry["metrics"]}
+        set_retention(result, full, per_label[result.label], per_label[FULL])
     documents_stored = engine.list_documents()
     return Evaluation(
         model=engine.store.model_id,
@@ -398,6 +399,18 @@ def evaluate(
         kinds=kinds,
         views=results,
     )
+
+
+def set_retention(result: ViewEvaluation, full: ViewEvaluation, view_rows: list[dict], full_rows: list[dict]) -> None:
+    """A scored view's retention against the full index, its bootstrap intervals (from the per-query
+    label metrics of both, same query order) and its retention per kind."""
+    result.retention = {m: _ratio(result.metrics[m], full.metrics[m]) for m in result.metrics}
+    result.retention_ci = {
+        m: bootstrap_retention([r[m] for r in view_rows], [r[m] for r in full_rows]) for m in result.metrics
+    }
+    for kind, entry in result.by_kind.items():
+        base = full.by_kind[kind]["metrics"]
+        entry["retention"] = {m: _ratio(entry["metrics"][m], base[m]) for m in entry["metrics"]}
 
 
 def _score(

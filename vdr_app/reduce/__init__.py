@@ -10,8 +10,9 @@ Pure numpy/scipy (no torch). Public entry points:
     PRUNING, MERGING                      the kinds (how to read Reduction.groups)
     register(...)                         add a strategy (see registry.py)
 
-Strategies live in prune.py (identity, random, attention, docpruner), sap.py (sap) and merge.py (pool1d, pool2d,
-cluster, kmeans, prune_then_merge); the ratio notion (`keep` / `factor`) is explained in spec.py.
+Strategies live in prune.py (identity, random, attention, docpruner), sap.py (sap; its layer window is chosen
+in sap_window.py) and merge.py (pool1d, pool2d, cluster, kmeans, prune_then_merge); the ratio notion
+(`keep` / `factor`) is explained in spec.py.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ sum over image tokens i of mean over heads of A[h, i, j], captured per layer at 
 
 The window. The paper takes the middle band of the decoder, layers floor(0.4 L) .. floor(0.6 L)
 (ColPali's 18 layers: 7-10; ColQwen2's 28: 11-16), which its per-layer Oracle Score Retention
-diagnostic picks out as where pruning keeps the most query score. `layers=auto` is that band for
-the page's layer count; `layers=a-b` overrides it (0-based, inclusive). Every layer is stored, so
-a window, like a ratio, is a re-cut without re-encoding; `benchmarks/bench_sap.py` runs the
-score-retention diagnostic per layer on a labelled corpus to check the band for an encoder.
+diagnostic picks out as where pruning keeps the most query score. Here `layers=auto` is that band
+for the page's layer count; `layers=a-b` overrides it (0-based, inclusive). Every layer is stored,
+so a window, like a ratio, is a re-cut without re-encoding. The engine resolves `auto` before a view
+is cut (`Engine.resolve_view`): to the window `sap-window` chose on the store's labelled queries by
+the score-retention diagnostic (`sap_window.py`) and recorded for its model, else to this band.
 """
 
 from __future__ import annotations
@@ -70,19 +71,27 @@ def sap_scores(centrality: np.ndarray, layers: str = AUTO) -> tuple[np.ndarray, 
     return centrality[first : last + 1].astype(np.float64).mean(axis=0), (first, last)
 
 
+def sap_order(centrality: np.ndarray, layers: str = AUTO) -> tuple[np.ndarray, tuple[int, int]]:
+    """The page's patches from most to least central over the window (ties: page order), and the
+    window: a view keeping k patches keeps the first k (what `sap` and the window chooser share)."""
+    scores, window_used = sap_scores(centrality, layers)
+    return np.argsort(-scores, kind="stable"), window_used
+
+
 @register(
     "sap",
     kinds={PRUNING},
     params=(
         Param("keep", RATIO, "1/10", "share of image patches kept (or factor = 1/keep)"),
-        Param("layers", LAYERS, AUTO, "decoder layers whose centrality counts: auto (middle 40-60 %) or a-b"),
+        Param("layers", LAYERS, AUTO,
+              "decoder layers whose centrality counts: auto (the store's calibrated window, else the middle "
+              "40-60 %) or a-b"),
     ),
     needs_centrality=True,
     doc="Structural Anchor Pruning: keep the patches other patches attend to most in the middle layers.",
 )
 def sap(page: PageEmbedding, keep: Fraction, layers: str) -> tuple:
     """Keep the max(1, floor(n·keep)) patches of highest mid-layer centrality (ties: page order)."""
-    scores, (first, last) = sap_scores(page.centrality, layers)
-    order = np.argsort(-scores, kind="stable")
+    order, (first, last) = sap_order(page.centrality, layers)
     vectors, groups = kept(page.patches, order[: target_count(page.n_patches, keep)])
     return vectors, groups, {"layers": f"{first}-{last}", "n_layers": int(page.centrality.shape[0])}

@@ -2,7 +2,8 @@
 
 Layout (schema version in `PRAGMA user_version`, upgraded by the ordered `MIGRATIONS`):
 
-    meta        key -> value: model_id, dim (a store holds one model's vectors)
+    meta        key -> value: model_id, dim (a store holds one model's vectors); sap_window:<model id>
+                -> the JSON of the SAP layer window `sap-window` recorded for that model
     documents   id, sha256 (unique: adding the same PDF twice is a no-op), name, n_pages, n_bytes, added_at
     pages       id, doc_id, page_number, width, height, image (JPEG), info (JSON)
     embeddings  page_id, n_patches, n_extra, dim, patches (float16 n×d), extra (float16 m×d)

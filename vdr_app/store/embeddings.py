@@ -73,6 +73,12 @@ class EmbeddingsMixin:
                     self._insert_view_page(spec, page_id, reductions[index], quants[spec])
         return page_ids
 
+    def centrality_layers(self) -> int | None:
+        """The decoder layers of the stored centrality (one model per store), or None if no page has any."""
+        with self._lock:
+            row = self.db.execute("SELECT n_layers FROM centrality LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
     def pages_without_centrality(self, doc_id: int | None = None) -> int:
         """How many pages (of one document, or all) have no stored centrality (encoded before it)."""
         sql = "SELECT COUNT(*) FROM pages p LEFT JOIN centrality c ON c.page_id = p.id WHERE c.page_id IS NULL"

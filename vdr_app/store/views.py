@@ -14,6 +14,9 @@ from .schema import FULL_VIEW, _array, _blob, _now
 from .sqlite_errors import translate_errors
 
 
+_SAP_WINDOW = "sap_window:"  # meta key prefix, followed by the model id
+
+
 @translate_errors
 class ViewsMixin:
     """Views (a part of `Store`)."""
@@ -116,6 +119,47 @@ class ViewsMixin:
             self.db.execute("DELETE FROM view_pages WHERE spec = ?", [spec])
             for page_id, reduction in reductions.items():
                 self._insert_view_page(spec, page_id, reduction, quant)
+
+    # -- SAP's calibrated window --------------------------------------------------------------------
+
+    def sap_window(self, model_id: str) -> dict | None:
+        """The SAP layer window `record_sap_window` stored for a model ({"layers": "4-5", "n_layers": 6,
+        ...}), or None."""
+        with self._lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", [_SAP_WINDOW + model_id]).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def record_sap_window(self, model_id: str, record: dict, renames: dict[str, str]) -> None:
+        """Store a model's SAP window and rename views in the same transaction.
+
+        Args:
+            record: JSON-able, at least {"layers": "a-b", "n_layers": L}.
+            renames: stored view -> the name it takes (a view whose new name is already stored is
+                deleted instead: the two hold the same rows).
+        """
+        with self._write():
+            stored = set(self.view_specs())
+            for old, new in renames.items():
+                if old not in stored:
+                    continue
+                if new in stored:
+                    self.db.execute("DELETE FROM view_pages WHERE spec = ?", [old])
+                    self.db.execute("DELETE FROM views WHERE spec = ?", [old])
+                    continue
+                # new row first, then the pages, then the old row: view_pages always names a stored view
+                self.db.execute("INSERT INTO views (spec, created_at, quant) SELECT ?, created_at, quant FROM views "
+                                "WHERE spec = ?", [new, old])
+                rows = self.db.execute("SELECT page_id, info FROM view_pages WHERE spec = ?", [old]).fetchall()
+                self.db.execute("UPDATE view_pages SET spec = ? WHERE spec = ?", [new, old])
+                for page_id, info in rows:  # each page's reduction info names its view
+                    info = json.loads(info) if info else {}
+                    if info.get("spec") == old:
+                        info["spec"] = new
+                        self.db.execute("UPDATE view_pages SET info = ? WHERE spec = ? AND page_id = ?",
+                                        [json.dumps(info), new, page_id])
+                self.db.execute("DELETE FROM views WHERE spec = ?", [old])
+                stored = (stored - {old}) | {new}
+            self.db["meta"].insert({"key": _SAP_WINDOW + model_id, "value": json.dumps(record)}, replace=True)
 
     def _insert_view_page(self, spec: str, page_id: int, reduction: Reduction, quant: str | None) -> None:
         codes = reduction.quantised

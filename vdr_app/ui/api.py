@@ -104,7 +104,7 @@ def search_pages(engine, links: PageLinks, query: str, k: int = 5, view: str = "
     """
     if not isinstance(k, (int, float)) or not 1 <= int(k) <= MAX_RESULTS:
         raise gr.Error(f"k must be a whole number from 1 to {MAX_RESULTS}, got {k!r}", title="Bad k")
-    spec = engine.canonical_view(view or FULL)
+    spec = engine.resolve_view(view or FULL)
     if access.mode() == "shared" and not engine.store.has_view(spec):
         access.require("save a new view")  # searching a view stores it for everyone
     hits = engine.search(query, k=int(k), view=spec, docs=list(documents) if documents else None)

@@ -109,11 +109,11 @@ def search(engine, pages: PageImages, query, spec, k, docs=None, rescore=DEFAULT
         token_info: cleared.
     """
     k = int(k or 5)
-    if access.mode() == "shared" and not engine.store.has_view(engine.canonical_view(spec or FULL)):
+    if access.mode() == "shared" and not engine.store.has_view(engine.resolve_view(spec or FULL)):
         access.require("save a new view")  # searching a view stores it for everyone
     comparison = engine.compare(query, k=k, view=spec or FULL, docs=list(docs) if docs else None,
                                 rescore=DEFAULT_RESCORE if rescore is None or rescore == "" else rescore)
-    spec = engine.canonical_view(spec)
+    spec = engine.resolve_view(spec)
     hits = [h.as_dict() for h in comparison.view]
     cleared = (None, figures.message_figure(MAP_PROMPT), gr.update(choices=[], value=None), "")
     if not hits:
