@@ -31,7 +31,7 @@ FONTS = {  # Debian package -> font file
     "fonts-wqy-microhei": "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
 }
 FONT_OF = {"latin": "fonts-dejavu-core", "cyrillic": "fonts-dejavu-core", "arabic": "fonts-dejavu-core",
-           "cjk": "fonts-wqy-microhei", "korean": "fonts-wqy-microhei"}
+           "cjk": "fonts-wqy-microhei", "korean": "fonts-wqy-microhei", "korean2": "fonts-wqy-microhei"}
 # Two lines per page, different topics so each page is found by its own words.
 PAGES = {
     "latin": ["Quarterly invoice summary", "Payment due within thirty days"],
@@ -39,9 +39,11 @@ PAGES = {
     "arabic": ["تقرير المبيعات السنوي", "الشركة الوطنية للكهرباء"],
     "cjk": ["海关行政处罚决定书", "进口钢管申报价值"],
     "korean": ["보험 계약자 보호 방안", "코로나 감염병 보장 현황"],
+    # A second Hangul page: the search test must tell two pages of one script apart by their words.
+    "korean2": ["국회 입법 조사처 발행", "재해 보험금 지급 문제"],
 }
 # The scripts the bundled RapidOCR model does not read: Tesseract's reading is kept.
-TESSERACT_SCRIPTS = ("cyrillic", "arabic", "korean")
+TESSERACT_SCRIPTS = ("cyrillic", "arabic", "korean", "korean2")
 
 
 def _font(script: str, size: int) -> ImageFont.FreeTypeFont:
@@ -119,7 +121,7 @@ def test_words_sit_on_their_printed_line(read_pages, script):
 
 
 def test_each_scan_is_found_first_by_its_own_words(read_pages):
-    """A query in a page's script and words ranks that page first among the four scans."""
+    """A query in a page's script and words ranks that page first among the drawn scans (two of them in Hangul)."""
     from vdr_app.models.text_layout import load
 
     pages, _ = read_pages
