@@ -269,3 +269,42 @@ def test_lab_benchmark_bad_input_is_one_line_and_changes_nothing(tmp_path, lab_e
             run_lab_benchmark(lab_engine, "vidore/docvqa_test_subsampled", pages, ["pool1d:factor=2"], False)
     assert _library_state(lab_engine) == before
     assert _benchmark_folders_left(tmp_path) == []
+
+
+def test_on_a_public_demo_a_visitor_runs_a_hub_benchmark_without_touching_their_library(
+        tmp_path, lab_engine, qa_folder, monkeypatch):
+    """The Space case: the visitor still reads the shared sample library (copy on write); a
+    benchmark run (the hub stood in for by the saved dataset) neither gives them a private copy nor
+    counts against their page allowance (here 1 page)."""
+    import dataclasses
+
+    import vdr_app.benchmark_data as benchmark_data
+    from vdr_app.engine import Engine, LibraryQuota
+    from vdr_app.sessions import SessionLibraries
+    from vdr_app.ui.lab import run_lab_benchmark
+
+    asked = []
+
+    def hub(name, split):
+        asked.append((name, split))
+        return datasets.load_from_disk(str(qa_folder))[split]
+
+    monkeypatch.setattr(benchmark_data, "_hub_parts", hub)
+    sample = lab_engine.settings.store_file
+    lab_engine.store.close()
+    settings = dataclasses.replace(lab_engine.settings, mode="public-demo", session_max_pages=5,
+                                   data_dir=tmp_path / "space")
+    base = Engine(settings)
+    libraries = SessionLibraries(base, tmp_path / "sessions", sample_store=sample, quota=LibraryQuota(1, 10**7))
+    library = libraries.get("visitor")
+    before = _library_state(library.engine)
+    _, table, export, summary = run_lab_benchmark(library.engine, "vidore/docvqa_tiny", 3, ["pool1d:factor=2"],
+                                                  False, out_dir=tmp_path / "out")
+    assert asked == [("vidore/docvqa_tiny", "test")]
+    assert json.loads(open(export, encoding="utf-8").read())["pages"] == 3
+    assert "Benchmark `vidore/docvqa_tiny`" in summary and table["view"].tolist() == ["full", "pool1d:factor=2"]
+    assert library.shared and _library_state(library.engine) == before  # still the sample, unchanged
+    assert not list((tmp_path / "sessions").glob("session-*")) and _benchmark_folders_left(tmp_path) == []
+    with pytest.raises(BenchmarkError, match="at most 5 benchmark pages"):
+        run_lab_benchmark(library.engine, "vidore/docvqa_tiny", 6, ["pool1d:factor=2"], False)
+    libraries.close_all()
