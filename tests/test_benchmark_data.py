@@ -13,6 +13,7 @@ Invariants protected here:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_lab_evaluates_a_benchmark_through_its_handler_and_leaves_the_library_al
                                                         api_name="/lab_benchmark")
     finally:
         demo.close()
-    data = json.loads(open(export, encoding="utf-8").read())
+    data = json.loads(Path(export).read_text(encoding="utf-8"))
     # Pages 10, 11, 12 kept: "red page" -> 10, "two pages" -> 11 (13 is past the cap).
     assert data["pages"] == 3 and data["documents"] == 3 and data["labelled_queries"] == 2
     assert [row[0] for row in table["data"]] == ["full", "pool1d:factor=2"]
@@ -278,7 +279,7 @@ def test_on_a_public_demo_a_visitor_runs_a_hub_benchmark_without_touching_their_
     counts against their page allowance (here 1 page)."""
     import dataclasses
 
-    import vdr_app.benchmark_data as benchmark_data
+    from vdr_app import benchmark_data
     from vdr_app.engine import Engine, LibraryQuota
     from vdr_app.sessions import SessionLibraries
     from vdr_app.ui.lab import run_lab_benchmark
@@ -301,7 +302,7 @@ def test_on_a_public_demo_a_visitor_runs_a_hub_benchmark_without_touching_their_
     _, table, export, summary = run_lab_benchmark(library.engine, "vidore/docvqa_tiny", 3, ["pool1d:factor=2"],
                                                   False, out_dir=tmp_path / "out")
     assert asked == [("vidore/docvqa_tiny", "test")]
-    assert json.loads(open(export, encoding="utf-8").read())["pages"] == 3
+    assert json.loads(Path(export).read_text(encoding="utf-8"))["pages"] == 3
     assert "Benchmark `vidore/docvqa_tiny`" in summary and table["view"].tolist() == ["full", "pool1d:factor=2"]
     assert library.shared and _library_state(library.engine) == before  # still the sample, unchanged
     assert not list((tmp_path / "sessions").glob("session-*")) and _benchmark_folders_left(tmp_path) == []

@@ -190,7 +190,7 @@ def benchmark_page_cap(settings) -> int | None:
 def run_lab_benchmark(
     engine,
     source: str | None,
-    max_pages: int | float | None,
+    max_pages: float | None,
     views: Sequence[str] | None,
     sweep: bool,
     progress: Callable[[float, str], None] | None = None,
