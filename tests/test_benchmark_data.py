@@ -13,6 +13,7 @@ Invariants protected here:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,12 @@ def test_qa_layout_pages_and_labels(qa_folder):
     labels = {q.query: q.relevant for q in bench.labels}
     assert labels == {"what is red": (("pages_p3.pdf", 1),), "what is blue": (("pages_p2.pdf", 1),),
                       "where is the band": (("pages_p2.pdf", 1),)}
+    # The first 3 pages: "what is red" was last asked on page 3, so it goes; only those images are read.
+    capped = load_benchmark(str(qa_folder), max_pages=3)
+    assert [name for name, _ in capped.pages] == ["pages_p0.pdf", "pages_p1.pdf", "pages_p2.pdf"]
+    assert {q.query for q in capped.labels} == {"what is blue", "where is the band"}
+    for (_, image), i in zip(capped.pages, range(3)):
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(page_image(i)))
 
 
 def test_beir_layout_pages_and_labels(beir_folder):
@@ -161,3 +168,144 @@ def test_eval_benchmark_end_to_end(tmp_path, beir_folder, capsys):
     assert main(["eval", *common, "--benchmark", str(beir_folder)]) == 1
     assert "store of its own" in capsys.readouterr().err
     assert store.stat().st_size == before
+
+
+# -- the Lab's benchmark choice ---------------------------------------------------------------------
+
+
+def _library_state(engine):
+    return [d.as_dict() for d in engine.list_documents()], engine.store.page_ids(), engine.store.view_specs()
+
+
+@pytest.fixture
+def lab_engine(tmp_path, tiny_checkpoint, monkeypatch):
+    """A visitor's library with one document of its own, on a tiny model; temporary folders land
+    in tmp_path/tmp so a test sees whether the benchmark's library was removed."""
+    from vdr_app.config import Settings
+    from vdr_app.engine import Engine
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    engine = Engine(Settings(data_dir=tmp_path / "library", model=str(tiny_checkpoint("colqwen2")), model_given=True))
+    own = tmp_path / "own.pdf"
+    page_image(3).save(own, "PDF", resolution=72.0)
+    engine.add_files([own])
+    return engine
+
+
+def _benchmark_folders_left(tmp_path):
+    return sorted(p.name for p in (tmp_path / "tmp").glob("vdr-benchmark-*"))
+
+
+def test_lab_evaluates_a_benchmark_through_its_handler_and_leaves_the_library_alone(tmp_path, lab_engine,
+                                                                                   beir_folder):
+    import gradio as gr
+    from gradio_client import Client
+
+    from vdr_app.ui.lab import build_lab_tab
+
+    before = _library_state(lab_engine)
+    with gr.Blocks() as demo:
+        build_lab_tab(lab_engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        figure, table, export, summary = client.predict(str(beir_folder), 3, ["pool1d:factor=2"], False, 0,
+                                                        api_name="/lab_benchmark")
+    finally:
+        demo.close()
+    data = json.loads(Path(export).read_text(encoding="utf-8"))
+    # Pages 10, 11, 12 kept: "red page" -> 10, "two pages" -> 11 (13 is past the cap).
+    assert data["pages"] == 3 and data["documents"] == 3 and data["labelled_queries"] == 2
+    assert [row[0] for row in table["data"]] == ["full", "pool1d:factor=2"]
+    assert data["views"][0]["metrics"]["recall@5"] == pytest.approx(1.0)  # 3 pages, top 10: every page found
+    assert f"Benchmark `{beir_folder}`" in summary and "first 3 pages" in summary
+    assert "2 labelled from the benchmark" in summary and figure is not None
+    # The benchmark was indexed apart: the visitor's library is as it was, the temporary one is gone.
+    assert _library_state(lab_engine) == before
+    assert _benchmark_folders_left(tmp_path) == []
+
+
+def test_lab_benchmark_shows_progress_through_indexing_and_evaluation(tmp_path, lab_engine, qa_folder):
+    from vdr_app.ui.lab import run_lab_benchmark
+
+    seen = []
+    _, table, _, _ = run_lab_benchmark(lab_engine, str(qa_folder), None, ["pool1d:factor=2"], False,
+                                       progress=lambda f, m: seen.append((f, m)), out_dir=tmp_path / "out")
+    assert table["view"].tolist() == ["full", "pool1d:factor=2"]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
+    messages = [m for _, m in seen]
+    assert messages[0] == f"loading {qa_folder}"
+    assert [m for m in messages if m.startswith("indexing page")] == [f"indexing page {i}/4" for i in range(1, 5)]
+    assert any(f > 0.6 for f, _ in seen)  # the evaluation's own steps follow the indexing
+
+
+def test_lab_benchmark_bad_input_is_one_line_and_changes_nothing(tmp_path, lab_engine, beir_folder, qa_folder):
+    import dataclasses
+
+    from vdr_app.errors import VdrError
+    from vdr_app.ui.lab import run_lab_benchmark
+
+    before = _library_state(lab_engine)
+    (tmp_path / "not_a_dataset").mkdir()
+    cases = [
+        (str(tmp_path / "not_a_dataset"), 3, ["pool1d:factor=2"], "save_to_disk"),
+        ("", 3, ["pool1d:factor=2"], "name a benchmark"),
+        ("vidore/no_such_set", 3, ["pool1d:factor=2"], "cannot load the dataset"),  # tests run with the hub offline
+        (str(beir_folder), 0, ["pool1d:factor=2"], "at least 1"),
+        (str(beir_folder), 3, ["nope:keep=0.5"], "unknown reduction strategy 'nope'"),  # before any loading
+        (str(beir_folder), 3, [], "pick at least one view"),
+    ]
+    for source, pages, views, message in cases:
+        with pytest.raises(VdrError, match=message) as raised:
+            run_lab_benchmark(lab_engine, source, pages, views, False, out_dir=tmp_path / "out")
+        assert "\n" not in str(raised.value)
+    # A public Space: hub ids only (no server folders), and at most a visitor's page allowance per run.
+    lab_engine.settings = dataclasses.replace(lab_engine.settings, mode="public-demo", session_max_pages=2)
+    with pytest.raises(VdrError, match="folders on the server are read in local mode only"):
+        run_lab_benchmark(lab_engine, str(qa_folder), 2, ["pool1d:factor=2"], False)
+    for pages in (3, None):
+        with pytest.raises(VdrError, match="at most 2 benchmark pages per run"):
+            run_lab_benchmark(lab_engine, "vidore/docvqa_test_subsampled", pages, ["pool1d:factor=2"], False)
+    assert _library_state(lab_engine) == before
+    assert _benchmark_folders_left(tmp_path) == []
+
+
+def test_on_a_public_demo_a_visitor_runs_a_hub_benchmark_without_touching_their_library(
+        tmp_path, lab_engine, qa_folder, monkeypatch):
+    """The Space case: the visitor still reads the shared sample library (copy on write); a
+    benchmark run (the hub stood in for by the saved dataset) neither gives them a private copy nor
+    counts against their page allowance (here 1 page)."""
+    import dataclasses
+
+    from vdr_app import benchmark_data
+    from vdr_app.engine import Engine, LibraryQuota
+    from vdr_app.sessions import SessionLibraries
+    from vdr_app.ui.lab import run_lab_benchmark
+
+    asked = []
+
+    def hub(name, split):
+        asked.append((name, split))
+        return datasets.load_from_disk(str(qa_folder))[split]
+
+    monkeypatch.setattr(benchmark_data, "_hub_parts", hub)
+    sample = lab_engine.settings.store_file
+    lab_engine.store.close()
+    settings = dataclasses.replace(lab_engine.settings, mode="public-demo", session_max_pages=5,
+                                   data_dir=tmp_path / "space")
+    base = Engine(settings)
+    libraries = SessionLibraries(base, tmp_path / "sessions", sample_store=sample, quota=LibraryQuota(1, 10**7))
+    library = libraries.get("visitor")
+    before = _library_state(library.engine)
+    _, table, export, summary = run_lab_benchmark(library.engine, "vidore/docvqa_tiny", 3, ["pool1d:factor=2"],
+                                                  False, out_dir=tmp_path / "out")
+    assert asked == [("vidore/docvqa_tiny", "test")]
+    assert json.loads(Path(export).read_text(encoding="utf-8"))["pages"] == 3
+    assert "Benchmark `vidore/docvqa_tiny`" in summary and table["view"].tolist() == ["full", "pool1d:factor=2"]
+    assert library.shared and _library_state(library.engine) == before  # still the sample, unchanged
+    assert not list((tmp_path / "sessions").glob("session-*")) and _benchmark_folders_left(tmp_path) == []
+    with pytest.raises(BenchmarkError, match="at most 5 benchmark pages"):
+        run_lab_benchmark(library.engine, "vidore/docvqa_tiny", 6, ["pool1d:factor=2"], False)
+    libraries.close_all()

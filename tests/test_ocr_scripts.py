@@ -1,4 +1,4 @@
-"""OCR reads every script the corpus has: scans in Latin, Cyrillic, CJK and Arabic.
+"""OCR reads every script the corpus has: scans in Latin, Cyrillic, CJK, Arabic and Korean.
 
 Invariants protected here:
 - image-only pages drawn in code in each script are read back word for word and are found first
@@ -8,8 +8,9 @@ Invariants protected here:
 - Tesseract's word table becomes lines and words with boxes inside each word, right to left for
   Arabic.
 
-The drawn pages need DejaVu Sans (Latin, Cyrillic, Arabic) and WenQuanYi Micro Hei (CJK), and the
-reading needs tesseract-ocr with its rus and ara packs: scripts/setup-tests.sh installs them.
+The drawn pages need DejaVu Sans (Latin, Cyrillic, Arabic) and WenQuanYi Micro Hei (CJK, Hangul),
+and the reading needs tesseract-ocr with its rus, ara and kor packs: scripts/setup-tests.sh
+installs them.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ FONTS = {  # Debian package -> font file
     "fonts-wqy-microhei": "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
 }
 FONT_OF = {"latin": "fonts-dejavu-core", "cyrillic": "fonts-dejavu-core", "arabic": "fonts-dejavu-core",
-           "cjk": "fonts-wqy-microhei"}
+           "cjk": "fonts-wqy-microhei", "korean": "fonts-wqy-microhei", "korean2": "fonts-wqy-microhei"}
 # Two lines per page, different topics so each page is found by its own words.
 PAGES = {
     "latin": ["Quarterly invoice summary", "Payment due within thirty days"],
     "cyrillic": ["Диагностическая карта автомобиля", "Тормозная система исправна"],
     "arabic": ["تقرير المبيعات السنوي", "الشركة الوطنية للكهرباء"],
     "cjk": ["海关行政处罚决定书", "进口钢管申报价值"],
+    "korean": ["보험 계약자 보호 방안", "코로나 감염병 보장 현황"],
+    # A second Hangul page: the search test must tell two pages of one script apart by their words.
+    "korean2": ["국회 입법 조사처 발행", "재해 보험금 지급 문제"],
 }
+# The scripts the bundled RapidOCR model does not read: Tesseract's reading is kept.
+TESSERACT_SCRIPTS = ("cyrillic", "arabic", "korean", "korean2")
 
 
 def _font(script: str, size: int) -> ImageFont.FreeTypeFont:
@@ -74,9 +80,9 @@ def scan_page(script: str) -> PageImage:
 
 def _require_tesseract():
     reason = tesseract.unavailable_reason()
-    if reason is not None or not {"rus", "ara"} <= set(tesseract.languages()):
-        pytest.fail(f"Tesseract with the rus and ara packs is needed ({reason}): "
-                    "apt install tesseract-ocr tesseract-ocr-rus tesseract-ocr-ara (scripts/setup-tests.sh does)")
+    if reason is not None or not {"rus", "ara", "kor"} <= set(tesseract.languages()):
+        pytest.fail(f"Tesseract with the rus, ara and kor packs is needed ({reason}): apt install tesseract-ocr "
+                    "tesseract-ocr-rus tesseract-ocr-ara tesseract-ocr-kor (scripts/setup-tests.sh does)")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,7 @@ def test_every_word_of_an_image_only_page_is_read(read_pages, script):
             assert word in found, f"{script}: {word!r} not read from {text.text!r}"
     # The reading kept is RapidOCR's for the scripts its bundled model reads, Tesseract's otherwise.
     engine = text.info["ocr_engine"]
-    assert engine.startswith("tesseract:") == (script in ("cyrillic", "arabic")), engine
+    assert engine.startswith("tesseract:") == (script in TESSERACT_SCRIPTS), engine
 
 
 @pytest.mark.parametrize("script", list(PAGES))
@@ -115,7 +121,7 @@ def test_words_sit_on_their_printed_line(read_pages, script):
 
 
 def test_each_scan_is_found_first_by_its_own_words(read_pages):
-    """A query in a page's script and words ranks that page first among the four scans."""
+    """A query in a page's script and words ranks that page first among the drawn scans (two of them in Hangul)."""
     from vdr_app.models.text_layout import load
 
     pages, _ = read_pages
@@ -200,11 +206,29 @@ def test_tesseract_words_become_lines_with_boxes_inside_each_word():
     np.testing.assert_allclose(words[2].box, [0.1, 0.2, 0.18, 0.22], atol=1e-6)
 
 
+def test_korean_words_cut_into_syllables_by_the_word_table_are_joined_as_the_text_writes_them():
+    # What Tesseract's word table gives for "코로나 감염병 현황" (its plain text of the same run
+    # writes three words): a row per syllable, boxes touching; a noise row under the confidence floor.
+    syllables = ["코", "로", "나", "감", "염", "병", "|", "현", "황"]
+    lefts = [0, 40, 80, 150, 190, 230, 262, 300, 340]
+    data = {"block_num": [1] * 9, "par_num": [1] * 9, "line_num": [1] * 9, "left": lefts, "top": [0] * 9,
+            "width": [38] * 9, "height": [40] * 9, "conf": [95, 95, 95, 95, 95, 95, 5, 95, 95], "text": syllables}
+    page = tesseract.page_text_from_words(data, scale=1.0, size=(400, 100), text="코로나 감염병 | 현황\n")
+    assert page.text == "코로나 감염병 현황"
+    assert [w.text for w in page.words()] == ["코로나", "감염병", "현황"]
+    np.testing.assert_allclose(page.words()[0].box, [0.0, 0.0, 118 / 400, 0.4], atol=1e-6)
+    # Without the text (or where it does not match) every row stays a word of its own.
+    assert tesseract.page_text_from_words(data, 1.0, (400, 100)).text == "코 로 나 감 염 병 현 황"
+    assert tesseract.page_text_from_words(data, 1.0, (400, 100), text="전혀 다른 글").text == "코 로 나 감 염 병 현 황"
+
+
 def test_the_page_script_picks_the_packs():
     installed = ("rus", "ara", "kor", "eng")
     assert tesseract.packs_for("Cyrillic", installed) == ("rus", "eng")
     assert tesseract.packs_for("Arabic", installed) == ("ara", "eng")
     assert tesseract.packs_for("Hangul", installed) == ("kor", "eng")
+    # OSD names most Korean print "Korean" (Hangul with Han characters): read with kor, not every pack.
+    assert tesseract.packs_for("Korean", installed) == ("kor", "eng")
     # Unknown to OSD, or a script without an installed pack: every pack.
     assert tesseract.packs_for(None, installed) == installed
     assert tesseract.packs_for("Greek", installed) == installed

@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -88,6 +92,11 @@ def load_benchmark(source: str, split: str = "test", max_pages: int | None = Non
         import datasets  # noqa: F401  (imported here: only this command needs it)
     except ImportError:
         raise BenchmarkError("the `datasets` package is needed for --benchmark: pip install datasets") from None
+    source = str(source or "").strip()
+    if not source:
+        raise BenchmarkError("name a benchmark: a hub id such as vidore/docvqa_test_subsampled, or a dataset folder")
+    if max_pages is not None and max_pages < 1:
+        raise BenchmarkError(f"max pages must be at least 1, got {max_pages}")
     local = Path(source).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -96,13 +105,10 @@ def load_benchmark(source: str, split: str = "test", max_pages: int | None = Non
     else:
         parts = _hub_parts(source, split)
     if isinstance(parts, dict):
-        layout, pages, labels = "beir", *_from_beir(**parts)
+        layout, pages, labels = "beir", *_from_beir(**parts, max_pages=max_pages)
     else:
-        layout, pages, labels = "qa", *_from_qa(parts)
+        layout, pages, labels = "qa", *_from_qa(parts, max_pages=max_pages)
     if max_pages is not None:
-        if max_pages < 1:
-            raise BenchmarkError(f"max pages must be at least 1, got {max_pages}")
-        pages = pages[:max_pages]
         kept = {name for name, _ in pages}
         labels = [LabeledQuery(q.query, tuple(r for r in q.relevant if r[0] in kept), q.kind)
                   for q in labels]
@@ -138,7 +144,9 @@ def _hub_parts(name: str, split: str):
             return {config: load_dataset(name, config, split=split) for config in BEIR_CONFIGS}
         return load_dataset(name, split=split)
     except Exception as error:  # no network, unknown dataset, gated access...
-        raise BenchmarkError(f"{name}: cannot load the dataset ({type(error).__name__}: {error})") from None
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""  # one line, however long
+        raise BenchmarkError(f"{name}: cannot load the dataset ({type(error).__name__}"
+                             f"{': ' + text if text else ''})") from None
 
 
 def _split(loaded, split: str, where):
@@ -164,30 +172,38 @@ def page_file(page_id) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") + ".pdf"
 
 
-def _from_qa(dataset) -> tuple[list, list[LabeledQuery]]:
+def _from_qa(dataset, max_pages: int | None = None) -> tuple[list, list[LabeledQuery]]:
+    """Pages (the first `max_pages` told apart by file name) and every query's page.
+
+    The labels come from the text columns alone; only the kept pages' images are decoded (a
+    capped run on a Space does not hold the whole dataset's images in memory).
+    """
     _column(dataset, ("image",), "QA dataset")
     query_col = _column(dataset, ("query",), "QA dataset")
     file_col = _column(dataset, ("image_filename",), "QA dataset")
-    pages: dict[str, Image.Image] = {}
+    first_row: dict[str, int] = {}
     relevant: dict[str, str] = {}
-    for row in dataset:
+    for i, row in enumerate(dataset.select_columns([query_col, file_col])):
         name = page_file(row[file_col])
-        pages.setdefault(name, row["image"])
+        first_row.setdefault(name, i)
         query = row[query_col]
         if query is not None and str(query).strip():
             relevant[str(query).strip()] = name  # the last row of a repeated query wins, as in vidore-benchmark
+    kept = list(first_row.items())[:max_pages]
+    pages = [(name, dataset[i]["image"]) for name, i in kept]
     labels = [LabeledQuery(query, ((name, 1),)) for query, name in relevant.items()]
-    return list(pages.items()), labels
+    return pages, labels
 
 
-def _from_beir(corpus, queries, qrels) -> tuple[list, list[LabeledQuery]]:
+def _from_beir(corpus, queries, qrels, max_pages: int | None = None) -> tuple[list, list[LabeledQuery]]:
     corpus_id = _column(corpus, CORPUS_ID, "corpus")
     _column(corpus, ("image",), "corpus")
     query_id = _column(queries, QUERY_ID, "queries")
     query_col = _column(queries, ("query",), "queries")
     qrel_query, qrel_corpus = _column(qrels, QUERY_ID, "qrels"), _column(qrels, CORPUS_ID, "qrels")
     score_col = _column(qrels, ("score",), "qrels")
-    pages = [(page_file(row[corpus_id]), row["image"]) for row in corpus]
+    kept = corpus if max_pages is None else corpus.select(range(min(max_pages, len(corpus))))
+    pages = [(page_file(row[corpus_id]), row["image"]) for row in kept]  # only the kept images are decoded
     names = {str(row[corpus_id]): page_file(row[corpus_id]) for row in corpus.select_columns([corpus_id])}
     relevant: dict[str, list[str]] = {}
     for row in qrels:
@@ -200,3 +216,52 @@ def _from_beir(corpus, queries, qrels) -> tuple[list, list[LabeledQuery]]:
             if text and name not in labels.setdefault(text, []):
                 labels[text].append(name)  # a query text asked twice: the union of its pages
     return pages, [LabeledQuery(q, tuple((n, 1) for n in names_)) for q, names_ in labels.items() if names_]
+
+
+def index_benchmark(engine, benchmark: Benchmark,
+                    progress: Callable[[float, str], None] | None = None) -> tuple[dict[str, int], int]:
+    """Index every page of `benchmark` into the engine's store, one image-only PDF each.
+
+    Every stored page is searched, so a store holding anything else would change every figure:
+    such a store is refused before anything is encoded. Pages already stored (a second run on the
+    same store) are not encoded again.
+
+    Returns:
+        (page file name -> stored document id, number of pages newly indexed).
+
+    Raises:
+        BenchmarkError: the store holds documents that are not pages of this benchmark.
+    """
+    names = {name for name, _ in benchmark.pages}
+    others = [doc.name for doc in engine.list_documents() if doc.name not in names]
+    if others:
+        raise BenchmarkError(f"the store holds {len(others)} documents that are not in {benchmark.name} "
+                             f"(e.g. {others[0]!r}): give the benchmark a store of its own (--store PATH)")
+    documents: dict[str, int] = {}
+    added = 0
+    total = len(benchmark.pages)
+    for i, (name, _) in enumerate(benchmark.pages):
+        if progress is not None:
+            progress(i / total, f"indexing page {i + 1}/{total}")
+        result = engine.add_pdf(benchmark.pdf(i, engine.limits.dpi), name)
+        documents[name] = result.doc_id
+        added += result.added
+    return documents, added
+
+
+@contextmanager
+def temporary_library(engine) -> Iterator:
+    """An engine over a new, empty store in a temporary folder, with `engine`'s model (loaded once,
+    shared): a benchmark evaluated in the web app never enters the visitor's own library. The
+    folder is removed on exit, whatever happened."""
+    from .store import Store
+
+    folder = Path(tempfile.mkdtemp(prefix="vdr-benchmark-"))
+    store = None
+    try:
+        store = Store(folder / "benchmark.sqlite")
+        yield engine.sharing_model(store)
+    finally:
+        if store is not None:
+            store.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -535,25 +535,14 @@ def _index_benchmark(engine, args: argparse.Namespace):
     Returns:
         (labels, file name -> stored document id) for `evaluate`.
     """
-    from .benchmark_data import BenchmarkError, load_benchmark
+    from .benchmark_data import index_benchmark, load_benchmark
     from .errors import InvalidLabelsError
 
     if args.folder or args.labels:
         raise InvalidLabelsError("--benchmark brings its own pages and labels: give no FOLDER or --labels with it")
     benchmark = load_benchmark(args.benchmark, args.split, args.max_pages)
-    names = {name for name, _ in benchmark.pages}
-    others = [doc.name for doc in engine.list_documents() if doc.name not in names]
-    if others:  # they would be searched too, and change every figure
-        raise BenchmarkError(f"the store holds {len(others)} documents that are not in {args.benchmark} "
-                             f"(e.g. {others[0]!r}): give the benchmark a store of its own with --store")
-    documents: dict[str, int] = {}
-    added = 0
     with _Bar("indexing") as bar:
-        for i, (name, _) in enumerate(benchmark.pages):
-            bar(i / len(benchmark.pages), f"page {i + 1}/{len(benchmark.pages)}")
-            result = engine.add_pdf(benchmark.pdf(i, engine.limits.dpi), name)
-            documents[name] = result.doc_id
-            added += result.added
+        documents, added = index_benchmark(engine, benchmark, progress=bar)
     print(f"{args.benchmark} ({benchmark.layout} layout): {len(benchmark.pages)} pages ({added} newly indexed), "
           f"{len(benchmark.labels)} labelled queries")
     return benchmark.labels, documents

@@ -14,11 +14,14 @@ and wires events, each with an api_name so gradio_client can drive it:
 
     /lab_views   () -> the view choices (stored views + the sweep grid)
     /lab_run     (views, sweep, queries, labels_file, keep_views, rescore) -> (figure, table, json_file, summary)
+    /lab_benchmark (dataset, max_pages, views, sweep, rescore) -> the same, on a ViDoRe benchmark indexed
+                 in a temporary library (`run_lab_benchmark`; the visitor's library is not touched)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +48,11 @@ from ..evaluate import (
 )
 from ..evaluate.frontier import _dotted_value
 from ..figures import retention_figure
+
+LIBRARY, BENCHMARK = "your library", "a ViDoRe benchmark"
+TARGETS = (LIBRARY, BENCHMARK)
+# A hub dataset id ("owner/name"): what a visitor may name outside local mode.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 TABLE_COLUMNS = ["view", "family", "precision", "rescore", "rescored share", "bytes", "memory", "vectors/page",
                  *METRICS,
@@ -142,6 +150,17 @@ def run_lab(
         if not keep_views:
             for spec in added:
                 engine.delete_view(spec)
+    labelled = {label.query.strip() for label in labels}
+    summary = _summary(evaluation, len(labels), len({q for q in queries if q.strip() not in labelled}))
+    if added:
+        summary += (f" {len(added)} new view{'s were' if len(added) != 1 else ' was'} computed for this run and "
+                    + ("**kept in the store**." if keep_views else
+                       "removed again (tick *keep the evaluated views* to store them)."))
+    return _present(evaluation, summary, out_dir)
+
+
+def _present(evaluation: Evaluation, summary: str, out_dir: str | Path | None):
+    """(figure, table, JSON export path, summary + frontier notes) of an evaluation."""
     y, y_title = curve_metric(evaluation)
     data = evaluation.as_dict()
     figure = retention_figure(data["views"], y=y, y_title=y_title)
@@ -149,8 +168,6 @@ def run_lab(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "evaluation.json"
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    labelled = {label.query.strip() for label in labels}
-    summary = _summary(evaluation, len(labels), len({q for q in queries if q.strip() not in labelled}))
     front = frontier_rows(data["views"], y)
     if front:
         summary += (" Pareto frontier (least memory for its " + y_title.split(" (")[0] + "): "
@@ -161,19 +178,86 @@ def run_lab(
         summary += (f" {len(off)} rescoring variant{'s' if len(off) != 1 else ''} re-score"
                     f"{'' if len(off) != 1 else 's'} {off[0]['rescore_share']:.0%} of the library "
                     f"(more than {MAX_FRONTIER_RESCORE_SHARE:.0%}): drawn hollow, left off the frontier.")
-    if added:
-        summary += (f" {len(added)} new view{'s were' if len(added) != 1 else ' was'} computed for this run and "
-                    + ("**kept in the store**." if keep_views else
-                       "removed again (tick *keep the evaluated views* to store them)."))
     return figure, results_table(evaluation), str(path), summary
 
 
-def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0) -> str:
+def benchmark_page_cap(settings) -> int | None:
+    """The most benchmark pages one Lab run may encode: outside local mode (a Space, a shared
+    app) no more than a visitor may add to a library (`VDR_SESSION_MAX_PAGES`); locally no cap."""
+    return None if settings.mode == "local" else settings.session_max_pages
+
+
+def run_lab_benchmark(
+    engine,
+    source: str | None,
+    max_pages: float | None,
+    views: Sequence[str] | None,
+    sweep: bool,
+    progress: Callable[[float, str], None] | None = None,
+    out_dir: str | Path | None = None,
+    rescore: int | None = 0,
+):
+    """Evaluate the chosen views on a ViDoRe benchmark instead of the library (docs/benchmark.md).
+
+    The benchmark's pages are indexed with the engine's model into a temporary library
+    (`temporary_library`), evaluated there and removed: the engine's own library is not changed,
+    whatever happens. Everything that can be checked before encoding is (views, rescoring depth,
+    source, page cap), so bad input costs nothing.
+
+    Args:
+        engine: the app's engine (its model is used; its library is left alone).
+        source: "vidore/<dataset>" (hub), or in local mode also a folder saved with save_to_disk.
+        max_pages: the first N pages and the queries they answer; None: every page (local mode
+            only: elsewhere at most `benchmark_page_cap`).
+        views, sweep, progress, out_dir, rescore: as `run_lab`.
+
+    Returns:
+        (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
+
+    Raises:
+        VdrError: a bad spec or depth, an unreadable or malformed dataset, too many pages.
+    """
+    from ..benchmark_data import BenchmarkError, index_benchmark, load_benchmark, temporary_library
+    from ..engine import check_rescore
+    from ..errors import InvalidSpecError
+    from ..types import log_progress, scaled_progress
+
+    progress = progress or log_progress
+    specs = list(views or []) + (sweep_specs() if sweep else [])
+    if not specs:
+        raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
+    for spec in specs:
+        engine.canonical_view(spec)  # a bad spec is refused before anything is downloaded or encoded
+    depth = 0 if rescore is None or rescore == "" else check_rescore(rescore)
+    source = (source or "").strip()
+    local_mode = engine.settings.mode == "local"
+    if source and not local_mode and not HUB_ID.fullmatch(source):
+        raise BenchmarkError(f"{source!r}: give a ViDoRe dataset id such as vidore/docvqa_test_subsampled "
+                             "(folders on the server are read in local mode only)")
+    pages = None if max_pages is None or max_pages == "" else int(max_pages)
+    cap = benchmark_page_cap(engine.settings)
+    if cap is not None and (pages is None or pages > cap):
+        raise BenchmarkError(f"at most {cap} benchmark pages per run on this app: set max pages to {cap} or less")
+    progress(0.0, f"loading {source}")
+    benchmark = load_benchmark(source, max_pages=pages)
+    with temporary_library(engine) as library:
+        documents, _ = index_benchmark(library, benchmark, scaled_progress(progress, 0.02, 0.6))
+        evaluation = evaluate(library, specs, benchmark.labels, (), documents,
+                              progress=scaled_progress(progress, 0.6, 1.0), skip_unavailable=True,
+                              rescore=[0, depth] if depth else 0)
+    summary = (f"**Benchmark `{access.redact(source)}`** ({benchmark.layout} layout"
+               + (f", first {len(benchmark.pages)} pages: not comparable with published figures" if pages else "")
+               + "), indexed with the current model in a temporary library, removed after the run (your "
+               "library is unchanged). " + _summary(evaluation, len(benchmark.labels), labels_from="the benchmark"))
+    return _present(evaluation, summary, out_dir)
+
+
+def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0, labels_from: str = "the file") -> str:
     evaluated = [v for v in evaluation.views[1:] if not v.skipped and not v.rescore]  # rescoring variants apart
     skipped = [v for v in evaluation.views if v.skipped]
     sources = []
     if n_labels:
-        sources.append(f"{n_labels} labelled from the file (all metrics)")
+        sources.append(f"{n_labels} labelled from {labels_from} (all metrics)")
     if n_typed:
         sources.append(f"{n_typed} typed in the box (fidelity only)")
     text = (f"**{len(evaluated)} views** against the full index on {evaluation.pages} pages of "
@@ -202,6 +286,9 @@ def build_lab_tab(engine) -> dict:
         'file** (JSON lines `{"query": ..., "file": "doc.pdf", "page": 3, "kind": "table"}`) you also get '
         "nDCG@5, recall@1/5, MRR@10 and their retention (view ÷ full)."
     )
+    target = gr.Radio(list(TARGETS), value=LIBRARY, label="Evaluate on", elem_id="lab-target",
+                      info="a ViDoRe benchmark is indexed with the current model in a temporary library, "
+                           "apart from yours, and removed after the run")
     with gr.Row():
         with gr.Column(scale=2):
             views = gr.Dropdown(
@@ -217,17 +304,33 @@ def build_lab_tab(engine) -> dict:
                                 info="quantised views are scored on their codes; a depth adds a rescored variant "
                                      f"(off the frontier above {MAX_FRONTIER_RESCORE_SHARE:.0%} of the library)",
                                 elem_id="lab-rescore")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2) as own_inputs:
             queries = gr.Textbox(label="Queries, one per line", lines=5,
                                  placeholder="revenue by region in 2023\nwho signed the contract?",
                                  info="used together with a label file: these add fidelity, the file's add every metric")
             labels = gr.File(label="Label file (optional, .jsonl)", file_types=[".jsonl", ".json", ".txt"],
                              type="filepath", elem_id="lab-labels")
+        with gr.Column(scale=2, visible=False) as benchmark_inputs:
+            cap = benchmark_page_cap(engine.settings)
+            dataset = gr.Textbox(label="ViDoRe dataset", placeholder="vidore/docvqa_test_subsampled",
+                                 elem_id="lab-benchmark",
+                                 info="a hub id (v1 QA or v2/v3 BEIR layout)"
+                                      + (" or a folder saved with save_to_disk" if cap is None else ""))
+            max_pages = gr.Number(min(20, cap or 20), precision=0, minimum=1, maximum=cap,
+                                  label="max pages" + (f" (at most {cap} here)" if cap else " (empty: all)"),
+                                  info="the first N pages and the queries they answer: a quick look, "
+                                       "not comparable with published figures", elem_id="lab-max-pages")
     run = gr.Button("Run evaluation", variant="primary")
+    run_benchmark = gr.Button("Run on the benchmark", variant="primary", visible=False, elem_id="lab-run-benchmark")
     summary = gr.Markdown()
     plot = gr.Plot(label="Retention vs memory", elem_id="lab-plot")
     table = gr.Dataframe(label="Results", headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="lab-table")
     export = gr.File(label="Export (JSON, every figure)", interactive=False)
+
+    def on_target(choice):
+        on_library = choice != BENCHMARK
+        return (gr.Column(visible=on_library), gr.Column(visible=not on_library), gr.Button(visible=on_library),
+                gr.Button(visible=not on_library), gr.Checkbox(visible=on_library))
 
     @user_errors  # the call's session and mode (public-demo: the visitor's own library)
     def on_refresh():
@@ -260,9 +363,35 @@ def build_lab_tab(engine) -> dict:
             raise gr.Error(str(error)) from error
         return figure, frame, path, text
 
+    @user_errors
+    def on_run_benchmark(dataset_id, page_count, view_list, use_sweep, rescore_depth=0, progress=gr.Progress()):
+        """Evaluate views on a ViDoRe benchmark, indexed in a temporary library (yours is unchanged).
+
+        Args:
+            dataset_id: "vidore/<dataset>" (or, in local mode, a folder saved with save_to_disk).
+            page_count: the first N pages and the queries they answer (capped outside local mode).
+            view_list: view specs to evaluate.
+            use_sweep: add the default sweep grid.
+            rescore_depth: > 0 adds a rescoring variant of every quantised view (0: none).
+
+        Returns:
+            curve: the retention vs memory figure.
+            table: one row per view.
+            export: every figure as a JSON file.
+            summary: what was evaluated, as Markdown.
+        """
+        access.require("run evaluations")
+        return run_lab_benchmark(engine, dataset_id, page_count, view_list, use_sweep,
+                                 progress=lambda f, m: progress(f, desc=m), rescore=rescore_depth)
+
+    target.change(on_target, inputs=target, outputs=[own_inputs, benchmark_inputs, run, run_benchmark, keep],
+                  api_name="lab_target",
+                  api_visibility="private", queue=False)
+    run_benchmark.click(on_run_benchmark, inputs=[dataset, max_pages, views, sweep, rescore],
+                        outputs=[plot, table, export, summary], api_name="lab_benchmark", api_visibility="undocumented")
     refresh.click(on_refresh, outputs=views, api_name="lab_views", api_visibility="undocumented")
     run.click(on_run, inputs=[views, sweep, queries, labels, keep, rescore], outputs=[plot, table, export, summary],
               api_name="lab_run", api_visibility="undocumented")
     return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, refresh=refresh, queries=queries, labels=labels,
-                run=run,
+                run=run, target=target, dataset=dataset, max_pages=max_pages, run_benchmark=run_benchmark,
                 summary=summary, plot=plot, table=table, export=export)
