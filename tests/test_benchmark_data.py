@@ -210,7 +210,7 @@ def test_lab_evaluates_a_benchmark_through_its_handler_and_leaves_the_library_al
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
         client = Client(url, verbose=False)
-        figure, table, export, summary = client.predict(str(beir_folder), 3, ["pool1d:factor=2"], False, 0,
+        figure, table, export, summary = client.predict(str(beir_folder), 3, ["pool1d:factor=2"], False, 0, False,
                                                         api_name="/lab_benchmark")
     finally:
         demo.close()

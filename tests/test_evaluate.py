@@ -374,7 +374,7 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         choices = client.predict(api_name="/lab_views")
         assert "cluster:factor=9,features=profile" in json.dumps(choices)
         figure, table, export, summary = client.predict(
-            ["pool1d:factor=4", "random:keep=0.5"], False, "delta\nalpha beta", handle_file(str(labels)), False, 0,
+            ["pool1d:factor=4", "random:keep=0.5"], False, "delta\nalpha beta", handle_file(str(labels)), False, 0, False,
             api_name="/lab_run",
         )
         data = json.loads(open(export, encoding="utf-8").read())
@@ -386,15 +386,15 @@ def test_lab_tab_runs_through_gradio_client(fake_engine, tmp_path):
         assert figure is not None
         # Views computed for a run are removed afterwards unless the user keeps them.
         assert fake_engine.store.view_specs() == [] and "removed again" in summary
-        _, _, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, True, 0, api_name="/lab_run")
+        _, _, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, True, 0, False, api_name="/lab_run")
         assert fake_engine.store.view_specs() == ["pool1d:factor=4"] and "kept in the store" in summary
         fake_engine.delete_view("pool1d:factor=4")
 
         # Without labels the tab still works (fidelity only); a bad spec is a readable error.
-        _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, False, 0, api_name="/lab_run")
+        _, table, _, summary = client.predict(["pool1d:factor=4"], False, "delta", None, False, 0, False, api_name="/lab_run")
         assert "No labels" in summary and table["data"][0][0] == "full"
         with pytest.raises(Exception, match="unknown reduction strategy 'nope'"):
-            client.predict(["nope:keep=0.5"], False, "delta", None, False, 0, api_name="/lab_run")
+            client.predict(["nope:keep=0.5"], False, "delta", None, False, 0, False, api_name="/lab_run")
     finally:
         demo.close()
 
@@ -415,6 +415,21 @@ def test_lab_scores_quantised_views_on_their_codes_and_shows_a_deep_rescoring_va
     assert all("rescore=100" not in text for text in front.hovertext)
     with pytest.raises(VdrError, match="rescore"):
         run_lab(fake_engine, ["full@binary"], False, "delta", None, out_dir=tmp_path, rescore=-3)
+
+
+def test_lab_two_stage_switch_adds_a_row_per_float_view_and_says_whether_it_moved(fake_engine, tmp_path):
+    from vdr_app.ui.lab import run_lab
+
+    figure, table, path, summary = run_lab(fake_engine, ["pool1d:factor=4", "full@binary"], False, "delta\nalpha",
+                                           None, out_dir=tmp_path, two_stage=True)
+    assert table["view"].tolist() == ["full", "full two-stage", "pool1d:factor=4", "pool1d:factor=4 two-stage",
+                                      "full@binary"]
+    assert "2 two-stage rows" in summary and "every one ranks exactly as exhaustive search" in summary
+    assert "**2 views**" in summary  # the variants are not counted as views
+    front = next(t for t in figure.data if t.name == "Pareto frontier")
+    assert all("two-stage" not in text for text in front.hovertext)
+    saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    assert [v["search"] for v in saved["views"]][:2] == ["exhaustive", "two-stage"]
 
 
 def test_bootstrap_interval_brackets_the_retention_and_collapses_for_identical_scores():

@@ -56,7 +56,7 @@ from .metrics import (
     recall_at_k,
 )
 from .report import curve_metric, write_html, write_json
-from .run import DEPTH, Evaluation, ViewEvaluation, documents_by_name, evaluate, stored_page_counts
+from .run import DEPTH, TWO_STAGE, Evaluation, ViewEvaluation, documents_by_name, evaluate, stored_page_counts
 from .sweep import (
     FULL,
     SWEEP_DOCPRUNER_K,
@@ -88,6 +88,7 @@ __all__ = [
     "SWEEP_QUANTISED",
     "SWEEP_QUANTISERS",
     "SWEEP_RATIO_STRATEGIES",
+    "TWO_STAGE",
     "ViewEvaluation",
     "bootstrap_retention",
     "check_labels",

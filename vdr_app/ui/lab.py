@@ -13,8 +13,9 @@ The work is `run_lab` (plain Python, no gradio); `build_lab_tab(engine)` only la
 and wires events, each with an api_name so gradio_client can drive it:
 
     /lab_views   () -> the view choices (stored views + the sweep grid)
-    /lab_run     (views, sweep, queries, labels_file, keep_views, rescore) -> (figure, table, json_file, summary)
-    /lab_benchmark (dataset, max_pages, views, sweep, rescore) -> the same, on a ViDoRe benchmark indexed
+    /lab_run     (views, sweep, queries, labels_file, keep_views, rescore, two_stage) -> (figure, table, json_file,
+                 summary)
+    /lab_benchmark (dataset, max_pages, views, sweep, rescore, two_stage) -> the same, on a ViDoRe benchmark indexed
                  in a temporary library (`run_lab_benchmark`; the visitor's library is not touched)
 """
 
@@ -37,6 +38,7 @@ from ..evaluate import (
     FIDELITY,
     MAX_FRONTIER_RESCORE_SHARE,
     METRICS,
+    TWO_STAGE,
     Evaluation,
     curve_metric,
     evaluate,
@@ -105,6 +107,7 @@ def run_lab(
     out_dir: str | Path | None = None,
     keep_views: bool = False,
     rescore: int | None = 0,
+    two_stage: bool = False,
 ):
     """Evaluate the chosen views and return what the tab shows.
 
@@ -120,6 +123,8 @@ def run_lab(
             removed afterwards (a stored view is computed again for every later upload).
         rescore: a rescoring depth for quantised views: > 0 adds a rescoring variant of each
             (besides its own codes at rescore 0); 0 or None: the codes only.
+        two_stage: also search every float view in two stages (a row "<view> two-stage" beside its
+            exhaustive row: what the first stage loses on these queries; docs/scale.md).
 
     Returns:
         (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
@@ -144,7 +149,7 @@ def run_lab(
     stored_before = set(engine.store.view_specs())
     try:
         evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True,
-                              rescore=[0, depth] if depth else 0)
+                              rescore=[0, depth] if depth else 0, two_stage=bool(two_stage))
     finally:
         added = [v for v in engine.store.view_specs() if v not in stored_before]
         if not keep_views:
@@ -196,6 +201,7 @@ def run_lab_benchmark(
     progress: Callable[[float, str], None] | None = None,
     out_dir: str | Path | None = None,
     rescore: int | None = 0,
+    two_stage: bool = False,
 ):
     """Evaluate the chosen views on a ViDoRe benchmark instead of the library (docs/benchmark.md).
 
@@ -209,7 +215,7 @@ def run_lab_benchmark(
         source: "vidore/<dataset>" (hub), or in local mode also a folder saved with save_to_disk.
         max_pages: the first N pages and the queries they answer; None: every page (local mode
             only: elsewhere at most `benchmark_page_cap`).
-        views, sweep, progress, out_dir, rescore: as `run_lab`.
+        views, sweep, progress, out_dir, rescore, two_stage: as `run_lab`.
 
     Returns:
         (plotly figure, table DataFrame, path of the JSON export, Markdown summary).
@@ -244,7 +250,7 @@ def run_lab_benchmark(
         documents, _ = index_benchmark(library, benchmark, scaled_progress(progress, 0.02, 0.6))
         evaluation = evaluate(library, specs, benchmark.labels, (), documents,
                               progress=scaled_progress(progress, 0.6, 1.0), skip_unavailable=True,
-                              rescore=[0, depth] if depth else 0)
+                              rescore=[0, depth] if depth else 0, two_stage=bool(two_stage))
     summary = (f"**Benchmark `{access.redact(source)}`** ({benchmark.layout} layout"
                + (f", first {len(benchmark.pages)} pages: not comparable with published figures" if pages else "")
                + "), indexed with the current model in a temporary library, removed after the run (your "
@@ -253,7 +259,8 @@ def run_lab_benchmark(
 
 
 def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0, labels_from: str = "the file") -> str:
-    evaluated = [v for v in evaluation.views[1:] if not v.skipped and not v.rescore]  # rescoring variants apart
+    evaluated = [v for v in evaluation.views[1:]
+                 if not v.skipped and not v.rescore and v.search != TWO_STAGE]  # variants apart
     skipped = [v for v in evaluation.views if v.skipped]
     sources = []
     if n_labels:
@@ -269,6 +276,15 @@ def _summary(evaluation: Evaluation, n_labels: int = 0, n_typed: int = 0, labels
                  f"MRR@10 {full['mrr@10']:.3f}.")
     else:
         text += " No labels: the curve shows overlap@10 with the full index's ranking (label-free fidelity)."
+    staged = [v for v in evaluation.views if v.search == TWO_STAGE and not v.skipped]
+    if staged:
+        plain = {v.view: v for v in evaluation.views if v.search != TWO_STAGE and not v.rescore}
+        moved = [v for v in staged if v.view in plain
+                 and [r["top"] for r in v.per_query] != [r["top"] for r in plain[v.view].per_query]]
+        text += (f" {len(staged)} two-stage row{'s' if len(staged) != 1 else ''} search the same views through "
+                 f"the first stage and exact MaxSim of its candidates (off the frontier: same bytes); "
+                 + (f"{len(moved)} rank{'s' if len(moved) == 1 else ''} differently from exhaustive search."
+                    if moved else "every one ranks exactly as exhaustive search on these queries."))
     if skipped:
         text += " Skipped: " + "; ".join(f"`{v.view}` ({v.skipped})" for v in skipped)
     return text
@@ -300,6 +316,9 @@ def build_lab_tab(engine) -> dict:
                 keep = gr.Checkbox(label="keep the evaluated views in the store", value=False,
                                    info="off: views computed for this run are removed afterwards")
                 refresh = gr.Button("↻ views", size="sm")
+            two_stage = gr.Checkbox(label="also search in two stages", value=False, elem_id="lab-two-stage",
+                                    info="a row per float view searched through the first stage + exact MaxSim "
+                                         "of its candidates (how large libraries are searched), beside exhaustive")
             rescore = gr.Number(0, precision=0, minimum=0, label="rescoring variant (pages, 0 = none)",
                                 info="quantised views are scored on their codes; a depth adds a rescored variant "
                                      f"(off the frontier above {MAX_FRONTIER_RESCORE_SHARE:.0%} of the library)",
@@ -337,7 +356,8 @@ def build_lab_tab(engine) -> dict:
         return gr.Dropdown(choices=view_choices(engine))
 
     @user_errors
-    def on_run(view_list, use_sweep, query_text, labels_file, keep_views, rescore_depth=0, progress=gr.Progress()):
+    def on_run(view_list, use_sweep, query_text, labels_file, keep_views, rescore_depth=0, staged=False,
+               progress=gr.Progress()):
         """Evaluate views against the full index: retention (with a label file) and fidelity.
 
         Args:
@@ -347,6 +367,7 @@ def build_lab_tab(engine) -> dict:
             labels_file: JSON-lines label file, or None.
             keep_views: keep the views computed for this run in the store.
             rescore_depth: > 0 adds a rescoring variant of every quantised view (0: none).
+            staged: also search every float view in two stages (a row beside its exhaustive row).
 
         Returns:
             curve: the retention (or fidelity) vs memory figure.
@@ -358,13 +379,14 @@ def build_lab_tab(engine) -> dict:
         try:
             figure, frame, path, text = run_lab(engine, view_list, use_sweep, query_text, labels_file,
                                                 progress=lambda f, m: progress(f, desc=m), keep_views=keep_views,
-                                                rescore=rescore_depth)
+                                                rescore=rescore_depth, two_stage=staged)
         except VdrError as error:
             raise gr.Error(str(error)) from error
         return figure, frame, path, text
 
     @user_errors
-    def on_run_benchmark(dataset_id, page_count, view_list, use_sweep, rescore_depth=0, progress=gr.Progress()):
+    def on_run_benchmark(dataset_id, page_count, view_list, use_sweep, rescore_depth=0, staged=False,
+                         progress=gr.Progress()):
         """Evaluate views on a ViDoRe benchmark, indexed in a temporary library (yours is unchanged).
 
         Args:
@@ -373,6 +395,7 @@ def build_lab_tab(engine) -> dict:
             view_list: view specs to evaluate.
             use_sweep: add the default sweep grid.
             rescore_depth: > 0 adds a rescoring variant of every quantised view (0: none).
+            staged: also search every float view in two stages (a row beside its exhaustive row).
 
         Returns:
             curve: the retention vs memory figure.
@@ -382,16 +405,16 @@ def build_lab_tab(engine) -> dict:
         """
         access.require("run evaluations")
         return run_lab_benchmark(engine, dataset_id, page_count, view_list, use_sweep,
-                                 progress=lambda f, m: progress(f, desc=m), rescore=rescore_depth)
+                                 progress=lambda f, m: progress(f, desc=m), rescore=rescore_depth, two_stage=staged)
 
     target.change(on_target, inputs=target, outputs=[own_inputs, benchmark_inputs, run, run_benchmark, keep],
                   api_name="lab_target",
                   api_visibility="private", queue=False)
-    run_benchmark.click(on_run_benchmark, inputs=[dataset, max_pages, views, sweep, rescore],
+    run_benchmark.click(on_run_benchmark, inputs=[dataset, max_pages, views, sweep, rescore, two_stage],
                         outputs=[plot, table, export, summary], api_name="lab_benchmark", api_visibility="undocumented")
     refresh.click(on_refresh, outputs=views, api_name="lab_views", api_visibility="undocumented")
-    run.click(on_run, inputs=[views, sweep, queries, labels, keep, rescore], outputs=[plot, table, export, summary],
+    run.click(on_run, inputs=[views, sweep, queries, labels, keep, rescore, two_stage], outputs=[plot, table, export, summary],
               api_name="lab_run", api_visibility="undocumented")
-    return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, refresh=refresh, queries=queries, labels=labels,
+    return dict(views=views, sweep=sweep, keep=keep, rescore=rescore, two_stage=two_stage, refresh=refresh, queries=queries, labels=labels,
                 run=run, target=target, dataset=dataset, max_pages=max_pages, run_benchmark=run_benchmark,
                 summary=summary, plot=plot, table=table, export=export)
