@@ -90,9 +90,15 @@ class Truth:
         self.scores = [np.empty(0, np.float32) for _ in queries]
 
     def page_scores(self, x: np.ndarray, vectors: int) -> np.ndarray:
-        """(pages, Q) exact scores of equal-length pages x (pages * vectors, d)."""
-        sims = (x @ self.q_all).reshape(-1, vectors, self.n, self.tokens)
-        return sims.max(axis=1).sum(axis=2)
+        """(pages, Q) exact scores of equal-length pages x (pages * vectors, d), a block of pages at
+        a time (a whole chunk of 1,030-vector pages against every query token would be 6.7 GB)."""
+        pages = x.shape[0] // vectors
+        out = np.empty((pages, self.n), np.float32)
+        step = max(1, 262_144 // vectors)
+        for s in range(0, pages, step):
+            sims = (x[s * vectors:(s + step) * vectors] @ self.q_all).reshape(-1, vectors, self.n, self.tokens)
+            out[s:s + step] = sims.max(axis=1).sum(axis=2)
+        return out
 
     def merge(self, first_page: int, scores: np.ndarray) -> None:
         ids = first_page + np.arange(scores.shape[0])

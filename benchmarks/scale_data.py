@@ -107,15 +107,21 @@ def generate_chunk(pool: np.ndarray, pool_offsets: np.ndarray, first_page: int, 
     row2 = starts[page_src2] + (rng.random((n_pages, vectors)) * lens[page_src2]).astype(np.int64)
     blend = rng.random((n_pages, vectors)) < 0.5
     a = np.where(blend, rng.uniform(0.5, 1.0, (n_pages, vectors)), 1.0).astype(np.float32)[..., None]
-    x = a * pool[row1] + (1 - a) * pool[row2]
-    x = _normalise(x)
     # Noise: rows of a fixed bank of Gaussian vectors, each signed and rolled at random (drawing
     # fresh normals for 115M vectors would dominate the run time on 2 cores).
     bank = _noise_bank()
-    pick = rng.integers(0, len(bank), size=x.shape[:2])
-    sign = np.where(rng.random(x.shape[:2]) < 0.5, -1.0, 1.0).astype(np.float32)[..., None]
-    x += (VECTOR_NOISE / np.sqrt(DIM)) * sign * bank[pick]
-    return _normalise(x).reshape(-1, DIM).astype(np.float32)
+    pick = rng.integers(0, len(bank), size=(n_pages, vectors))
+    sign = np.where(rng.random((n_pages, vectors)) < 0.5, -1.0, 1.0).astype(np.float32)[..., None]
+    # Every random draw is made above; the vectors are computed a block of pages at a time, so a
+    # chunk of 4,096 pages x 1,030 vectors (2 GB of float32) never needs its temporaries at once.
+    out = np.empty((n_pages * vectors, DIM), np.float32)
+    step = max(1, 262_144 // vectors)
+    for s in range(0, n_pages, step):
+        e = slice(s, s + step)
+        x = _normalise(a[e] * pool[row1[e]] + (1 - a[e]) * pool[row2[e]])
+        x += (VECTOR_NOISE / np.sqrt(DIM)) * sign[e] * bank[pick[e]]
+        out[s * vectors:(s + step) * vectors] = _normalise(x).reshape(-1, DIM)
+    return out
 
 
 _BANK: np.ndarray | None = None

@@ -781,3 +781,33 @@ def test_memory_check_arithmetic():
     check_fits("m", three_b, torch.bfloat16, "cpu", available=16 * GIB)  # fits a 16 GB Space in bf16
     with pytest.raises(ModelLoadError, match="3.00B parameters"):
         check_fits("m", three_b, torch.float32, "cpu", available=12 * GIB)
+
+
+def test_fused_eager_capture_equals_eager_attention_and_the_in_degree_loop():
+    """The fused path (text-layout's capture): the layer output equals eager attention's, the
+    in-degrees equal `in_degree`'s, the first row equals eager weights' row 0; a fully masked row
+    gives zeros, never NaN."""
+    import torch
+    from types import SimpleNamespace
+
+    from vdr_app.models.centrality import _eager_with_in_degree, in_degree
+
+    torch.manual_seed(0)
+    b, h, length, d = 3, 4, 9, 8
+    q, k, v = torch.randn(b, h, length, d), torch.randn(b, h, length, d), torch.randn(b, h, length, d)
+    keys = torch.ones(b, 1, length, length, dtype=torch.bool)
+    keys[1, :, :, 6:] = False  # padding keys
+    keys[2, :, 4, :] = False  # a fully masked row
+    rows = torch.ones(b, length, dtype=torch.bool)
+    rows[:, 0] = False
+    rows[2, 4] = False
+    module = SimpleNamespace(is_causal=False, _vdr_layer=2)
+    target = {"rows": rows, "layers": {}, "first_row_layer": 2}
+    out, _ = _eager_with_in_degree(module, q, k, v, keys, 0.3, target)
+    scores = (q @ k.transpose(-1, -2) * 0.3).masked_fill(~keys, float("-inf"))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=-1))
+    torch.testing.assert_close(out, (weights @ v).transpose(1, 2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(target["first_row"], weights[:, :, 0, :].mean(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(target["layers"][2], in_degree(q, k, keys, 0.3, rows, is_causal=False),
+                               rtol=1e-5, atol=1e-6)
+    assert not torch.isnan(out).any() and (out[2, 4] == 0).all()

@@ -98,16 +98,64 @@ def in_degree(query, key, attention_mask, scaling: float, rows, is_causal: bool 
     return out
 
 
+def _masked_scores(query, key, attention_mask, scaling: float, is_causal: bool):
+    """(B, H, L, K) float32 scores q . k * scaling with the layer's mask applied (-inf where barred)."""
+    import torch
+
+    scores = torch.matmul(query.float() * scaling, key.float().transpose(-1, -2))
+    k_len = scores.shape[-1]
+    if attention_mask is None:
+        if is_causal:
+            positions = torch.arange(k_len, device=query.device)
+            allowed = positions[None, :] <= torch.arange(scores.shape[-2], device=query.device)[:, None]
+            scores.masked_fill_(~allowed, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores.masked_fill_(~attention_mask[..., :k_len], float("-inf"))
+    else:
+        scores.add_(attention_mask[..., :k_len].float())
+    return scores
+
+
+def _eager_with_in_degree(module, query, key, value, attention_mask, scale: float, target: dict):
+    """Short sequences (MiniLM's windows): the layer's attention computed eagerly, once, and the
+    in-degrees (and, when asked, the first row) read from those same weights. Recomputing the
+    softmax beside SDPA doubled MiniLM's forward; this costs about half of one (docs/sap.md).
+
+    The (B, H, L, K) matrix is touched in place: E = exp(s - max) is never normalised; each row's
+    1 / sum is folded into the small things read from it (the row weights of the in-degree
+    product, the (B, H, L, D) output, the first row)."""
+    import torch
+
+    e = _masked_scores(query, key, attention_mask, scale, bool(getattr(module, "is_causal", True)))
+    top = e.amax(dim=-1, keepdim=True)
+    e.sub_(top.masked_fill_(top == float("-inf"), 0.0)).exp_()  # (B, H, L, K), unnormalised softmax
+    total = e.sum(dim=-1)  # (B, H, L); 0 for a fully masked row, whose weights and output stay 0
+    inverse = torch.where(total > 0, total.reciprocal(), torch.zeros_like(total))
+    batch, heads, length, k_len = e.shape
+    rows = target["rows"].to(query.device)
+    # sum over marked rows i of mean over heads of e / sum: one (B, 1, H*L) x (B, H*L, K) product
+    row_weights = (inverse * rows[:, None, :].float() / heads).reshape(batch, 1, heads * length)
+    degrees = torch.bmm(row_weights, e.view(batch, heads * length, k_len)).squeeze(1)
+    target["layers"][module._vdr_layer] = degrees.cpu()
+    if target.get("first_row_layer") == module._vdr_layer:
+        target["first_row"] = (e[:, :, 0, :] * inverse[:, :, :1]).mean(1).cpu()
+    out = torch.matmul(e, value.float()).mul_(inverse[..., None])  # (B, H, L, D)
+    return out.to(value.dtype).transpose(1, 2).contiguous(), None
+
+
 def _centrality_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
     """The layer's own attention implementation, plus its in-degrees when a capture is open."""
-    out = module._vdr_inner_attention(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     target = _TARGET.get()
-    if target is not None:
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        degrees = in_degree(
-            query, key, attention_mask, scale, target["rows"], bool(getattr(module, "is_causal", True))
-        )
-        target["layers"][module._vdr_layer] = degrees.cpu()
+    if target is None or (target["only"] is not None and module._vdr_layer not in target["only"]):
+        return module._vdr_inner_attention(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    batch, heads, length, _ = query.shape
+    if (target.get("fused") and key.shape[1] == heads
+            and batch * heads * length * key.shape[2] <= _BATCHED_ELEMENTS):
+        return _eager_with_in_degree(module, query, key, value, attention_mask, scale, target)
+    out = module._vdr_inner_attention(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    degrees = in_degree(query, key, attention_mask, scale, target["rows"], bool(getattr(module, "is_causal", True)))
+    target["layers"][module._vdr_layer] = degrees.cpu()
     return out
 
 
@@ -151,16 +199,23 @@ def install_centrality(attention_modules: Sequence[Any]) -> bool:
 
 
 @contextmanager
-def centrality_capture(rows) -> Iterator[dict]:
+def centrality_capture(rows, fused: bool = False, first_row_layer: int | None = None,
+                       only: set[int] | None = None) -> Iterator[dict]:
     """Open a capture for forward passes in this context.
 
     Args:
         rows: bool (B, L) tensor, the image-token positions (queries and keys of the centrality).
+        fused: compute each short layer's attention eagerly and read the in-degrees from its own
+            weights (for a model with no other capture on its layers, e.g. MiniLM), instead of the
+            layer's implementation plus a second softmax.
+        first_row_layer: with `fused`, also keep that layer's head-averaged attention from token 0
+            ([CLS]) as "first_row" (B, K).
+        only: capture these layers only (None: every layer; benchmarks time the capture this way).
 
     Yields:
         a dict whose "layers" maps layer index -> (B, L) float32 in-degrees, filled by the pass.
     """
-    target: dict = {"rows": rows, "layers": {}}
+    target: dict = {"rows": rows, "layers": {}, "fused": fused, "first_row_layer": first_row_layer, "only": only}
     token = _TARGET.set(target)
     try:
         yield target

