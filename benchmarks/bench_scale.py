@@ -251,10 +251,10 @@ def main(argv=None) -> None:
         tokens = TokenStage(DIM, nprobe=token_probes[0])
         spread = np.unique(np.linspace(0, (N - 1) // CHUNK, 16).astype(int))
         rng = np.random.default_rng(3)
+        per_chunk = -(-2_000_000 // (len(spread) * P))  # pages from the start of each spread chunk
         sample = np.concatenate([
-            (lambda x: x[rng.choice(len(x), min(len(x), 2_000_000 // len(spread)), replace=False)])(
-                _widen(_round_bits(generate_chunk(pool, pool_offsets, c * CHUNK, min(CHUNK, N - c * CHUNK), P,
-                                                  args.seed), "bfloat16")))
+            _widen(_round_bits(generate_chunk(pool, pool_offsets, c * CHUNK, min(CHUNK, N - c * CHUNK), P,
+                                              args.seed, only_pages=per_chunk), "bfloat16"))
             for c in spread])
         tokens.train(sample, N * P)
         del sample

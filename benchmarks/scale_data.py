@@ -88,9 +88,10 @@ def load_pool(path: Path | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
 
 
 def generate_chunk(pool: np.ndarray, pool_offsets: np.ndarray, first_page: int, n_pages: int, vectors: int,
-                   seed: int) -> np.ndarray:
+                   seed: int, only_pages: int | None = None) -> np.ndarray:
     """float32 (n_pages * vectors, 128): pages first_page .. first_page + n_pages - 1 (a whole chunk
-    of CHUNK pages, or the last one; chunks are the unit of determinism)."""
+    of CHUNK pages, or the last one; chunks are the unit of determinism). `only_pages`: the first
+    that many pages of the chunk only (same values; a cheap sample)."""
     rng = np.random.default_rng([seed, first_page // CHUNK])
     n_pool = len(pool_offsets) - 1
     src = rng.integers(0, n_pool, size=(n_pages, SOURCES))
@@ -114,9 +115,11 @@ def generate_chunk(pool: np.ndarray, pool_offsets: np.ndarray, first_page: int, 
     sign = np.where(rng.random((n_pages, vectors)) < 0.5, -1.0, 1.0).astype(np.float32)[..., None]
     # Every random draw is made above; the vectors are computed a block of pages at a time, so a
     # chunk of 4,096 pages x 1,030 vectors (2 GB of float32) never needs its temporaries at once.
+    n_pages = n_pages if only_pages is None else min(n_pages, only_pages)
     out = np.empty((n_pages * vectors, DIM), np.float32)
     step = max(1, 262_144 // vectors)
     for s in range(0, n_pages, step):
+        step = min(step, n_pages - s)
         e = slice(s, s + step)
         x = _normalise(a[e] * pool[row1[e]] + (1 - a[e]) * pool[row2[e]])
         x += (VECTOR_NOISE / np.sqrt(DIM)) * sign[e] * bank[pick[e]]

@@ -651,8 +651,10 @@ def retention_figure(
         first = points[0][5]
         family, quant = first.get("family", "?"), first.get("quant")
         if family == "full" and not quant:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="full index", hovertext=hover,
-                                     hoverinfo="text", marker=dict(symbol="star", size=14, color="black")))
+            staged = first.get("search") == "two-stage"  # drawn hollow, under the full index's star
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", hovertext=hover, hoverinfo="text",
+                                     name="full index two-stage (off the frontier)" if staged else "full index",
+                                     marker=dict(symbol="star-open" if staged else "star", size=14, color="black")))
             continue
         cis = [p[3] for p in points]
         error_y = None

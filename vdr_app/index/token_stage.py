@@ -41,7 +41,7 @@ import numpy as np
 MIN_TRAIN_VECTORS = 50_000
 TRAIN_PER_CENTROID = 16  # sample vectors per centroid when training (faiss warns below 39; enough here)
 COARSE_PROBE = 8  # coarse cells searched per query token for its nearest centroids
-DEFAULT_NPROBE = 32  # centroids probed per query token
+DEFAULT_NPROBE = 64  # centroids probed per query token (1M x 115, depth 1000: 64 recalls 0.93, 32 0.91)
 
 
 def centroid_count(n_vectors: int) -> tuple[int, int]:

@@ -11,6 +11,9 @@ implementation (SDPA, or the last layer's `FINAL_ROW`) and, when a capture is op
 context, also computes softmax(q_i . K^T * scaling + mask_i) for the image rows i only, in
 float32 and in chunks of rows, and sums them into one in-degree per key. The cost is one
 (heads x n_image x L) product per layer, small against the layer's own projections and MLP.
+A small model with short sequences (text-layout's MiniLM, where that second softmax cost as much
+as the layer) asks for the `fused` capture instead: the layer's attention is computed eagerly,
+once, and the in-degrees are read from its own weights.
 
 Every layer is captured, not only a window: the strategy picks the window when it reduces
 (`vdr_app.reduce.sap`), so a different window, like a different ratio, is a re-cut of stored
