@@ -231,6 +231,7 @@ def main(argv=None) -> None:
     def page_vectors(i: int) -> np.ndarray:
         c = i // CHUNK
         if c not in chunk_cache:
+            chunk_cache.clear()  # one chunk at a time: 4,096 pages x 1,030 vectors are 2 GB
             first = c * CHUNK
             chunk_cache[c] = _widen(_round_bits(generate_chunk(pool, pool_offsets, first, min(CHUNK, N - first), P,
                                                                args.seed), "bfloat16"))

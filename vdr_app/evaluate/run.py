@@ -251,6 +251,19 @@ def _two_stage_index(engine: "Engine"):
                        first_stage=settings.first_stage)
 
 
+def checked_documents(engine: "Engine", labels: Sequence[LabeledQuery],
+                      documents: dict[str, int] | None) -> dict[str, int]:
+    """The labels' file name -> stored document id (by name unless given), once every label is
+    checked against the stored pages (InvalidLabelsError otherwise)."""
+    if documents is None:
+        documents = documents_by_name(engine)
+        check_labels(labels, stored_page_counts(engine))
+    else:
+        known = {doc.id: doc.n_pages for doc in engine.list_documents()}
+        check_labels(labels, {name: known.get(doc_id, 0) for name, doc_id in documents.items()})
+    return documents
+
+
 def stored_page_counts(engine: "Engine") -> dict[str, int]:
     """Stored document name -> number of pages (for `check_labels` against a store)."""
     return {doc.name: doc.n_pages for doc in engine.list_documents()}
@@ -307,12 +320,7 @@ def evaluate(
 
     progress = progress or log_progress
     labels = list(labels)
-    if documents is None:
-        documents = documents_by_name(engine)
-        check_labels(labels, stored_page_counts(engine))
-    else:
-        known = {doc.id: doc.n_pages for doc in engine.list_documents()}
-        check_labels(labels, {name: known.get(doc_id, 0) for name, doc_id in documents.items()})
+    documents = checked_documents(engine, labels, documents)
     page_ids = {(r.doc_id, r.page_number): r.id for r in engine.pages()}
     relevant = relevant_pages(engine, labels, documents)
     labelled_texts = [label.query for label in labels]

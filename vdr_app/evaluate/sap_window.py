@@ -23,10 +23,9 @@ from ..reduce import parse_spec
 from ..reduce.sap import AUTO
 from ..reduce.sap_window import DEFAULT_KEEPS, MIN_PAIRS, LabelledPair, WindowChoice, as_keeps, choose_window
 from ..types import Progress
-from .labels import LabeledQuery, check_labels
+from .labels import LabeledQuery
 from .metrics import label_metrics
-from .run import Evaluation, ViewEvaluation, _score, documents_by_name, evaluate, relevant_pages, set_retention
-from .run import stored_page_counts
+from .run import Evaluation, ViewEvaluation, _score, checked_documents, evaluate, relevant_pages, set_retention
 from .sweep import FULL, view_family
 
 if TYPE_CHECKING:
@@ -34,16 +33,6 @@ if TYPE_CHECKING:
 
 CV_FOLDS = 2
 CV_SEED = 0
-
-
-def _documents(engine: "Engine", labels: Sequence[LabeledQuery], documents: dict[str, int] | None) -> dict[str, int]:
-    if documents is None:
-        documents = documents_by_name(engine)
-        check_labels(labels, stored_page_counts(engine))
-    else:
-        known = {doc.id: doc.n_pages for doc in engine.list_documents()}
-        check_labels(labels, {name: known.get(doc_id, 0) for name, doc_id in documents.items()})
-    return documents
 
 
 def labelled_pairs(engine: "Engine", labels: Sequence[LabeledQuery],
@@ -56,7 +45,7 @@ def labelled_pairs(engine: "Engine", labels: Sequence[LabeledQuery],
     """
     if not labels:
         raise InvalidLabelsError("no labelled queries: the window is chosen from (query, relevant page) pairs")
-    documents = _documents(engine, labels, documents)
+    documents = checked_documents(engine, labels, documents)
     relevant = relevant_pages(engine, labels, documents)
     pages = {page_id: engine.store.page_embedding(page_id) for ids in relevant for page_id in sorted(ids)}
     missing = sum(page.centrality is None for page in pages.values())
@@ -154,7 +143,7 @@ def evaluate_sap_cv(
     if len(labels) < folds:
         raise InvalidSpecError(f"--sap-window cv needs at least {folds} labelled queries, got {len(labels)}")
     keeps = as_keeps(keeps)
-    documents = _documents(engine, labels, documents)
+    documents = checked_documents(engine, labels, documents)
     groups = labelled_pairs(engine, labels, documents)
     fold = folds_of(len(labels), folds, seed)
     choices = [_choose([p for g, f in zip(groups, fold) if f != k for p in g], keeps, min_pairs) for k in range(folds)]

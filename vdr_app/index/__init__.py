@@ -7,7 +7,8 @@
 
 The engine talks to `base.SearchIndex` only; SQLite stays the system of record. The search
 kernels live here too: `maxsim` (float MaxSim), `maxsim_quantised` (over int8/binary codes),
-`int8_matmul` (the int8 matrix product), `muvera` and `first_stage` (the two-stage first pass).
+`int8_matmul` (the int8 matrix product), `token_stage`, `muvera` and `first_stage` (the two-stage
+first pass).
 """
 
 from __future__ import annotations
