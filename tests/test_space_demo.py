@@ -90,11 +90,14 @@ def test_a_browser_key_binds_every_page_of_that_browser_to_one_library(tmp_path)
     first = libraries.get(libraries.key_for("page-1"))
     libraries.leave("page-1")  # the reload closes the old page: the library stays
     assert libraries.resume("page-2", key) == key and libraries.get(libraries.key_for("page-2")) is first
+    # An event the closed page started, still running after `leave`: same library, no stray one.
+    assert libraries.get(libraries.key_for("page-1")) is first and len(libraries) == 1
     # A key the app did not issue (or whose library expired) is replaced, never adopted.
     assert libraries.resume("page-3", "chosen-by-the-visitor") not in (key, "chosen-by-the-visitor")
     libraries.ttl_s = 0
     libraries.expire()
     assert libraries.resume("page-4", key) != key
+    assert libraries.key_for("page-1") == "page-1"  # its library expired: the binding went with it
     assert libraries.key_for("api-client") == "api-client"  # no page, no binding: keyed by its session
     libraries.close_all()
 

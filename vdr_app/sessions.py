@@ -188,9 +188,12 @@ class SessionLibraries:
         return self._pages.get(session, session)
 
     def leave(self, session: str) -> None:
-        """A page closed (or reloaded): its binding goes; the library stays until it idles out."""
+        """A page closed (or reloaded). Its binding stays until its library goes: events the page
+        started can still be running (an upload's follow-up refreshes, on a loaded machine), and
+        unbound they would each open a stray library under the old page's session."""
         with self._lock:
-            self._pages.pop(session, None)
+            if self._pages.get(session) not in self._libraries:
+                self._pages.pop(session, None)
 
     def end(self, key: str) -> bool:
         """Remove the library of a session that ended; True if there was one."""
@@ -244,6 +247,8 @@ class SessionLibraries:
         stale = [k for k, lib in self._libraries.items() if now - lib.last_used > self.ttl_s]
         for key in stale:
             self._close(key, self._libraries.pop(key), "idle")
+        if stale:  # bindings of pages whose library is gone
+            self._pages = {page: key for page, key in self._pages.items() if key in self._libraries}
         if now - self._last_sweep > _SWEEP_EVERY_S:
             self.sweep()
         return len(stale)
