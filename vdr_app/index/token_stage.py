@@ -191,8 +191,8 @@ class TokenStage:
             self._merge()
 
     def _merge(self) -> None:
-        """Fold the pending vectors into the lists: both are grouped by centroid, so each entry's new
-        place is computed, not sorted for (linear in the lists' size)."""
+        """Fold the pending vectors into the lists: only the pending block is sorted by centroid;
+        every held entry's new place is computed (linear in the lists' size, no re-sort)."""
         if not self._pending:
             return
         leaf = np.concatenate(self._pending_leaf)
