@@ -567,3 +567,11 @@ def test_rebuild_from_groups_equals_the_reduction(spec, page):
 
     red = reduce_page(page, spec)
     assert np.array_equal(rebuild_vectors(page.patches, red.groups, spec), red.vectors)
+
+
+def test_with_values_replaces_named_parameters_and_refuses_unknown_ones():
+    spec = parse_spec("sap:keep=0.1@int4")
+    changed = spec.with_values(layers="2-3")
+    assert str(changed) == "sap:keep=0.1,layers=2-3@int4" and str(spec) == "sap:keep=0.1,layers=auto@int4"
+    with pytest.raises(InvalidSpecError, match="no parameter seed"):
+        spec.with_values(seed=1)

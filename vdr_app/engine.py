@@ -564,8 +564,7 @@ class Engine:
         resolved = self.sap_window()
         if resolved is None or (not resolved.calibrated and self.store.has_view(canonical)):
             return canonical  # no centrality stored (the view says what to do), or an older auto view
-        values = tuple((name, resolved.layers if name == "layers" else value) for name, value in parsed.values)
-        return str(dataclasses.replace(parsed, values=values))
+        return str(parsed.with_values(layers=resolved.layers))
 
     def record_sap_window(self, layers: str, n_layers: int, details: dict | None = None) -> dict[str, str]:
         """Record the window `layers=auto` means from now on for this store's model.
@@ -587,8 +586,7 @@ class Engine:
         for spec in self.store.view_specs():
             parsed = reduce_lib.parse_spec(spec)
             if parsed.strategy == "sap" and parsed.kwargs["layers"] == AUTO:
-                values = tuple((n, band if n == "layers" else v) for n, v in parsed.values)
-                renames[spec] = str(dataclasses.replace(parsed, values=values))
+                renames[spec] = str(parsed.with_values(layers=band))
         record = {**(details or {}), "layers": f"{first}-{last}", "n_layers": int(n_layers)}
         self.store.record_sap_window(model_id, record, renames)
         for old, new in renames.items():

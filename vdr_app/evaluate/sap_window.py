@@ -11,7 +11,6 @@ reports the window each fold got.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
@@ -91,13 +90,6 @@ def calibrate(engine: "Engine", labels: Sequence[LabeledQuery], keeps: Sequence[
     return choice, engine.record_sap_window(choice.layers, choice.n_layers, details)
 
 
-def with_layers(spec: str, layers: str) -> str:
-    """A canonical `sap` spec with its `layers` set."""
-    parsed = parse_spec(spec)
-    return str(dataclasses.replace(parsed, values=tuple(
-        (name, layers if name == "layers" else value) for name, value in parsed.values)))
-
-
 def folds_of(n: int, folds: int = CV_FOLDS, seed: int = CV_SEED) -> np.ndarray:
     """int (n,) the fold of each labelled query: a seeded permutation dealt round the folds."""
     fold = np.empty(n, dtype=np.int64)
@@ -147,7 +139,7 @@ def evaluate_sap_cv(
     groups = labelled_pairs(engine, labels, documents)
     fold = folds_of(len(labels), folds, seed)
     choices = [_choose([p for g, f in zip(groups, fold) if f != k for p in g], keeps, min_pairs) for k in range(folds)]
-    per_fold = {spec: [with_layers(spec, c.layers) for c in choices] for spec in auto}
+    per_fold = {spec: [str(parse_spec(spec).with_values(layers=c.layers)) for c in choices] for spec in auto}
     others = [v for v in canonical if v not in auto]
     fold_views = [s for spec in auto for s in per_fold[spec] if s not in others]
     evaluation = evaluate(engine, others + list(dict.fromkeys(fold_views)), labels, queries, documents, progress,

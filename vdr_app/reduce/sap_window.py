@@ -126,6 +126,12 @@ def window_retention(pairs: Sequence[LabelledPair], keeps: Sequence[float | Frac
     """
     keeps = as_keeps(keeps)
     usable, n_layers, _ = _usable(pairs)
+    return _window_table(usable, n_layers, keeps, candidates)
+
+
+def _window_table(usable: list[_Scored], n_layers: int, keeps: tuple[Fraction, ...],
+                  candidates: Sequence[tuple[int, int]] | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """`window_retention` over pairs whose similarities are computed already."""
     out = {}
     for a, b in candidates if candidates is not None else windows(n_layers):
         values = np.full((len(usable), len(keeps)), np.nan)
@@ -216,7 +222,7 @@ def choose_window(pairs: Sequence[LabelledPair], keeps: Sequence[float | Fractio
         raise ValueError("no labelled (query, page) pairs to choose a window from")
     usable, n_layers, skipped = _usable(pairs)
     band = middle_window(n_layers)
-    table = {w: tuple(float(v) for v in values) for w, values in window_retention(pairs, keeps).items()}
+    table = {w: tuple(float(v) for v in values) for w, values in _window_table(usable, n_layers, keeps).items()}
     if len(usable) < min_pairs:
         return WindowChoice(band, n_layers, False,
                             f"middle band {band[0]}-{band[1]} kept: {len(usable)} usable labelled pairs, fewer than "

@@ -26,6 +26,7 @@ last in lower case. Equal specs print equally, so the canonical string can key a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -159,6 +160,13 @@ class ViewSpec:
         body = ",".join(sorted(parts, key=lambda text: text.partition("=")[0]))
         text = f"{self.strategy}:{body}" if body else self.strategy
         return f"{text}@{self.quant}" if self.quant else text
+
+    def with_values(self, **changes: Any) -> "ViewSpec":
+        """The same view with some parameters' values replaced (each name one of its parameters)."""
+        unknown = set(changes) - {name for name, _ in self.values}
+        if unknown:
+            raise InvalidSpecError(f"{self.strategy} has no parameter {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, values=tuple((name, changes.get(name, value)) for name, value in self.values))
 
     @property
     def base(self) -> "ViewSpec":

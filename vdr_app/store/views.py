@@ -126,8 +126,8 @@ class ViewsMixin:
         """The SAP layer window `record_sap_window` stored for a model ({"layers": "4-5", "n_layers": 6,
         ...}), or None."""
         with self._lock:
-            row = self.db.execute("SELECT value FROM meta WHERE key = ?", [_SAP_WINDOW + model_id]).fetchone()
-        return None if row is None else json.loads(row[0])
+            value = self._meta(_SAP_WINDOW + model_id)
+        return None if value is None else json.loads(value)
 
     def record_sap_window(self, model_id: str, record: dict, renames: dict[str, str]) -> None:
         """Store a model's SAP window and rename views in the same transaction.
