@@ -183,3 +183,6 @@ def test_sap_window_calibrates_a_store_and_eval_scores_sap_held_out(tmp_path, ti
     no_labels = cli("eval", "--queries", queries, "--views", "sap:keep=0.25", "--sap-window", "cv", *common,
                     check=False)
     assert no_labels.returncode == 1 and "--labels" in no_labels.stderr
+    both = cli("eval", "--labels", labels, "--views", "sap:keep=0.25", "--sap-window", "cv", "--two-stage", *common,
+               check=False)
+    assert both.returncode == 1 and "do not combine" in both.stderr

@@ -475,6 +475,8 @@ def _run_eval(engine, args: argparse.Namespace) -> None:
 
             if not labels:
                 raise InvalidQueryError("--sap-window cv chooses windows on labelled queries: give --labels FILE")
+            if args.two_stage:
+                raise InvalidSpecError("--sap-window cv and --two-stage do not combine: run them as two evaluations")
             evaluation = evaluate_sap_cv(engine, views, labels, queries, documents, progress=bar,
                                          skip_unavailable=args.sweep, rescore=args.rescore)
         else:

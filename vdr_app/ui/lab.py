@@ -132,7 +132,7 @@ def run_lab(
     Raises:
         VdrError: no documents, no queries, no views, a bad spec, a bad label file.
     """
-    from ..errors import InvalidQueryError, InvalidSpecError, NotFoundError
+    from ..errors import InvalidQueryError, NotFoundError
 
     if not engine.list_documents():
         raise NotFoundError("no documents indexed yet: add PDFs in the Library tab first")
@@ -140,16 +140,11 @@ def run_lab(
     queries = parse_queries(queries_text or "")
     if not labels and not queries:
         raise InvalidQueryError("type at least one query (one per line) or upload a label file")
-    specs = list(views or []) + (sweep_specs() if sweep else [])
-    if not specs:
-        raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
-    from ..engine import check_rescore
-
-    depth = 0 if rescore is None or rescore == "" else check_rescore(rescore)
+    specs, depths = _views_and_depths(views, sweep, rescore)
     stored_before = set(engine.store.view_specs())
     try:
         evaluation = evaluate(engine, specs, labels, queries, progress=progress, skip_unavailable=True,
-                              rescore=[0, depth] if depth else 0, two_stage=bool(two_stage))
+                              rescore=depths, two_stage=bool(two_stage))
     finally:
         added = [v for v in engine.store.view_specs() if v not in stored_before]
         if not keep_views:
@@ -162,6 +157,23 @@ def run_lab(
                     + ("**kept in the store**." if keep_views else
                        "removed again (tick *keep the evaluated views* to store them)."))
     return _present(evaluation, summary, out_dir)
+
+
+def _views_and_depths(views: Sequence[str] | None, sweep: bool, rescore) -> tuple[list[str], list[int] | int]:
+    """The specs a Lab run evaluates and its rescoring depths (0: the codes only; a depth > 0 adds
+    a rescored variant of each quantised view).
+
+    Raises:
+        InvalidSpecError: no view; InvalidQueryError: a bad depth.
+    """
+    from ..engine import check_rescore
+    from ..errors import InvalidSpecError
+
+    specs = list(views or []) + (sweep_specs() if sweep else [])
+    if not specs:
+        raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
+    depth = 0 if rescore is None or rescore == "" else check_rescore(rescore)
+    return specs, [0, depth] if depth else 0
 
 
 def _present(evaluation: Evaluation, summary: str, out_dir: str | Path | None):
@@ -224,17 +236,12 @@ def run_lab_benchmark(
         VdrError: a bad spec or depth, an unreadable or malformed dataset, too many pages.
     """
     from ..benchmark_data import BenchmarkError, index_benchmark, load_benchmark, temporary_library
-    from ..engine import check_rescore
-    from ..errors import InvalidSpecError
     from ..types import log_progress, scaled_progress
 
     progress = progress or log_progress
-    specs = list(views or []) + (sweep_specs() if sweep else [])
-    if not specs:
-        raise InvalidSpecError("pick at least one view, or tick 'default sweep'")
+    specs, depths = _views_and_depths(views, sweep, rescore)
     for spec in specs:
         engine.canonical_view(spec)  # a bad spec is refused before anything is downloaded or encoded
-    depth = 0 if rescore is None or rescore == "" else check_rescore(rescore)
     source = (source or "").strip()
     local_mode = engine.settings.mode == "local"
     if source and not local_mode and not HUB_ID.fullmatch(source):
@@ -250,7 +257,7 @@ def run_lab_benchmark(
         documents, _ = index_benchmark(library, benchmark, scaled_progress(progress, 0.02, 0.6))
         evaluation = evaluate(library, specs, benchmark.labels, (), documents,
                               progress=scaled_progress(progress, 0.6, 1.0), skip_unavailable=True,
-                              rescore=[0, depth] if depth else 0, two_stage=bool(two_stage))
+                              rescore=depths, two_stage=bool(two_stage))
     summary = (f"**Benchmark `{access.redact(source)}`** ({benchmark.layout} layout"
                + (f", first {len(benchmark.pages)} pages: not comparable with published figures" if pages else "")
                + "), indexed with the current model in a temporary library, removed after the run (your "
