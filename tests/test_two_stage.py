@@ -357,3 +357,5 @@ def test_make_first_stage_names_every_kind():
     assert make_first_stage("mean", DIM).kind == "mean"
     with pytest.raises(ValueError, match="page-summary"):
         FirstStage(DIM, kind="tokens")
+    with pytest.raises(ValueError, match="one of \\('tokens', 'muvera', 'mean'\\)"):
+        make_first_stage("graph", DIM)

@@ -36,9 +36,10 @@ from .maxsim import _round_bits, _widen_into, check_query, top_k_of
 from .muvera import Muvera
 from .token_stage import TokenStage
 
-KINDS = ("tokens", "muvera", "mean")  # "tokens": token_stage.TokenStage; the others: FirstStage
-# Candidates re-scored exactly per query (Settings.two_stage_depth): recall@10 0.91-0.93 at
-# 50k-100k pages x 115 for ~75 ms on the loaded 2-core machine; 400 gave 0.80 (docs/scale.md).
+PAGE_SUMMARY_KINDS = ("muvera", "mean")  # FirstStage's
+KINDS = (TokenStage.kind, *PAGE_SUMMARY_KINDS)
+# Candidates re-scored exactly per query (Settings.two_stage_depth): with the token stage, recall@10
+# 0.93 at 1M pages x 115 and 1.0 at 100k (400 candidates: 0.86 and 0.99; docs/scale.md).
 DEFAULT_DEPTH = 1000
 IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
 # Default nprobe: as many lists as hold about this many encodings (~50M multiply-adds per query at
@@ -49,6 +50,8 @@ SCAN_ENCODINGS = 50_000
 def make_first_stage(kind: str, dim: int) -> "FirstStage | TokenStage":
     """The first stage named by Settings.first_stage: "tokens" (every vector's centroid; the
     default, it recalls most: docs/scale.md), "muvera" or "mean" (one summary per page)."""
+    if kind not in KINDS:
+        raise ValueError(f"a first stage is one of {KINDS}, got {kind!r}")
     if kind == TokenStage.kind:
         return TokenStage(dim)
     return FirstStage(dim, kind=kind)
@@ -76,8 +79,8 @@ class FirstStage:
                  ivf_min_pages: int = IVF_MIN_PAGES) -> None:
         import faiss
 
-        if kind not in KINDS[1:]:
-            raise ValueError(f"a page-summary first stage is one of {KINDS[1:]}, got {kind!r}")
+        if kind not in PAGE_SUMMARY_KINDS:
+            raise ValueError(f"a page-summary first stage is one of {PAGE_SUMMARY_KINDS}, got {kind!r}")
         self.kind, self.dim, self.ivf_min_pages = kind, int(dim), int(ivf_min_pages)
         self.nprobe = None if nprobe is None else int(nprobe)
         self.encoder = (encoder or Muvera(dim, k_sim=3)) if kind == "muvera" else None

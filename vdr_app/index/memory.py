@@ -14,10 +14,11 @@ from the store's full embeddings and the view's groups (`reduce.rebuild_vectors`
 copy of such a view is kept in RAM.
 
 Two-stage search (`search_mode`, Settings.search_mode): a float view loaded in two-stage mode
-keeps no vectors in RAM; its pages' vectors go to a memory-mapped file and one encoding per page
-to a first stage (`token_stage.TokenStage` or `first_stage.FirstStage`); a search re-scores the first stage's `depth`
-candidates exactly (`first_stage.two_stage_top_k`). "auto" uses it for views of at least
-`two_stage_min_vectors` vectors. Adds and deletes update both in place, as for exhaustive views.
+keeps no vectors in RAM; its pages' vectors go to a memory-mapped file and a first stage
+(`token_stage.TokenStage`: each vector's centroid; or `first_stage.FirstStage`: one summary per
+page) finds candidates; a search re-scores the first stage's `depth` candidates exactly
+(`first_stage.two_stage_top_k`). "auto" uses it for views of at least `two_stage_min_vectors`
+vectors. Adds and deletes update both in place, as for exhaustive views.
 """
 
 from __future__ import annotations
