@@ -69,15 +69,7 @@ def in_degree(query, key, attention_mask, scaling: float, rows, is_causal: bool 
     rows = rows.to(query.device)
     positions = torch.arange(k_len, device=query.device)
     if batch * heads * length * k_len <= _BATCHED_ELEMENTS:
-        scores = torch.einsum("bhqd,bhkd->bhqk", query.float(), k) * scaling  # (B, H, L, L)
-        if attention_mask is None:
-            if is_causal:
-                allowed = positions[None, :] <= torch.arange(length, device=query.device)[:, None]
-                scores = scores.masked_fill(~allowed, float("-inf"))
-        elif attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask[..., :k_len], float("-inf"))
-        else:
-            scores = scores + attention_mask[..., :k_len].float()
+        scores = _masked_scores(query, k, attention_mask, scaling, is_causal)  # (B, H, L, L)
         weights = torch.softmax(scores, dim=-1).mean(1)  # (B, L, L)
         # Rows not counted are zeroed, not skipped: a fully masked padding row is NaN otherwise.
         return torch.where(rows[:, :, None], weights, 0.0).sum(1)
