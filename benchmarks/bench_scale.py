@@ -129,6 +129,16 @@ def recall_at_10(found: list[np.ndarray], truth: Truth, which: list[int]) -> flo
     return float(np.mean([len(set(f[:10].tolist()) & set(truth.top10(j).tolist())) / 10 for f, j in zip(found, which)]))
 
 
+def drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to forget the file's cached pages, so the next method reads its candidates
+    from disk as a fresh query would, not from what the previous method left in the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def time_queries(search, queries: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     search(queries[0])  # warm-up (not timed)
     found, ms = [], []
@@ -200,6 +210,8 @@ def main(argv=None) -> None:
                     "truth needs one more pass over the file; 0 skips them)")
     ap.add_argument("--compare-fastembed", action="store_true", help="time FastEmbed's Muvera on 500 pages")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--warm", action="store_true", help="leave the vector file in the page cache between methods "
+                    "(default: dropped before each two-stage method, so each reads from disk like a fresh query)")
     args = ap.parse_args(argv)
 
     N, P = args.pages, args.vectors
@@ -347,6 +359,8 @@ def main(argv=None) -> None:
         tokens.candidates(queries[0], 10)  # folds the last pending vectors into the lists
         for p, d in [(p, d) for p in token_probes for d in depths]:
             tokens.set_nprobe(p)
+            if not args.warm:
+                drop_from_page_cache(vectors.path)
             found, ms = time_queries(lambda q: two_stage_top_k(q, 10, tokens, vectors, d)[0], queries)
             record(f"two-stage-tokens-d{d}-p{p}", ms, recall_at_10(found, truth, which), token_s, depth=d,
                    target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
@@ -367,6 +381,8 @@ def main(argv=None) -> None:
             if p is not None:
                 stage.set_nprobe(p)
             name = f"two-stage-{k}-d{d}" + (f"-p{p}" if len(nprobes) > 1 else "")
+            if not args.warm:
+                drop_from_page_cache(vectors.path)
             found, ms = time_queries(lambda q: two_stage_top_k(q, 10, stage, vectors, d)[0], queries)
             record(name, ms, recall_at_10(found, truth, which), build, depth=d,
                    target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
@@ -397,9 +413,10 @@ def main(argv=None) -> None:
     # -- add and delete -------------------------------------------------------------------------
     if args.add_delete:
         M = args.add_delete
-        # the token stage when it was built (the one that recalls most), else the first page summary
+        # the token stage when it was built (the one that recalls most), else the first page summary;
+        # at the first depth and nprobe asked for
         k, stage = (TokenStage.kind, tokens) if tokens is not None else (kinds[0], stages[kinds[0]])
-        d = 400 if 400 in depths else depths[0]
+        d = depths[0]
         new_first = N
         new = generate_chunk(pool, pool_offsets, (N // CHUNK + 10_000) * CHUNK, M, P, args.seed)
         bits = _round_bits(new, "bfloat16")

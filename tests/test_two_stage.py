@@ -143,6 +143,39 @@ def test_vector_file_round_trips_bfloat16_values_through_removal_and_compaction(
     assert vf.n_vectors == sum(len(p) for i, p in enumerate(pages) if i not in (1, 5, 29))
 
 
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_vector_file_concurrent_reads_equal_the_memory_map(tmp_path, threads):
+    """The preadv gather (neighbouring pages joined into one read, groups read by threads at once)
+    returns what one fancy index of the memory map does, in the asked order, over > 1 MiB so the
+    threads are used, with pages rewritten (moved to the end) and removed."""
+    rng = np.random.default_rng(12)
+    lengths = rng.integers(0, 300, 120)
+    vf = VectorFile(tmp_path / "v.bf16", DIM)
+    vf.append(range(120), [rng.standard_normal((int(n), DIM)).astype(np.float32) for n in lengths])
+    vf.append([7, 8], [rng.standard_normal((5, DIM)).astype(np.float32)] * 2)  # moved to the end
+    vf.remove([3, 50])
+    order = np.concatenate([np.arange(0, 60), rng.permutation(np.arange(60, 120)), [999]])
+    ids, packed, offsets = vf.gather(order, threads=threads)
+    assert packed.nbytes // 2 > 1 << 20
+    want = vf.gather_mapped(order)
+    assert ids.tolist() == [p for p in order.tolist() if p not in (3, 50, 999)] == want[0].tolist()
+    np.testing.assert_array_equal(offsets, want[2])
+    np.testing.assert_array_equal(packed, want[1])
+
+
+def test_vector_file_read_joins_neighbouring_pages_into_one_run():
+    from vdr_app.index.first_stage import _runs
+
+    starts, lengths = np.array([0, 10, 30, 35, 5]), np.array([10, 20, 5, 0, 5])
+    dest = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    # pages 0-3 follow each other in the file (the empty one too); page 4 lies before them
+    assert _runs(starts, lengths, dest).tolist() == [[0, 0, 35], [5, 35, 5]]
+    # asked in reverse: no page follows its predecessor in the file, every page is its own read
+    starts, lengths = starts[::-1].copy(), lengths[::-1].copy()
+    dest = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    assert _runs(starts, lengths, dest).tolist() == [[5, 0, 5], [35, 5, 0], [30, 5, 5], [10, 10, 20], [0, 30, 10]]
+
+
 def test_packed_maxsim_equals_a_loop_and_keeps_negative_and_empty_pages():
     rng = np.random.default_rng(3)
     pages = [rng.standard_normal((n, DIM)).astype(np.float32) for n in (3, 0, 7, 1)]
@@ -167,7 +200,7 @@ def test_two_stage_equals_exhaustive_when_every_page_is_a_candidate(tmp_path):
         want_pos, want_scores = exhaustive.top_k(query, 10)
         got_ids, got_scores = two_stage_top_k(query, 10, stage, vf, depth=200)
         assert got_ids.tolist() == (ids[want_pos]).tolist()
-        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+        np.testing.assert_array_equal(got_scores, want_scores)  # the same kernel: bit for bit
     allowed = set(ids[50:60].tolist())  # a document filter: only these may come back
     got_ids, _ = two_stage_top_k(pages[0][:4], 5, stage, vf, depth=20, allowed=allowed)
     assert len(got_ids) == 5 and set(got_ids) <= allowed

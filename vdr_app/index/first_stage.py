@@ -28,11 +28,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .maxsim import _round_bits, _widen_into, check_query, top_k_of
+from .maxsim import _round_bits, _widen_into, check_query, score_bits, top_k_of
 from .muvera import Muvera
 from .token_stage import TokenStage
 
@@ -263,16 +264,49 @@ class VectorFile:
                          if self._rows else np.empty((0, self.dim), np.uint16))
         return self._map
 
-    def gather(self, page_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(kept page ids int64, float32 (V, d) packed vectors, offsets (n + 1,)) of the pages held,
-        in the given order, read from the file; ids not held are left out."""
+    def read(self, page_ids, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(kept page ids int64, bfloat16 bits (V, d) uint16, offsets (n + 1,)) of the pages held,
+        in the given order; ids not held are left out.
+
+        Each page's rows are one run of the file (neighbouring runs are read as one), read with
+        `os.preadv` by `threads` (default READ_THREADS) threads at once: a disk serves concurrent
+        reads several times faster than the memory map's one page fault at a time (cold file, 400
+        pages of 1,030 vectors: 0.07 s against 1.9 s; docs/scale.md)."""
+        with self._lock:
+            found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
+            fd = os.open(self.path, os.O_RDONLY) if found and hasattr(os, "preadv") else None
+            data = self._mapped() if found and fd is None else None
+        lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
+        starts = np.array([row for _, (row, _) in found], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        bits = np.empty((int(offsets[-1]), self.dim), dtype=np.uint16)
+        if fd is not None:
+            try:
+                _read_runs_concurrently(fd, bits, _runs(starts, lengths, offsets[:-1]), self.dim * 2,
+                                        READ_THREADS if threads is None else threads)
+            finally:
+                os.close(fd)
+        elif bits.size:  # no preadv (Windows): one gather through the memory map
+            bits[:] = data[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
+        return np.array([p for p, _ in found], dtype=np.int64), bits, offsets
+
+    def gather(self, page_ids, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`read`, widened: (kept page ids, float32 (V, d) packed vectors, offsets (n + 1,))."""
+        ids, bits, offsets = self.read(page_ids, threads)
+        out = np.empty(bits.shape, dtype=np.float32)
+        if bits.size:
+            _widen_into(bits, out, "bfloat16")
+        return ids, out, offsets
+
+    def gather_mapped(self, page_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`gather` through the memory map, one fancy index: the reference `gather` is tested
+        against."""
         with self._lock:
             found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
             data = self._mapped()
         lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
         starts = np.array([row for _, (row, _) in found], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        # One gather of every candidate row (only those pages of the file are read), one widening.
         rows = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
         out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
         if rows.size:
@@ -298,6 +332,51 @@ class VectorFile:
         self._map = None
         if delete:
             self.path.unlink(missing_ok=True)
+
+
+READ_THREADS = 8  # concurrent reads per gather (a cold disk: 4-8 at once read ~2.5x faster than 1)
+_READ_POOL: ThreadPoolExecutor | None = None
+_READ_POOL_LOCK = threading.Lock()
+
+
+def _runs(starts: np.ndarray, lengths: np.ndarray, dest: np.ndarray) -> np.ndarray:
+    """(file row, destination row, rows) of each read: consecutive pages that are neighbours in
+    the file and in the destination are one read."""
+    if not len(starts):
+        return np.empty((0, 3), np.int64)
+    joined = (starts[1:] == starts[:-1] + lengths[:-1]) & (dest[1:] == dest[:-1] + lengths[:-1])
+    first = np.concatenate([[0], np.flatnonzero(~joined) + 1])
+    rows = np.add.reduceat(lengths, first)
+    return np.stack([starts[first], dest[first], rows], axis=1)
+
+
+def _read_runs(fd: int, out: memoryview, runs: np.ndarray, row_bytes: int) -> None:
+    for file_row, dest_row, rows in runs.tolist():
+        view, at = out[dest_row * row_bytes:(dest_row + rows) * row_bytes], file_row * row_bytes
+        while len(view):
+            got = os.preadv(fd, [view], at)
+            if got <= 0:
+                raise OSError(f"vector file ended early at byte {at}")
+            view, at = view[got:], at + got
+
+
+def _read_runs_concurrently(fd: int, out: np.ndarray, runs: np.ndarray, row_bytes: int, threads: int) -> None:
+    """Read every run into out (rows of row_bytes), split into `threads` groups of about equal
+    bytes read at once (os.preadv releases the GIL); small reads stay on the calling thread."""
+    global _READ_POOL
+    buffer = memoryview(out.reshape(-1).view(np.uint8))
+    total = int(runs[:, 2].sum()) * row_bytes if len(runs) else 0
+    if threads <= 1 or len(runs) < 2 or total < (1 << 20):
+        _read_runs(fd, buffer, runs, row_bytes)
+        return
+    with _READ_POOL_LOCK:  # one pool for the process (more groups than READ_THREADS queue)
+        if _READ_POOL is None:
+            _READ_POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vdr-read")
+        pool = _READ_POOL
+    cuts = np.searchsorted(np.cumsum(runs[:, 2]), runs[:, 2].sum() * np.arange(1, threads) / threads)
+    groups = [g for g in np.split(runs, np.unique(cuts)) if len(g)]
+    for done in [pool.submit(_read_runs, fd, buffer, g, row_bytes) for g in groups]:
+        done.result()
 
 
 def packed_maxsim(query: np.ndarray, packed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -357,7 +436,7 @@ def _two_stage(q, k, stage, vectors, depth, allowed):
         if allowed is None or len(cand) >= k or want >= len(stage):
             break
         want = want * 4
-    ids, packed, offsets = vectors.gather(np.sort(cand))  # sorted ids: ties break by lower id
-    scores = packed_maxsim(q, packed, offsets)
+    ids, bits, offsets = vectors.read(np.sort(cand))  # sorted ids: ties break by lower id
+    scores = score_bits(q, bits, offsets)  # exhaustive search's kernel: equal scores, bit for bit
     best, values = top_k_of(scores, int(k))
     return ids[best], values

@@ -347,10 +347,7 @@ class MaxSimIndex:
         """
         q = check_query(query, self._dim)
         with self._lock:
-            out = np.full(len(self), -np.inf, dtype=np.float32)
-            if self._n_vectors:
-                run_kernel(_score_blocks, (self._bits, self._dtype, np.ascontiguousarray(q.T)), self._get_plan(), out)
-        return out
+            return score_bits(q, self._bits, self._offsets, self._dtype, self._get_plan())
 
     def top_k(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best pages, best first; equal scores are ordered by lower page index first.
@@ -373,6 +370,18 @@ class MaxSimIndex:
         if self._plan is None:
             self._plan = _make_plan(self._offsets, BLOCK_VECTORS)
         return self._plan
+
+
+def score_bits(query: np.ndarray, bits: np.ndarray, offsets: np.ndarray, dtype: str = "bfloat16",
+               plan: "list[_Block] | None" = None) -> np.ndarray:
+    """float32 MaxSim of pages packed as half-precision bits (V, d) uint16 with offsets (n + 1,),
+    by `MaxSimIndex`'s kernel (its blocks, its threads), so the scores equal `MaxSimIndex.scores`
+    of the same pages bit for bit; -inf for pages without vectors. query: float32 (q, d), checked."""
+    out = np.full(len(offsets) - 1, -np.inf, dtype=np.float32)
+    if bits.shape[0]:
+        plan = _make_plan(np.asarray(offsets, np.int64), BLOCK_VECTORS) if plan is None else plan
+        run_kernel(_score_blocks, (bits, dtype, np.ascontiguousarray(query.T)), plan, out)
+    return out
 
 
 def check_query(query: np.ndarray, dim: int | None) -> np.ndarray:
