@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.scale_data import CHUNK, DIM, encode_corpus_pool, generate_chunk, load_pool, make_queries  # noqa: E402
 from vdr_app.index.first_stage import FirstStage, VectorFile, _one_thread, packed_maxsim, two_stage_top_k  # noqa: E402
 from vdr_app.index.muvera import Muvera  # noqa: E402
+from vdr_app.index.page_codes import PageCodes  # noqa: E402
 from vdr_app.index.token_stage import TokenStage  # noqa: E402
 from vdr_app.quantise import QuantisedVectors, quantise_binary  # noqa: E402
 from vdr_app.index.maxsim import MaxSimIndex, _round_bits, _widen_into, top_k_of  # noqa: E402
@@ -190,6 +191,9 @@ def main(argv=None) -> None:
     ap.add_argument("--depths", default="200,400,1000")
     ap.add_argument("--kinds", default="muvera,mean,tokens", help="first stages to build: muvera, mean (one "
                     "vector per page), tokens (every vector's centroid)")
+    ap.add_argument("--code-depths", default="", help="with tokens: also a middle stage of int2 codes in RAM "
+                    "(vdr_app/index/page_codes.py) that takes this many first-stage candidates and keeps --depths "
+                    "of them for exact scoring; a list times each (method ...-int2-c<code depth>-d<depth>-p<nprobe>)")
     ap.add_argument("--token-nprobe", default="32", help="centroids probed per query token by the tokens stage; "
                     "a list times each on the same index")
     ap.add_argument("--nprobe", default="", help="inverted-file lists scanned per query (default: a quarter of "
@@ -258,6 +262,9 @@ def main(argv=None) -> None:
     nprobes = [int(p) for p in str(args.nprobe).split(",") if p] or [None]
     token_probes = [int(p) for p in str(args.token_nprobe).split(",") if p]
     tokens = None
+    code_depths = [int(c) for c in args.code_depths.split(",") if c]
+    codes = PageCodes(DIM) if code_depths and TokenStage.kind in kinds else None
+    codes_s = 0.0
     if TokenStage.kind in kinds:  # trained first, on vectors of chunks spread over the view
         kinds.remove(TokenStage.kind)
         t = time.perf_counter()
@@ -310,6 +317,10 @@ def main(argv=None) -> None:
             t = time.perf_counter()
             tokens.add(np.arange(first, first + n), x, offsets)
             token_s += time.perf_counter() - t
+        if codes is not None:
+            t = time.perf_counter()
+            codes.add(np.arange(first, first + n), x, offsets)
+            codes_s += time.perf_counter() - t
         t = time.perf_counter()
         binary_codes.append(quantise_binary(x))
         t_bin += time.perf_counter() - t
@@ -318,7 +329,7 @@ def main(argv=None) -> None:
                   f"RSS {_status('VmRSS'):.0f} MB, load {_load()}", flush=True)
         del x, bits
     print(f"pass: generate {t_gen:.0f} s, write {t_write:.0f} s, truth {t_truth:.0f} s, encode "
-          + ", ".join(f"{k} {v:.0f} s" for k, v in enc_s.items()) + f", binary {t_bin:.0f} s", flush=True)
+          + ", ".join(f"{k} {v:.0f} s" for k, v in enc_s.items()) + f", binary {t_bin:.0f} s, codes {codes_s:.0f} s", flush=True)
     hits = np.mean([truth.top10(j)[0] == targets[j] for j in range(len(queries))])
     print(f"known answers ranked first by exact MaxSim: {hits:.3f}", flush=True)
     which = list(range(len(queries)))
@@ -366,6 +377,18 @@ def main(argv=None) -> None:
                    target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
                    first_stage=tokens.describe(), first_stage_mb=round(tokens.nbytes / 2**20), disk_mb=disk_mb,
                    notes="token centroids (vdr_app/index/token_stage.py) -> candidates' vectors from the file")
+            for c in [c for c in code_depths if c > d] if codes is not None else []:
+                if not args.warm:
+                    drop_from_page_cache(vectors.path)
+                found, ms = time_queries(
+                    lambda q: two_stage_top_k(q, 10, tokens, vectors, d, codes=codes, code_depth=c)[0], queries)
+                record(f"two-stage-tokens-{codes.kind}-c{c}-d{d}-p{p}", ms, recall_at_10(found, truth, which),
+                       token_s + codes_s, depth=d, code_depth=c,
+                       target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
+                       first_stage=tokens.describe(), first_stage_mb=round(tokens.nbytes / 2**20),
+                       codes_mb=round(codes.nbytes / 2**20), codes_s=round(codes_s, 1), disk_mb=disk_mb,
+                       notes=f"token centroids -> {c} candidates -> their {codes.kind} codes in RAM keep {d} -> "
+                             "those pages' vectors from the file")
         tokens.set_nprobe(token_probes[0])
     for k in kinds:
         _reset_peak()
@@ -417,6 +440,13 @@ def main(argv=None) -> None:
         # at the first depth and nprobe asked for
         k, stage = (TokenStage.kind, tokens) if tokens is not None else (kinds[0], stages[kinds[0]])
         d = depths[0]
+        c = next((c for c in code_depths if c > d), 0) if codes is not None and k == TokenStage.kind else 0
+        via = dict(codes=codes, code_depth=c) if c else {}
+        if c:
+            k = f"{k}-{codes.kind}-c{c}"
+
+        def search(q):
+            return two_stage_top_k(q, 10, stage, vectors, d, **via)[0]
         new_first = N
         new = generate_chunk(pool, pool_offsets, (N // CHUNK + 10_000) * CHUNK, M, P, args.seed)
         bits = _round_bits(new, "bfloat16")
@@ -425,10 +455,12 @@ def main(argv=None) -> None:
         ids = np.arange(new_first, new_first + M)
         vectors.append_packed(ids, bits, np.full(M, P))
         stage.add(ids, x, np.arange(M + 1) * P)
+        if c:
+            codes.add(ids, x, np.arange(M + 1) * P)
         add_s = time.perf_counter() - t
         for j, s in enumerate(truth.page_scores(x, P).T):
             truth.merge_one(j, ids, s)
-        found, ms = time_queries(lambda q: two_stage_top_k(q, 10, stage, vectors, d)[0], queries)
+        found, ms = time_queries(search, queries)
         rec_old = recall_at_10(found, truth, which)
         extra_fields = {}
         if args.new_page_queries:
@@ -441,7 +473,7 @@ def main(argv=None) -> None:
                 n = min(CHUNK, N - first)
                 extra.merge(first, extra.page_scores(_widen(data[first * P:(first + n) * P]), P))
             extra.merge(N, extra.page_scores(x, P))
-            found_new, ms_new = time_queries(lambda q: two_stage_top_k(q, 10, stage, vectors, d)[0], new_q)
+            found_new, ms_new = time_queries(search, new_q)
             rec_new = recall_at_10(found_new, extra, list(range(len(new_q))))
             ms = ms + ms_new
             rec_old = (rec_old * len(which) + rec_new * len(new_q)) / (len(which) + len(new_q))
@@ -455,9 +487,11 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         stage.remove(gone)
         vectors.remove(gone)
+        if c:
+            codes.remove(gone)
         del_s = time.perf_counter() - t
         truth.drop(set(gone.tolist()))
-        found, ms = time_queries(lambda q: two_stage_top_k(q, 10, stage, vectors, d)[0], queries)
+        found, ms = time_queries(search, queries)
         returned_gone = sum(len(set(f.tolist()) & set(gone.tolist())) for f in found)
         record(f"two-stage-{k}-d{d}-after-delete-{M}", ms, recall_at_10(found, truth, which), None,
                delete_s=round(del_s, 2), deleted_pages_returned=int(returned_gone), depth=d)

@@ -35,6 +35,7 @@ import numpy as np
 
 from .maxsim import _round_bits, _widen_into, check_query, score_bits, top_k_of
 from .muvera import Muvera
+from .page_codes import PageCodes
 from .token_stage import TokenStage
 
 PAGE_SUMMARY_KINDS = ("muvera", "mean")  # FirstStage's
@@ -394,19 +395,21 @@ def packed_maxsim(query: np.ndarray, packed: np.ndarray, offsets: np.ndarray) ->
 
 
 def two_stage_top_k(query: np.ndarray, k: int, stage: "FirstStage | TokenStage", vectors: VectorFile, depth: int,
-                    allowed=None) -> tuple[np.ndarray, np.ndarray]:
+                    allowed=None, codes: "PageCodes | None" = None, code_depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The k best pages by exact MaxSim among the first stage's `depth` candidates.
 
     Args:
         allowed: a set of page ids that may compete (a document filter) or None. With a filter the
             first stage is asked for more candidates (x4, then every page) until k allowed ones come.
+        codes, code_depth: a middle stage (`page_codes.PageCodes`): the first stage hands
+            `code_depth` candidates to the codes, which keep their `depth` best for exact scoring.
 
     Returns:
         (page ids int64, float32 exact scores), best first, ties by lower page id.
     """
     q = check_query(query, vectors.dim)
     with _one_thread():
-        return _two_stage(q, k, stage, vectors, depth, allowed)
+        return _two_stage(q, k, stage, vectors, depth, allowed, codes, code_depth)
 
 
 def _one_thread():
@@ -427,8 +430,9 @@ def _one_thread():
 _CONTROLLER = None
 
 
-def _two_stage(q, k, stage, vectors, depth, allowed):
-    want = max(int(depth), int(k))
+def _two_stage(q, k, stage, vectors, depth, allowed, codes=None, code_depth=0):
+    depth = max(int(depth), int(k))
+    want = max(depth, int(code_depth)) if codes is not None else depth
     while True:
         cand = stage.candidates(q, want)
         if allowed is not None:
@@ -436,7 +440,10 @@ def _two_stage(q, k, stage, vectors, depth, allowed):
         if allowed is None or len(cand) >= k or want >= len(stage):
             break
         want = want * 4
+    if codes is not None and len(cand) > depth:
+        held, approx = codes.scores(q, cand)
+        cand = held[top_k_of(approx, depth)[0]]
     ids, bits, offsets = vectors.read(np.sort(cand))  # sorted ids: ties break by lower id
-    scores = score_bits(q, bits, offsets)  # exhaustive search's kernel: equal scores, bit for bit
+    scores = score_bits(q, bits, offsets)  # exhaustive search's kernel and arithmetic
     best, values = top_k_of(scores, int(k))
     return ids[best], values

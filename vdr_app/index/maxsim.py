@@ -375,8 +375,9 @@ class MaxSimIndex:
 def score_bits(query: np.ndarray, bits: np.ndarray, offsets: np.ndarray, dtype: str = "bfloat16",
                plan: "list[_Block] | None" = None) -> np.ndarray:
     """float32 MaxSim of pages packed as half-precision bits (V, d) uint16 with offsets (n + 1,),
-    by `MaxSimIndex`'s kernel (its blocks, its threads), so the scores equal `MaxSimIndex.scores`
-    of the same pages bit for bit; -inf for pages without vectors. query: float32 (q, d), checked."""
+    by `MaxSimIndex`'s kernel (its blocks, its threads, its arithmetic: the scores equal
+    `MaxSimIndex.scores` of the same pages up to float32 rounding where the blocks differ); -inf for
+    pages without vectors. query: float32 (q, d), checked."""
     out = np.full(len(offsets) - 1, -np.inf, dtype=np.float32)
     if bits.shape[0]:
         plan = _make_plan(np.asarray(offsets, np.int64), BLOCK_VECTORS) if plan is None else plan

@@ -248,41 +248,8 @@ class QuantisedMaxSimIndex:
         """Quantised MaxSim of every page: float32 (N,), -inf for pages without vectors."""
         q = check_query(query, self._dim)
         with self._lock:
-            out = np.full(len(self), -np.inf, dtype=np.float32)
-            if self._n_vectors:
-                if self._kind == "int8" and self._int_mm and int8_matmul.available(self._dim):
-                    qcodes, qscales = quantise_int8(q)
-                    try:
-                        run_kernel(_score_int8_mm, (self._codes, self._scales, qcodes, qscales),
-                                   self._get_plan(INT8_MM_BLOCK_VECTORS), out)
-                    except RuntimeError:  # torch's kernel failed at this size: the numpy path
-                        run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
-                elif self._kind == "int8":
-                    run_kernel(_score_int8, (self._codes, self._scales, q), self._get_plan(), out)
-                elif self._kind in ROTATED:
-                    self._score_rotated(q, out)
-                else:
-                    word = _word_dtype(self._codes.shape[1])
-                    qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
-                    run_kernel(_score_binary, (self._codes, qcodes, word, self._dim), self._get_plan(), out)
-        return out
-
-    def _score_rotated(self, q: np.ndarray, out: np.ndarray) -> None:
-        """int4 / int2: the rotated query (padded with zeros to the codes' padded width) against
-        the unpacked levels, through int_mm with the int8 query when available."""
-        padded = self._codes.shape[1] * (8 // ROTATED[self._kind])
-        q_rot = np.zeros((q.shape[0], padded), dtype=np.float32)
-        q_rot[:, : self._dim] = rotate(q)  # dot products kept: R R^T = I
-        if self._int_mm and int8_matmul.available(padded):
-            qcodes, qscales = quantise_int8(q_rot)
-            try:
-                run_kernel(_score_rotated_mm, (self._codes, self._scales, qcodes, qscales, self._kind),
-                           self._get_plan(INT8_MM_BLOCK_VECTORS), out)
-                return
-            except RuntimeError:  # torch's kernel failed at this size: the numpy path
-                pass
-        run_kernel(_score_rotated, (self._codes, self._scales, q_rot, self._kind),
-                   self._get_plan(INT8_BLOCK_VECTORS), out)
+            return score_codes(q, self._kind, self._dim, self._codes, self._scales, self._offsets,
+                               self._get_plan, self._int_mm)
 
     def top_k(self, query: np.ndarray, k: int, rescore: int = 0,
               float_pages: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
@@ -318,12 +285,56 @@ class QuantisedMaxSimIndex:
         return cand[order], values
 
     def _get_plan(self, size: int | None = None) -> list[_Block]:
-        if size is None:
-            size = INT8_BLOCK_VECTORS if self._scaled else max(1, BINARY_BLOCK_BYTES // self._codes.shape[1])
+        size = _block_size(self._kind, self._codes.shape[1]) if size is None else size
         plan = self._plans.get(size)
         if plan is None:
             plan = self._plans[size] = _make_plan(self._offsets, size)
         return plan
+
+
+def _block_size(kind: str, width: int) -> int:
+    """Vectors per block of the numpy kernels (the torch ones take INT8_MM_BLOCK_VECTORS)."""
+    return max(1, BINARY_BLOCK_BYTES // width) if kind == "binary" else INT8_BLOCK_VECTORS
+
+
+def score_codes(q: np.ndarray, kind: str, dim: int, codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray,
+                plan_for: Callable[[int], list[_Block]] | None = None, int_mm: bool = True) -> np.ndarray:
+    """Quantised MaxSim of pages packed as codes (V, w) (+ scales (V,) but for binary) with offsets
+    (n + 1,): float32 (n,), -inf for pages without vectors. The kernels of the module docstring;
+    plan_for(block vectors) gives the blocks (default: made here). q: float32 (q, d), checked."""
+    out = np.full(len(offsets) - 1, -np.inf, dtype=np.float32)
+    if not offsets[-1]:
+        return out
+    plan_for = plan_for or (lambda size: _make_plan(np.asarray(offsets, np.int64), size))
+    numpy_plan = plan_for(_block_size(kind, codes.shape[1]))
+    if kind == "int8" and int_mm and int8_matmul.available(dim):
+        qcodes, qscales = quantise_int8(q)
+        try:
+            run_kernel(_score_int8_mm, (codes, scales, qcodes, qscales), plan_for(INT8_MM_BLOCK_VECTORS), out)
+        except RuntimeError:  # torch's kernel failed at this size: the numpy path
+            run_kernel(_score_int8, (codes, scales, q), numpy_plan, out)
+    elif kind == "int8":
+        run_kernel(_score_int8, (codes, scales, q), numpy_plan, out)
+    elif kind in ROTATED:
+        # int4 / int2: the rotated query (padded with zeros to the codes' padded width) against
+        # the unpacked levels, through int_mm with the int8 query when available
+        padded = codes.shape[1] * (8 // ROTATED[kind])
+        q_rot = np.zeros((q.shape[0], padded), dtype=np.float32)
+        q_rot[:, :dim] = rotate(q)  # dot products kept: R R^T = I
+        if int_mm and int8_matmul.available(padded):
+            qcodes, qscales = quantise_int8(q_rot)
+            try:
+                run_kernel(_score_rotated_mm, (codes, scales, qcodes, qscales, kind),
+                           plan_for(INT8_MM_BLOCK_VECTORS), out)
+                return out
+            except RuntimeError:  # torch's kernel failed at this size: the numpy path
+                pass
+        run_kernel(_score_rotated, (codes, scales, q_rot, kind), numpy_plan, out)
+    else:
+        word = _word_dtype(codes.shape[1])
+        qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
+        run_kernel(_score_binary, (codes, qcodes, word, dim), numpy_plan, out)
+    return out
 
 
 def exact_scores(query: np.ndarray, pages: Sequence[np.ndarray]) -> np.ndarray:
@@ -485,4 +496,4 @@ def _score_binary(args, plan: list[_Block], out: np.ndarray, ticket, slot: int) 
 
 
 __all__ = ["BINARY_BLOCK_BYTES", "INT8_BLOCK_VECTORS", "INT8_MM_BLOCK_VECTORS",
-           "QuantisedMaxSimIndex", "binarise_query", "exact_scores"]
+           "QuantisedMaxSimIndex", "binarise_query", "exact_scores", "score_codes"]

@@ -325,13 +325,13 @@ class TokenStage:
         centroids, scores = self.probe(query)
         for ids, s in zip(centroids, scores):
             gain = s - s[-1]  # over the imputed value; the last probed centroid adds nothing
-            ids, gain = ids[:-1][::-1], gain[:-1][::-1]  # ascending: later (higher) writes win
+            ids, gain = ids[:-1], gain[:-1]
             first, last = self._starts[ids], self._starts[ids + 1]
             if not (last - first).any():
                 continue
             # the probed lists are slices of one array: joined, not indexed entry by entry
             slots = np.concatenate([self._lists[a:b] for a, b in zip(first.tolist(), last.tolist())])
-            best[slots] = np.repeat(gain, last - first)  # per slot the highest gain (assigned last)
+            np.maximum.at(best, slots, np.repeat(gain, last - first))  # per slot its best probed centroid
             total += best  # one dense pass: cheaper than gathering and scattering every entry
             best[slots] = 0
         return total
