@@ -38,7 +38,8 @@ from vdr_app.types import PageEmbedding, PageImage, QueryEmbedding
 from .fakes import GridEncoder
 
 SERVER_URL = os.environ.get("VDR_TEST_QDRANT_URL")
-BACKENDS = ["memory", "memory-two-stage", "qdrant-local", "qdrant-local-two-stage", "qdrant-server"]
+BACKENDS = ["memory", "memory-two-stage", "memory-two-stage-codes", "qdrant-local", "qdrant-local-two-stage",
+            "qdrant-server"]
 VIEW = "random:keep=0.5,seed=0"
 DIM = 16
 TOL = 2e-5
@@ -51,6 +52,8 @@ def _index(kind: str, store: Store, tmp_path):
         # Candidate depth above the stores' page counts: every page is re-scored, so two-stage
         # answers must equal the reference exactly (recall at smaller depths: test_two_stage.py).
         return MemoryIndex(store, search_mode="two-stage", depth=500, vectors_dir=tmp_path)
+    if kind == "memory-two-stage-codes":  # the int2 middle stage kept in step with every change
+        return MemoryIndex(store, search_mode="two-stage", depth=500, code_depth=2000, vectors_dir=tmp_path)
     if kind == "qdrant-local":
         return QdrantIndex(store, path=tmp_path / f"qdrant-{uuid.uuid4().hex[:6]}")
     if kind == "qdrant-local-two-stage":  # prefetch on the summary vector -> MAX_SIM, depth above the page count

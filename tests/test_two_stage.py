@@ -454,3 +454,36 @@ def test_codes_middle_stage_recovers_what_the_first_stage_ranks_too_deep(tmp_pat
     mean = {name: np.mean(r) for name, r in recalls.items()}
     assert mean["codes"] >= 0.95 and mean["codes"] >= mean["first stage"] + 0.2, mean
     assert mean["codes"] >= mean["exact of all 300"] - 0.02, mean
+
+
+def test_memory_index_keeps_its_middle_stage_in_step_with_the_store(tmp_path):
+    """A two-stage view with int2 codes: status names the middle stage; the codes hold exactly the
+    stored pages after a document is removed; answers come from the codes' best `depth` pages
+    with exact scores, and never a removed page."""
+    from vdr_app.index import MemoryIndex
+    from vdr_app.store import FULL_VIEW, Store
+
+    from .test_index_contract import _query, add_random_document
+
+    rng = np.random.default_rng(9)
+    store = Store(tmp_path / "s.sqlite")
+    docs = [add_random_document(store, rng, f"{name}.pdf", 30) for name in "abc"]
+    index = MemoryIndex(store, search_mode="two-stage", depth=10, code_depth=60, vectors_dir=tmp_path / "v")
+    exhaustive = MemoryIndex(store)
+    query = _query(rng).vectors
+    got = index.top_k(FULL_VIEW, query, 5)
+    want = dict(exhaustive.top_k(FULL_VIEW, query, 90))
+    assert len(got) == 5 and all(abs(s - want[p]) <= 1e-5 * abs(want[p]) for p, s in got)
+    assert "middle stage: int2 codes, 90 pages" in index.status().views[0].first_stage
+    store.delete_document(docs[1])
+    index.remove_document(docs[1])
+    exhaustive.remove_document(docs[1])
+    held = {p for p, d in store.page_docs()}
+    codes = index._views[FULL_VIEW].codes
+    assert len(codes) == 60 and all(p in codes for p in held)
+    got = index.top_k(FULL_VIEW, query, 5)
+    assert {p for p, _ in got} <= held
+    want = dict(exhaustive.top_k(FULL_VIEW, query, 60))
+    assert all(abs(s - want[p]) <= 1e-5 * abs(want[p]) for p, s in got)
+    index.close()
+    store.close()

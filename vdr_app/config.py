@@ -110,7 +110,13 @@ class Settings:
             ranks them, with the vectors read from a memory-mapped file on disk) or "auto" (default:
             two-stage for views of at least `two_stage_min_vectors` vectors) (`VDR_SEARCH_MODE`).
             See docs/scale.md.
-        two_stage_depth: candidate pages the first stage hands to exact MaxSim (`VDR_TWO_STAGE_DEPTH`).
+        two_stage_depth: candidate pages scored by exact MaxSim, their vectors read from disk
+            (`VDR_TWO_STAGE_DEPTH`).
+        two_stage_code_depth: candidate pages the first stage hands to a middle stage of int2 codes
+            held in RAM (32 bytes a vector), which keeps the `two_stage_depth` best; 0: no middle
+            stage, the first stage hands `two_stage_depth` pages straight to exact MaxSim
+            (`VDR_TWO_STAGE_CODE_DEPTH`). The Qdrant backend prefetches this many (or
+            `two_stage_depth` when 0) for its multivector rerank.
         two_stage_min_vectors: the view size (vectors) from which "auto" searches in two stages
             (`VDR_TWO_STAGE_MIN_VECTORS`).
         first_stage: what finds the candidates: "tokens" (default: every vector's nearest centroid,
@@ -158,6 +164,7 @@ class Settings:
     mcp: bool = False
     search_mode: str = "auto"
     two_stage_depth: int = 1000
+    two_stage_code_depth: int = 0
     two_stage_min_vectors: int = 5_000_000
     first_stage: str = "tokens"
     model_given: bool = True
@@ -238,6 +245,7 @@ class Settings:
             search_mode=read.choice("VDR_SEARCH_MODE", defaults.search_mode, re.compile("exhaustive|two-stage|auto"),
                                     "exhaustive, two-stage or auto"),
             two_stage_depth=read.integer("VDR_TWO_STAGE_DEPTH", defaults.two_stage_depth, 10, 100_000),
+            two_stage_code_depth=read.integer("VDR_TWO_STAGE_CODE_DEPTH", defaults.two_stage_code_depth, 0, 1_000_000),
             two_stage_min_vectors=read.integer("VDR_TWO_STAGE_MIN_VECTORS", defaults.two_stage_min_vectors,
                                                0, 10**12),
             first_stage=read.choice("VDR_FIRST_STAGE", defaults.first_stage, re.compile("tokens|muvera|mean"),

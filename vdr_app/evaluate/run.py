@@ -243,12 +243,12 @@ def documents_by_name(engine: "Engine") -> dict[str, int]:
 
 def _two_stage_index(engine: "Engine"):
     """A memory index over the engine's store that searches every float view in two stages (the
-    settings' first stage and depth), beside the engine's own index; closed after the evaluation."""
+    settings' first stage, middle stage and depths), beside the engine's own index; closed after the evaluation."""
     from ..index.memory import MemoryIndex
 
     settings = engine.settings
     return MemoryIndex(engine.store, search_mode=TWO_STAGE, depth=settings.two_stage_depth,
-                       first_stage=settings.first_stage)
+                       first_stage=settings.first_stage, code_depth=settings.two_stage_code_depth)
 
 
 def checked_documents(engine: "Engine", labels: Sequence[LabeledQuery],

@@ -36,7 +36,8 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
             raise IndexUnavailableError(f"VDR_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}, "
                                         f"got {settings.search_mode!r}")
         return MemoryIndex(store, search_mode=settings.search_mode, depth=settings.two_stage_depth,
-                           two_stage_min_vectors=settings.two_stage_min_vectors, first_stage=settings.first_stage)
+                           two_stage_min_vectors=settings.two_stage_min_vectors, first_stage=settings.first_stage,
+                           code_depth=settings.two_stage_code_depth)
     if backend != "qdrant":
         raise IndexUnavailableError(f"VDR_INDEX / --index must be one of {', '.join(BACKENDS)}, got {settings.index!r}")
     from .qdrant import QUANTIZATIONS, QdrantIndex
@@ -50,7 +51,8 @@ def open_index(settings: Settings, store: Store) -> SearchIndex:
     path = None if url else (settings.qdrant_path or Path(settings.data_dir) / "qdrant")
     return QdrantIndex(store, url=url, path=path, api_key=settings.qdrant_api_key, quantization=quantization,
                        shards=settings.qdrant_shards, replicas=settings.qdrant_replicas,
-                       two_stage=settings.search_mode == "two-stage", depth=settings.two_stage_depth)
+                       two_stage=settings.search_mode == "two-stage",
+                       depth=settings.two_stage_code_depth or settings.two_stage_depth)
 
 
 __all__ = ["BACKENDS", "IndexStatus", "MemoryIndex", "SearchIndex", "SyncReport", "ViewState", "open_index"]

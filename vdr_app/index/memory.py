@@ -40,6 +40,7 @@ from ..store import Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
 from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, make_first_stage, two_stage_top_k
+from .page_codes import PageCodes
 from .token_stage import TokenStage
 
 SEARCH_MODES = ("exhaustive", "two-stage", "auto")
@@ -60,7 +61,8 @@ class _View:
     index: MaxSimIndex | QuantisedMaxSimIndex | None  # None while the view has no pages (or two-stage)
     shas: dict  # document id -> sha256 of what is held (ids are reused after deletes: see sync)
     stage: FirstStage | TokenStage | None = None  # two-stage views: the first stage ...
-    vectors: VectorFile | None = None  # ... and the pages' vectors on disk
+    vectors: VectorFile | None = None  # ... the pages' vectors on disk ...
+    codes: PageCodes | None = None  # ... and, with a middle stage, their int2 codes in RAM
 
     @property
     def n_vectors(self) -> int:
@@ -81,13 +83,14 @@ class MemoryIndex(SearchIndex):
 
     def __init__(self, store: Store, dtype: str = "bfloat16", search_mode: str = "exhaustive",
                  depth: int = DEFAULT_DEPTH, two_stage_min_vectors: int = TWO_STAGE_MIN_VECTORS,
-                 first_stage: str = "tokens", vectors_dir: str | Path | None = None):
+                 first_stage: str = "tokens", vectors_dir: str | Path | None = None, code_depth: int = 0):
         super().__init__(store)
         if search_mode not in SEARCH_MODES:
             raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {search_mode!r}")
         self.dtype = dtype
         self.search_mode, self.depth = search_mode, int(depth)
         self.two_stage_min_vectors, self.first_stage_kind = int(two_stage_min_vectors), first_stage
+        self.code_depth = int(code_depth)  # 0: no middle stage
         self._vectors_parent = vectors_dir
         self._vectors_dir: Path | None = None  # created on the first two-stage view, removed by close()
         self._file_numbers = itertools.count()
@@ -147,7 +150,8 @@ class MemoryIndex(SearchIndex):
         if view is None:
             if self._two_stage(spec):
                 view = _View(np.empty(0, np.int64), np.empty(0, np.int64), None, self._shas(),
-                             make_first_stage(self.first_stage_kind, self.store.dim), self._vector_file(spec))
+                             make_first_stage(self.first_stage_kind, self.store.dim), self._vector_file(spec),
+                             PageCodes(self.store.dim) if self.code_depth else None)
                 order = self.store.page_ids()
                 if isinstance(view.stage, TokenStage):
                     self._train_token_stage(spec, view.stage, order)
@@ -180,8 +184,11 @@ class MemoryIndex(SearchIndex):
             lengths = np.array([len(v) for v in vectors], dtype=np.int64)
             packed = (np.concatenate(vectors).astype(np.float32) if lengths.sum()
                       else np.empty((0, self.store.dim), np.float32))
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
             view.vectors.append(ids, vectors)
-            view.stage.add(ids, packed, np.concatenate([[0], np.cumsum(lengths)]))
+            view.stage.add(ids, packed, offsets)
+            if view.codes is not None:
+                view.codes.add(ids, packed, offsets)
         elif view.index is None:
             view.index = self._new_index(spec, vectors)
         else:
@@ -197,6 +204,8 @@ class MemoryIndex(SearchIndex):
         if view.stage is not None:
             view.stage.remove(view.page_ids[positions])
             view.vectors.remove(view.page_ids[positions].tolist())
+            if view.codes is not None:
+                view.codes.remove(view.page_ids[positions])
         else:
             view.index.remove(positions)
         keep = np.ones(view.page_ids.shape[0], dtype=bool)
@@ -257,7 +266,8 @@ class MemoryIndex(SearchIndex):
                            set(view.page_ids[np.isin(view.doc_ids, np.fromiter(doc_ids, dtype=np.int64))].tolist()))
                 if not len(view.stage) or allowed == set():
                     return []
-                ids, scores = two_stage_top_k(query, k, view.stage, view.vectors, self.depth, allowed)
+                ids, scores = two_stage_top_k(query, k, view.stage, view.vectors, self.depth, allowed,
+                                              view.codes, self.code_depth)
                 return [(int(p), float(s)) for p, s in zip(ids, scores)]
             if view.index is None:
                 return []
@@ -291,6 +301,8 @@ class MemoryIndex(SearchIndex):
                 missing |= store_pages - held
                 stale |= held - store_pages
                 first = view.stage.describe() if view.stage is not None else "none (exhaustive)"
+                if view.codes is not None:
+                    first += f"; middle stage: {view.codes.describe()}"
                 states.append(ViewState(spec, pages, vectors, len(held), view.n_vectors, first))
             stale_views = [s for s in self._views if s not in set(self.store_views())]
         return IndexStatus(self.backend, self.location, self.store.model_id, states, self.document_names(missing),
