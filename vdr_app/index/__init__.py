@@ -1,14 +1,15 @@
 """Search indexes behind one seam: `open_index(settings, store)` -> a `SearchIndex`.
 
     memory   MaxSim in this process's RAM, updated in place (default; `memory.MemoryIndex`);
-             large views in two stages (`first_stage`: candidates, then exact MaxSim from disk)
+             large views in two stages (`first_stage`: candidates, optionally filtered by int2
+             codes in RAM (`page_codes`), then exact MaxSim from disk)
     qdrant   Qdrant: a server or cluster (VDR_QDRANT_URL) or local mode (VDR_QDRANT_PATH)
              (`qdrant.QdrantIndex`; qdrant-client is imported only when chosen)
 
 The engine talks to `base.SearchIndex` only; SQLite stays the system of record. The search
 kernels live here too: `maxsim` (float MaxSim), `maxsim_quantised` (over int8/binary codes),
 `int8_matmul` (the int8 matrix product), `token_stage`, `muvera` and `first_stage` (the two-stage
-first pass).
+first pass), `page_codes` (its middle stage).
 """
 
 from __future__ import annotations
