@@ -426,6 +426,27 @@ def test_page_codes_score_like_the_quantised_index_through_replacement_removal_a
     check(gone)
 
 
+def test_page_codes_best_scores_only_the_candidates_within_the_vector_budget():
+    """best() keeps the `keep` best by codes among the longest prefix of the candidates holding at
+    most max_vectors vectors (never fewer than `keep` pages), ties to the earlier candidate."""
+    from vdr_app.index.page_codes import PageCodes
+
+    rng = np.random.default_rng(22)
+    query = _unit(rng.standard_normal((4, DIM)))
+    pages = [_unit(rng.standard_normal((10, DIM))) for _ in range(6)]
+    pages[5] = np.concatenate([query, query, query[:2]])  # the best page by far, last in the candidates
+    codes = PageCodes(DIM)
+    codes.add(np.arange(6), *_packed(pages))
+    _, scores = codes.scores(query, range(6))
+    by_codes = np.argsort(-scores, kind="stable")
+    assert by_codes[0] == 5
+    assert codes.best(query, np.arange(6), 2, max_vectors=60).tolist() == by_codes[:2].tolist()
+    within = by_codes[by_codes < 3][:2].tolist()  # 30 vectors: only the first 3 candidates are scored
+    assert codes.best(query, np.arange(6), 2, max_vectors=30).tolist() == within
+    assert codes.best(query, np.arange(6), 2, max_vectors=5).tolist() == by_codes[by_codes < 2].tolist()
+    assert codes.best(query, np.arange(2), 2).tolist() == [0, 1]
+
+
 def test_codes_middle_stage_recovers_what_the_first_stage_ranks_too_deep(tmp_path):
     """1,000 recombined pages, a weak first stage (nprobe 4), 30 pages scored exactly: handing 300
     first-stage candidates to the int2 codes, which keep 30, finds far more of the exact top 10 than

@@ -441,8 +441,7 @@ def _two_stage(q, k, stage, vectors, depth, allowed, codes=None, code_depth=0):
             break
         want = want * 4
     if codes is not None and len(cand) > depth:
-        held, approx = codes.scores(q, cand)
-        cand = held[top_k_of(approx, depth)[0]]
+        cand = codes.best(q, cand, depth)
     ids, bits, offsets = vectors.read(np.sort(cand))  # sorted ids: ties break by lower id
     scores = score_bits(q, bits, offsets)  # exhaustive search's kernel and arithmetic
     best, values = top_k_of(scores, int(k))
