@@ -381,7 +381,8 @@ def main(argv=None) -> None:
                 if not args.warm:
                     drop_from_page_cache(vectors.path)
                 found, ms = time_queries(
-                    lambda q: two_stage_top_k(q, 10, tokens, vectors, d, codes=codes, code_depth=c)[0], queries)
+                    lambda q, d=d, c=c: two_stage_top_k(q, 10, tokens, vectors, d, codes=codes, code_depth=c)[0],
+                    queries)
                 record(f"two-stage-tokens-{codes.kind}-c{c}-d{d}-p{p}", ms, recall_at_10(found, truth, which),
                        token_s + codes_s, depth=d, code_depth=c,
                        target_at_1=float(np.mean([f[0] == t for f, t in zip(found, targets)])),
@@ -441,11 +442,11 @@ def main(argv=None) -> None:
         k, stage = (TokenStage.kind, tokens) if tokens is not None else (kinds[0], stages[kinds[0]])
         d = depths[0]
         c = next((c for c in code_depths if c > d), 0) if codes is not None and k == TokenStage.kind else 0
-        via = dict(codes=codes, code_depth=c) if c else {}
+        via = {"codes": codes, "code_depth": c} if c else {}
         if c:
             k = f"{k}-{codes.kind}-c{c}"
 
-        def search(q):
+        def search(q, stage=stage, d=d, via=via):
             return two_stage_top_k(q, 10, stage, vectors, d, **via)[0]
         new_first = N
         new = generate_chunk(pool, pool_offsets, (N // CHUNK + 10_000) * CHUNK, M, P, args.seed)

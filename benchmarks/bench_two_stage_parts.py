@@ -46,11 +46,11 @@ def reads(workdir: Path) -> None:
         q = rng.standard_normal((20, 128)).astype(np.float32)
         fd = os.open(vf.path, os.O_RDONLY)
 
-        def mapped(c):
+        def mapped(c, vf=vf, q=q):
             _, packed, offsets = vf.gather_mapped(c)
             return packed_maxsim(q, packed, offsets)
 
-        def preadv(c):
+        def preadv(c, vf=vf, q=q):
             _, bits, offsets = vf.read(c)
             return score_bits(q, bits, offsets)
 

@@ -466,8 +466,8 @@ def test_codes_middle_stage_recovers_what_the_first_stage_ranks_too_deep(tmp_pat
     for j in rng.choice(1000, 20, replace=False):
         query = _unit(pages[j][rng.choice(len(pages[j]), 8)] + 0.4 * rng.standard_normal((8, DIM)) / np.sqrt(DIM))
         want_ids, want_scores = exhaustive.top_k(query, 10)
-        for name, kw in (("first stage", dict(depth=30)), ("codes", dict(depth=30, codes=codes, code_depth=300)),
-                         ("exact of all 300", dict(depth=300))):
+        for name, kw in (("first stage", {"depth": 30}), ("codes", {"depth": 30, "codes": codes, "code_depth": 300}),
+                         ("exact of all 300", {"depth": 300})):
             got, scores = two_stage_top_k(query, 10, tokens, vf, **kw)
             recalls[name].append(len(set(got.tolist()) & set(want_ids.tolist())) / 10)
             found = np.isin(got, want_ids)  # the final scores stay exact

@@ -395,7 +395,7 @@ def packed_maxsim(query: np.ndarray, packed: np.ndarray, offsets: np.ndarray) ->
 
 
 def two_stage_top_k(query: np.ndarray, k: int, stage: "FirstStage | TokenStage", vectors: VectorFile, depth: int,
-                    allowed=None, codes: "PageCodes | None" = None, code_depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    allowed=None, codes: PageCodes | None = None, code_depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The k best pages by exact MaxSim among the first stage's `depth` candidates.
 
     Args:

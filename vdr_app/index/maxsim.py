@@ -373,7 +373,7 @@ class MaxSimIndex:
 
 
 def score_bits(query: np.ndarray, bits: np.ndarray, offsets: np.ndarray, dtype: str = "bfloat16",
-               plan: "list[_Block] | None" = None) -> np.ndarray:
+               plan: list[_Block] | None = None) -> np.ndarray:
     """float32 MaxSim of pages packed as half-precision bits (V, d) uint16 with offsets (n + 1,),
     by `MaxSimIndex`'s kernel (its blocks, its threads, its arithmetic: the scores equal
     `MaxSimIndex.scores` of the same pages up to float32 rounding where the blocks differ); -inf for
