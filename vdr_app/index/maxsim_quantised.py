@@ -306,15 +306,18 @@ def score_codes(q: np.ndarray, kind: str, dim: int, codes: np.ndarray, scales: n
     if not offsets[-1]:
         return out
     plan_for = plan_for or (lambda size: _make_plan(np.asarray(offsets, np.int64), size))
-    numpy_plan = plan_for(_block_size(kind, codes.shape[1]))
+
+    def numpy_plan() -> list[_Block]:
+        return plan_for(_block_size(kind, codes.shape[1]))
+
     if kind == "int8" and int_mm and int8_matmul.available(dim):
         qcodes, qscales = quantise_int8(q)
         try:
             run_kernel(_score_int8_mm, (codes, scales, qcodes, qscales), plan_for(INT8_MM_BLOCK_VECTORS), out)
         except RuntimeError:  # torch's kernel failed at this size: the numpy path
-            run_kernel(_score_int8, (codes, scales, q), numpy_plan, out)
+            run_kernel(_score_int8, (codes, scales, q), numpy_plan(), out)
     elif kind == "int8":
-        run_kernel(_score_int8, (codes, scales, q), numpy_plan, out)
+        run_kernel(_score_int8, (codes, scales, q), numpy_plan(), out)
     elif kind in ROTATED:
         # int4 / int2: the rotated query (padded with zeros to the codes' padded width) against
         # the unpacked levels, through int_mm with the int8 query when available
@@ -329,11 +332,11 @@ def score_codes(q: np.ndarray, kind: str, dim: int, codes: np.ndarray, scales: n
                 return out
             except RuntimeError:  # torch's kernel failed at this size: the numpy path
                 pass
-        run_kernel(_score_rotated, (codes, scales, q_rot, kind), numpy_plan, out)
+        run_kernel(_score_rotated, (codes, scales, q_rot, kind), numpy_plan(), out)
     else:
         word = _word_dtype(codes.shape[1])
         qcodes = np.ascontiguousarray(binarise_query(q)).view(word)  # (q, words)
-        run_kernel(_score_binary, (codes, qcodes, word, dim), numpy_plan, out)
+        run_kernel(_score_binary, (codes, qcodes, word, dim), numpy_plan(), out)
     return out
 
 

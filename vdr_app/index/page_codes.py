@@ -3,15 +3,17 @@
     codes = PageCodes(dim=128)                 # int2 rotated codes (32 bytes a vector at d = 128)
     codes.add(page_ids, packed, offsets)       # quantise and keep (a page added again is replaced)
     codes.remove(page_ids)
+    codes.best(query, candidates, keep)        # -> the `keep` best candidates by their codes
     codes.scores(query, page_ids)              # -> (kept ids, float32 quantised MaxSim)
 
 Why: the token first stage scores a page by its centroids, and at 1M pages the pages around a
 query differ by less than a centroid can tell, so the exact top 10 hides deep in its ranking.
-Reading 4x more candidates from disk costs 4x the reads; scoring them with their codes, in RAM,
-costs a few ms, and the codes rank as well as the vectors: on 40k recombined pages the int2 top
-200 of every page held the whole exact top 10 (1.00), where the centroids' top 200 held 0.88
-(benchmarks/bench_scale.py, docs/scale.md). So: the first stage hands `code_depth` candidates to
-the codes, the codes keep the best `depth`, and only those are read from disk and scored exactly.
+Reading 4x more candidates from disk costs 4x the reads; scoring them by their codes, in RAM,
+costs ~40 ms per 4,000 pages of 115 vectors, and the codes rank almost as the vectors do: on 40k
+recombined pages the int2 top 200 of every page held the whole exact top 10 (1.00), where the
+centroids' top 200 held 0.88 (benchmarks/bench_two_stage_parts.py codes, docs/scale.md). So: the
+first stage hands `code_depth` candidates to the codes, the codes keep the best `depth`, and only
+those are read from disk and scored exactly.
 
 Storage is append-only like `VectorFile`: rows appended, a page id maps to (first row, count),
 removal forgets the page and the arrays are compacted when a quarter of the rows are dead. The
