@@ -107,7 +107,7 @@ class Settings:
             as Gradio's own `GRADIO_MCP_SERVER=true` says). See docs/mcp.md.
         search_mode: how the memory index searches a float view: "exhaustive" (every vector,
             exact), "two-stage" (a first stage finds `two_stage_depth` candidate pages, exact MaxSim
-            ranks them, with the vectors read from a memory-mapped file on disk) or "auto" (default:
+            ranks them, with the vectors read from a file on disk) or "auto" (default:
             two-stage for views of at least `two_stage_min_vectors` vectors) (`VDR_SEARCH_MODE`).
             See docs/scale.md.
         two_stage_depth: candidate pages scored by exact MaxSim, their vectors read from disk
