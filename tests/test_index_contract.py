@@ -51,7 +51,7 @@ def _index(kind: str, store: Store, tmp_path):
     if kind == "memory-two-stage":
         # Candidate depth above the stores' page counts: every page is re-scored, so two-stage
         # answers must equal the reference exactly (recall at smaller depths: test_two_stage.py).
-        return MemoryIndex(store, search_mode="two-stage", depth=500, vectors_dir=tmp_path)
+        return MemoryIndex(store, search_mode="two-stage", depth=500, code_depth=0, vectors_dir=tmp_path)
     if kind == "memory-two-stage-codes":  # the int2 middle stage kept in step with every change
         return MemoryIndex(store, search_mode="two-stage", depth=500, code_depth=2000, vectors_dir=tmp_path)
     if kind == "qdrant-local":

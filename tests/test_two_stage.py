@@ -233,6 +233,13 @@ def test_search_mode_settings_are_checked():
         Settings.from_env({"VDR_SEARCH_MODE": "fast"})
     with pytest.raises(ConfigError, match="VDR_TWO_STAGE_DEPTH"):
         Settings.from_env({"VDR_TWO_STAGE_DEPTH": "0"})
+    assert Settings.from_env({"VDR_TWO_STAGE_CODE_DEPTH": "0"}).two_stage_code_depth == 0  # no middle stage
+    with pytest.raises(ConfigError, match="VDR_TWO_STAGE_CODE_DEPTH"):
+        Settings.from_env({"VDR_TWO_STAGE_CODE_DEPTH": "-1"})
+    # the app's defaults are the index's (measured at 1M pages, docs/scale.md)
+    from vdr_app.index.first_stage import DEFAULT_CODE_DEPTH, DEFAULT_DEPTH
+
+    assert (Settings().two_stage_depth, Settings().two_stage_code_depth) == (DEFAULT_DEPTH, DEFAULT_CODE_DEPTH)
 
 
 @pytest.mark.parametrize("threshold, two_stage", [(10, True), (10**9, False)])

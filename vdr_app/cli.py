@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "codes' own scores; a depth above 5%% of the pages is marked and left off the frontier)")
     ev.add_argument("--two-stage", action="store_true",
                     help="also search every float view in two stages (first stage + exact MaxSim of its "
-                    "candidates, VDR_FIRST_STAGE / VDR_TWO_STAGE_DEPTH): a row '<view> two-stage' beside each")
+                    "candidates, VDR_FIRST_STAGE / VDR_TWO_STAGE_CODE_DEPTH / VDR_TWO_STAGE_DEPTH): a row "
+                    "'<view> two-stage' beside each")
     ev.add_argument("--sap-window", choices=["cv"], default=None,
                     help="cv: score each sap view whose layers are auto held out: the labelled queries in 2 "
                     "folds, each scored with the window chosen on the other (docs/sap.md)")

@@ -163,8 +163,8 @@ class Settings:
     qdrant_replicas: int = 1
     mcp: bool = False
     search_mode: str = "auto"
-    two_stage_depth: int = 1000
-    two_stage_code_depth: int = 0
+    two_stage_depth: int = 200  # index.first_stage.DEFAULT_DEPTH, DEFAULT_CODE_DEPTH (docs/scale.md)
+    two_stage_code_depth: int = 2000
     two_stage_min_vectors: int = 5_000_000
     first_stage: str = "tokens"
     model_given: bool = True

@@ -40,9 +40,11 @@ from .token_stage import TokenStage
 
 PAGE_SUMMARY_KINDS = ("muvera", "mean")  # FirstStage's
 KINDS = (TokenStage.kind, *PAGE_SUMMARY_KINDS)
-# Candidates re-scored exactly per query (Settings.two_stage_depth): with the token stage, recall@10
-# 0.93 at 1M pages x 115 and 1.0 at 100k (400 candidates: 0.86 and 0.99; docs/scale.md).
-DEFAULT_DEPTH = 1000
+# Pages scored exactly per query (Settings.two_stage_depth) and candidates the first stage hands to
+# the int2 middle stage (Settings.two_stage_code_depth). At 1M pages x 115: recall@10 0.98, p50
+# 73 ms; without the middle stage 1,000 candidates recalled 0.935 at 137 ms (docs/scale.md).
+DEFAULT_DEPTH = 200
+DEFAULT_CODE_DEPTH = 2000
 IVF_MIN_PAGES = 20_000  # below this the first stage is searched exactly (flat)
 # Default nprobe: as many lists as hold about this many encodings (~50M multiply-adds per query at
 # 1,024 values). At 50k pages that is every list, where 48 of 894 lists lost 0.1 of recall@10.

@@ -39,7 +39,7 @@ from .maxsim_quantised import QuantisedMaxSimIndex
 from ..store import Store
 from ..types import Progress
 from .base import IndexStatus, SearchIndex, SyncReport, ViewState
-from .first_stage import DEFAULT_DEPTH, FirstStage, VectorFile, make_first_stage, two_stage_top_k
+from .first_stage import DEFAULT_CODE_DEPTH, DEFAULT_DEPTH, FirstStage, VectorFile, make_first_stage, two_stage_top_k
 from .page_codes import PageCodes
 from .token_stage import TokenStage
 
@@ -83,7 +83,8 @@ class MemoryIndex(SearchIndex):
 
     def __init__(self, store: Store, dtype: str = "bfloat16", search_mode: str = "exhaustive",
                  depth: int = DEFAULT_DEPTH, two_stage_min_vectors: int = TWO_STAGE_MIN_VECTORS,
-                 first_stage: str = "tokens", vectors_dir: str | Path | None = None, code_depth: int = 0):
+                 first_stage: str = "tokens", vectors_dir: str | Path | None = None,
+                 code_depth: int = DEFAULT_CODE_DEPTH):
         super().__init__(store)
         if search_mode not in SEARCH_MODES:
             raise ValueError(f"search_mode must be one of {SEARCH_MODES}, got {search_mode!r}")
