@@ -36,6 +36,7 @@ import numpy as np
 from .maxsim import _round_bits, _widen_into, check_query, score_bits, top_k_of
 from .muvera import Muvera
 from .page_codes import PageCodes
+from .page_rows import locate, packed_rows
 from .token_stage import TokenStage
 
 PAGE_SUMMARY_KINDS = ("muvera", "mean")  # FirstStage's
@@ -276,22 +277,19 @@ class VectorFile:
         reads several times faster than the memory map's one page fault at a time (cold file, 400
         pages of 1,030 vectors read and scored: 91 ms against 794 ms; docs/scale.md)."""
         with self._lock:
-            found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
-            fd = os.open(self.path, os.O_RDONLY) if found and hasattr(os, "preadv") else None
-            data = self._mapped() if found and fd is None else None
-        lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
-        starts = np.array([row for _, (row, _) in found], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            ids, starts, offsets = locate(self._where, page_ids)
+            fd = os.open(self.path, os.O_RDONLY) if len(ids) and hasattr(os, "preadv") else None
+            data = self._mapped() if len(ids) and fd is None else None
         bits = np.empty((int(offsets[-1]), self.dim), dtype=np.uint16)
         if fd is not None:
             try:
-                _read_runs_concurrently(fd, bits, _runs(starts, lengths, offsets[:-1]), self.dim * 2,
+                _read_runs_concurrently(fd, bits, _runs(starts, np.diff(offsets), offsets[:-1]), self.dim * 2,
                                         READ_THREADS if threads is None else threads)
             finally:
                 os.close(fd)
         elif bits.size:  # no preadv (Windows): one gather through the memory map
-            bits[:] = data[np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))]
-        return np.array([p for p, _ in found], dtype=np.int64), bits, offsets
+            bits[:] = data[packed_rows(starts, offsets)]
+        return ids, bits, offsets
 
     def gather(self, page_ids, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`read`, widened: (kept page ids, float32 (V, d) packed vectors, offsets (n + 1,))."""
@@ -305,16 +303,12 @@ class VectorFile:
         """`gather` through the memory map, one fancy index: the reference `gather` is tested
         against."""
         with self._lock:
-            found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
+            ids, starts, offsets = locate(self._where, page_ids)
             data = self._mapped()
-        lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
-        starts = np.array([row for _, (row, _) in found], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        rows = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
         out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
-        if rows.size:
-            _widen_into(data[rows], out, "bfloat16")
-        return np.array([p for p, _ in found], dtype=np.int64), out, offsets
+        if out.size:
+            _widen_into(data[packed_rows(starts, offsets)], out, "bfloat16")
+        return ids, out, offsets
 
     def compact(self) -> None:
         """Rewrite the file with only the pages held (after many removals)."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..quantise import packed_width, quantise_rotated
 from .maxsim_quantised import score_codes
+from .page_rows import locate, packed_rows
 
 DEFAULT_KIND = "int2"  # 36 bytes a vector at d = 128 (codes and a scale): 4.0 GiB at 1M x 115; int4: 68
 # Vectors whose codes one query scores at most (4,000 pages of 115: ~40 ms on the 2-core machine)
@@ -107,13 +108,9 @@ class PageCodes:
         """(kept page ids int64, float32 quantised MaxSim of each), in the given order; ids not
         held are left out. query: float32 (q, d), checked by the caller."""
         with self._lock:
-            found = [(int(p), self._where[int(p)]) for p in page_ids if int(p) in self._where]
-            lengths = np.array([n for _, (_, n) in found], dtype=np.int64)
-            starts = np.array([row for _, (row, _) in found], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            rows = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+            ids, starts, offsets = locate(self._where, page_ids)
+            rows = packed_rows(starts, offsets)
             codes, scales = self._codes[rows], self._scales[rows]  # copies: safe after the lock
-        ids = np.array([p for p, _ in found], dtype=np.int64)
         return ids, score_codes(query, self.kind, self.dim, codes, scales, offsets)
 
     def _forget(self, ids: np.ndarray) -> None:
@@ -132,10 +129,9 @@ class PageCodes:
     def _compact(self) -> None:
         """Keep only held pages' rows (in their order in the arrays)."""
         held = sorted(self._where.items(), key=lambda item: item[1][0])
-        starts = np.array([row for _, (row, _) in held], dtype=np.int64)
-        lengths = np.array([n for _, (_, n) in held], dtype=np.int64)
-        new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        rows = np.repeat(starts - new_starts, lengths) + np.arange(int(lengths.sum()))
+        ids, starts, offsets = locate(dict(held), [pid for pid, _ in held])
+        rows = packed_rows(starts, offsets)
         self._codes, self._scales = self._codes[rows], self._scales[rows]
         self._rows, self._dead = len(rows), 0
-        self._where = {pid: (int(s), int(n)) for (pid, _), s, n in zip(held, new_starts.tolist(), lengths.tolist())}
+        self._where = {pid: (int(s), int(n)) for pid, s, n in zip(ids.tolist(), offsets[:-1].tolist(),
+                                                                    np.diff(offsets).tolist())}
