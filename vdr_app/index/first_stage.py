@@ -275,7 +275,7 @@ class VectorFile:
         Each page's rows are one run of the file (neighbouring runs are read as one), read with
         `os.preadv` by `threads` (default READ_THREADS) threads at once: a disk serves concurrent
         reads several times faster than the memory map's one page fault at a time (cold file, 400
-        pages of 1,030 vectors read and scored: 91 ms against 794 ms; docs/scale.md)."""
+        pages of 1,030 vectors read and scored: 103 ms against 616 ms; docs/scale.md)."""
         with self._lock:
             ids, starts, offsets = locate(self._where, page_ids)
             fd = os.open(self.path, os.O_RDONLY) if len(ids) and hasattr(os, "preadv") else None
