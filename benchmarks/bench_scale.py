@@ -16,9 +16,14 @@ codes of exhaustive-binary. Then each method is timed on the queries:
 
     exhaustive-bfloat16   MaxSimIndex over the whole view in RAM (skipped when it does not fit)
     exhaustive-binary     QuantisedMaxSimIndex, binary codes in RAM (its own top 10, no rescoring)
-    two-stage-<kind>-d<N> first stage (faiss, see vdr_app/index/first_stage.py) -> N candidates ->
-                          exact MaxSim of their vectors read from the memory-mapped file
+    two-stage-<kind>-d<N> first stage (vdr_app/index/token_stage.py, first_stage.py) -> N candidates
+                          -> exact MaxSim of their vectors read from the file (VectorFile.read)
+    two-stage-tokens-int2-c<C>-d<N>-p<P>  (--code-depths) the token stage's C candidates -> the
+                          int2 codes in RAM (vdr_app/index/page_codes.py) keep N -> exact MaxSim
     ...-sqlite            the same, candidates' vectors read from a SQLite table instead
+
+Before each two-stage method the vector file is dropped from the page cache (--warm keeps it), so
+every method's first reads come from disk, as a fresh query's would.
 
 Each record: method, pages, vectors, p50_ms, p95_ms, recall_at_10 (mean overlap of the method's
 top 10 with the exact top 10), target_at_1 (the known answer ranked first), rss_mb (VmRSS after
