@@ -136,8 +136,10 @@ def test_vector_file_round_trips_bfloat16_values_through_removal_and_compaction(
         if compacted:
             vf.compact()
             assert vf.disk_bytes == sum(len(p) for i, p in enumerate(pages) if i not in (1, 5, 29)) * DIM * 2
-        ids, packed, offsets = vf.gather([110, 105, 100, 103])
+        ids, bits, offsets = vf.read([110, 105, 100, 103])
         assert ids.tolist() == [110, 100, 103]
+        packed = np.empty(bits.shape, np.float32)
+        _widen_into(bits, packed, "bfloat16")
         for j, pid in enumerate(ids):
             np.testing.assert_array_equal(packed[offsets[j]:offsets[j + 1]], _bf16(pages[pid - 100]))
     assert vf.n_vectors == sum(len(p) for i, p in enumerate(pages) if i not in (1, 5, 29))
@@ -145,7 +147,7 @@ def test_vector_file_round_trips_bfloat16_values_through_removal_and_compaction(
 
 @pytest.mark.parametrize("threads", [1, 3, 8])
 def test_vector_file_concurrent_reads_equal_the_memory_map(tmp_path, threads):
-    """The preadv gather (neighbouring pages joined into one read, groups read by threads at once)
+    """The preadv read (neighbouring pages joined into one read, groups read by threads at once)
     returns what one fancy index of the memory map does, in the asked order, over > 1 MiB so the
     threads are used, with pages rewritten (moved to the end) and removed."""
     rng = np.random.default_rng(12)
@@ -155,12 +157,12 @@ def test_vector_file_concurrent_reads_equal_the_memory_map(tmp_path, threads):
     vf.append([7, 8], [rng.standard_normal((5, DIM)).astype(np.float32)] * 2)  # moved to the end
     vf.remove([3, 50])
     order = np.concatenate([np.arange(0, 60), rng.permutation(np.arange(60, 120)), [999]])
-    ids, packed, offsets = vf.gather(order, threads=threads)
-    assert packed.nbytes // 2 > 1 << 20
-    want = vf.gather_mapped(order)
+    ids, bits, offsets = vf.read(order, threads=threads)
+    assert bits.nbytes > 1 << 20
+    want = vf.read_mapped(order)
     assert ids.tolist() == [p for p in order.tolist() if p not in (3, 50, 999)] == want[0].tolist()
     np.testing.assert_array_equal(offsets, want[2])
-    np.testing.assert_array_equal(packed, want[1])
+    np.testing.assert_array_equal(bits, want[1])
 
 
 def test_vector_file_read_joins_neighbouring_pages_into_one_run():

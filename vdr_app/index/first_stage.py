@@ -276,10 +276,11 @@ class VectorFile:
         `os.preadv` by `threads` (default READ_THREADS) threads at once: a disk serves concurrent
         reads several times faster than the memory map's one page fault at a time (cold file, 400
         pages of 1,030 vectors read and scored: 103 ms against 616 ms; docs/scale.md)."""
+        if not hasattr(os, "preadv"):  # Windows
+            return self.read_mapped(page_ids)
         with self._lock:
             ids, starts, offsets = locate(self._where, page_ids)
-            fd = os.open(self.path, os.O_RDONLY) if len(ids) and hasattr(os, "preadv") else None
-            data = self._mapped() if len(ids) and fd is None else None
+            fd = os.open(self.path, os.O_RDONLY) if len(ids) else None
         bits = np.empty((int(offsets[-1]), self.dim), dtype=np.uint16)
         if fd is not None:
             try:
@@ -287,28 +288,14 @@ class VectorFile:
                                         READ_THREADS if threads is None else threads)
             finally:
                 os.close(fd)
-        elif bits.size:  # no preadv (Windows): one gather through the memory map
-            bits[:] = data[packed_rows(starts, offsets)]
         return ids, bits, offsets
 
-    def gather(self, page_ids, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`read`, widened: (kept page ids, float32 (V, d) packed vectors, offsets (n + 1,))."""
-        ids, bits, offsets = self.read(page_ids, threads)
-        out = np.empty(bits.shape, dtype=np.float32)
-        if bits.size:
-            _widen_into(bits, out, "bfloat16")
-        return ids, out, offsets
-
-    def gather_mapped(self, page_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`gather` through the memory map, one fancy index: the reference `gather` is tested
-        against."""
+    def read_mapped(self, page_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`read` through the memory map, one fancy index: the reference `read` is tested against."""
         with self._lock:
             ids, starts, offsets = locate(self._where, page_ids)
             data = self._mapped()
-        out = np.empty((int(offsets[-1]), self.dim), dtype=np.float32)
-        if out.size:
-            _widen_into(data[packed_rows(starts, offsets)], out, "bfloat16")
-        return ids, out, offsets
+        return ids, np.asarray(data[packed_rows(starts, offsets)]).reshape(-1, self.dim), offsets
 
     def compact(self) -> None:
         """Rewrite the file with only the pages held (after many removals)."""
@@ -331,7 +318,7 @@ class VectorFile:
             self.path.unlink(missing_ok=True)
 
 
-READ_THREADS = 8  # concurrent reads per gather (a cold disk: 4-8 at once read ~2.5x faster than 1)
+READ_THREADS = 8  # concurrent reads per `read` (a cold disk: 4-8 at once read ~2.5x faster than 1)
 _READ_POOL: ThreadPoolExecutor | None = None
 _READ_POOL_LOCK = threading.Lock()
 
