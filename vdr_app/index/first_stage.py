@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .maxsim import _round_bits, _widen_into, check_query, score_bits, top_k_of
+from .maxsim import _round_bits, check_query, score_bits, top_k_of
 from .muvera import Muvera
 from .page_codes import PageCodes
 from .page_rows import locate, packed_rows
