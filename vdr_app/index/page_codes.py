@@ -92,23 +92,29 @@ class PageCodes:
 
     def best(self, query: np.ndarray, page_ids, keep: int, max_vectors: int = MAX_VECTORS) -> np.ndarray:
         """The `keep` best of page_ids (candidates, best first) by their codes, among the longest
-        prefix of them that holds at most `max_vectors` vectors (and at least `keep` pages): the
-        middle stage's cost stays the same whether pages hold 115 vectors or 1,030. Ties: the
-        earlier candidate."""
+        prefix of the held ones that holds at most `max_vectors` vectors (and at least `keep`
+        pages): the middle stage's cost stays the same whether pages hold 115 vectors or 1,030.
+        Ties: the earlier candidate."""
         page_ids = np.asarray(page_ids, np.int64)
-        with self._lock:
-            lengths = np.array([self._where.get(int(p), (0, 0))[1] for p in page_ids], dtype=np.int64)
         if len(page_ids) <= keep:
             return page_ids
-        n = max(int(keep), int(np.searchsorted(np.cumsum(lengths), max_vectors, side="right")))
-        held, approx = self.scores(query, page_ids[:n])
+        held, approx = self._scores(query, page_ids, keep, max_vectors)
         return held[np.argsort(-approx, kind="stable")[:keep]]
 
     def scores(self, query: np.ndarray, page_ids) -> tuple[np.ndarray, np.ndarray]:
         """(kept page ids int64, float32 quantised MaxSim of each), in the given order; ids not
         held are left out. query: float32 (q, d), checked by the caller."""
+        return self._scores(query, page_ids)
+
+    def _scores(self, query: np.ndarray, page_ids, min_pages: int = 0,
+                max_vectors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`scores` of the held pages among page_ids, cut (with max_vectors) to the longest prefix
+        of at most max_vectors vectors and at least min_pages pages: one lookup of each page."""
         with self._lock:
             ids, starts, offsets = locate(self._where, page_ids)
+            if max_vectors is not None:
+                n = max(int(min_pages), int(np.searchsorted(offsets[1:], max_vectors, side="right")))
+                ids, starts, offsets = ids[:n], starts[:n], offsets[:n + 1]
             rows = packed_rows(starts, offsets)
             codes, scales = self._codes[rows], self._scales[rows]  # copies: safe after the lock
         return ids, score_codes(query, self.kind, self.dim, codes, scales, offsets)
